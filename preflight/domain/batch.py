@@ -1,0 +1,56 @@
+"""Words of the contract that every layer shares: batch ids, meters, statuses, snapshot kinds."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Final
+
+from preflight.errors import UsageError
+
+BATCH_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:\-/]{1,200}")
+
+
+class Meter(StrEnum):
+    CREDITS = "credits"
+    API_QUOTA_REMAINING = "api_quota_remaining"
+
+
+class BatchStatus(StrEnum):
+    OPEN = "open"
+    BLOCKED = "blocked"
+    FINISHED = "finished"
+
+
+class SnapshotKind(StrEnum):
+    PREFLIGHT = "preflight"
+    RECHECK = "recheck"
+    FAILURE = "failure"
+    FINISH = "finish"
+    AUDIT = "audit"
+    MANUAL = "manual"
+
+
+def validate_batch_id(batch_id: str) -> str:
+    """Return ``batch_id`` if it is 1–200 characters of letters, digits and ``._:-/``."""
+    if not BATCH_ID_PATTERN.fullmatch(batch_id):
+        shown = batch_id if len(batch_id) <= 40 else batch_id[:40] + "…"
+        raise UsageError(
+            f"invalid batch id {shown!r}: use 1-200 characters of letters, digits and ._:-/"
+        )
+    return batch_id
+
+
+def choose_meter(requested: str, present: dict[str, object]) -> Meter | None:
+    """The meter a check reads: the requested one, or for ``auto`` credits before the legacy quota.
+
+    ``present`` maps meter names to the profile's values (None when absent).
+    Returns None when the meter (or, for ``auto``, every meter) is absent.
+    """
+    if requested != "auto":
+        meter = Meter(requested)
+        return meter if present.get(meter.value) is not None else None
+    for meter in (Meter.CREDITS, Meter.API_QUOTA_REMAINING):
+        if present.get(meter.value) is not None:
+            return meter
+    return None

@@ -1,0 +1,82 @@
+"""Preflight verdicts: go / no-go from a balance, a need and what other batches still hold.
+
+The check is advisory, not a reservation: it reads the balance at one instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Final
+
+
+class Verdict(StrEnum):
+    GO = "go"
+    AT_RISK = "at_risk"
+    INSUFFICIENT = "insufficient"
+    AUTH_FAILED = "auth_failed"
+    BILLING_BLOCKED = "billing_blocked"
+    UNAVAILABLE = "unavailable"
+
+
+EXIT_CODES: Final[dict[Verdict, int]] = {
+    Verdict.GO: 0,
+    Verdict.AT_RISK: 0,
+    Verdict.INSUFFICIENT: 10,
+    Verdict.AUTH_FAILED: 11,
+    Verdict.BILLING_BLOCKED: 12,
+    Verdict.UNAVAILABLE: 13,
+}
+STRICT_AT_RISK_EXIT: Final = 14
+
+#: Verdicts after which the orchestrator should not dispatch.
+NO_GO: Final = frozenset(
+    {Verdict.INSUFFICIENT, Verdict.AUTH_FAILED, Verdict.BILLING_BLOCKED, Verdict.UNAVAILABLE}
+)
+
+
+def exit_code(verdict: Verdict, *, strict: bool = False, fail_open: bool = False) -> int:
+    """The CLI exit code of a verdict, as the design's table says."""
+    if verdict is Verdict.AT_RISK and strict:
+        return STRICT_AT_RISK_EXIT
+    if verdict is Verdict.UNAVAILABLE and fail_open:
+        return 0
+    return EXIT_CODES[verdict]
+
+
+@dataclass(frozen=True)
+class Assessment:
+    verdict: Verdict
+    reason: str
+
+
+def outstanding_need(need: Decimal | None, recorded_cost: Decimal) -> Decimal:
+    """What an open batch may still spend: max(need − recorded cost, 0); nothing if no need."""
+    if need is None:
+        return Decimal(0)
+    return max(need - recorded_cost, Decimal(0))
+
+
+def assess(
+    balance: Decimal, need: Decimal, reserve: Decimal, outstanding_other: Decimal
+) -> Assessment:
+    """Decide from one balance reading.
+
+    - ``insufficient`` when balance < need + reserve: the low balance exists before dispatch;
+    - ``at_risk`` when it covers need + reserve, but not once the other open batches of the
+      account take what they still declared: balance − outstanding_other < need;
+    - ``go`` otherwise.
+    """
+    if balance < need + reserve:
+        return Assessment(
+            Verdict.INSUFFICIENT,
+            f"balance {balance} is below need {need} + reserve {reserve}",
+        )
+    if balance - outstanding_other < need:
+        return Assessment(
+            Verdict.AT_RISK,
+            f"balance {balance} minus {outstanding_other} still outstanding for other open "
+            f"batches leaves less than need {need}",
+        )
+    return Assessment(Verdict.GO, f"balance {balance} covers need {need} + reserve {reserve}")

@@ -1,0 +1,73 @@
+"""A vendor token that cannot leak by accident.
+
+``Secret`` hides its value from ``repr``/``str``/f-strings/pickling, and every
+secret ever built is remembered so that the log redaction processor and the CLI
+error printer can scrub it from any text, wherever it came from (an httpx
+message, an exception, a traceback).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Final, NoReturn
+
+REDACTED: Final = "[REDACTED]"
+
+_known: set[str] = set()
+_known_lock = threading.Lock()
+_pattern: re.Pattern[str] | None = None
+
+# Whatever the token, never echo what follows "Bearer" in a header-like text.
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",;]+")
+
+
+class Secret:
+    """A string that only ``reveal()`` gives back."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not value:
+            raise ValueError("a secret cannot be empty")
+        self._value = value
+        _remember(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED!r})"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Secret cannot be pickled")
+
+
+def _remember(value: str) -> None:
+    global _pattern
+    with _known_lock:
+        if value in _known:
+            return
+        _known.add(value)
+        # Longest first so that a token containing another is scrubbed whole.
+        alternatives = sorted(_known, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(v) for v in alternatives))
+
+
+def scrub(text: str) -> str:
+    """Return ``text`` with every known secret and any bearer credential replaced."""
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    return _BEARER.sub(rf"\1{REDACTED}", text)

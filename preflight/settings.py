@@ -1,0 +1,258 @@
+"""One settings object, read once: defaults < TOML file < ``PREFLIGHT_*`` environment.
+
+The TOML file is ``$PREFLIGHT_CONFIG`` if set. Keys are the field names below
+(``database_url = "..."``); extra accounts go in ``[accounts.NAME]`` tables with
+``token_file`` or ``token_env`` (never an inline token), and optionally ``vendor_url``.
+
+Tokens come only from the environment (``PREFLIGHT_API_TOKEN``) or a file
+(``PREFLIGHT_API_TOKEN_FILE``), never from the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final
+
+from preflight.errors import ConfigError
+from preflight.secret import Secret
+
+ENV_PREFIX: Final = "PREFLIGHT_"
+DEFAULT_ACCOUNT: Final = "default"
+METERS: Final = ("credits", "api_quota_remaining")
+
+
+def default_database_url(environ: Mapping[str, str]) -> str:
+    data_home = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return f"sqlite:///{Path(data_home) / 'preflight' / 'preflight.db'}"
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    """One vendor account: a name of ours, its token and the vendor it lives on."""
+
+    name: str
+    token: Secret | None
+    vendor_url: str | None = None  # None: the settings' vendor_url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything preflight can be configured with. Build it with :func:`load_settings`."""
+
+    database_url: str
+    vendor_url: str = "https://fishaudio.org"
+    account: str = DEFAULT_ACCOUNT
+    accounts: Mapping[str, AccountSettings] = field(default_factory=dict)
+    # Vendor client: per-phase timeouts, and one deadline over all attempts.
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    deadline: float = 30.0
+    attempts: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    retry_after_max: float = 10.0
+    max_body_bytes: int = 1_048_576
+    # Verdicts.
+    meter: str = "auto"
+    reserve: Decimal = Decimal(0)
+    hold_expiry: timedelta = timedelta(hours=6)
+    fail_open: bool = False
+    # Classification.
+    staleness_window: timedelta = timedelta(hours=1)
+    tolerance: Decimal = Decimal(0)
+    # Logging.
+    log_level: str = "warning"
+    log_format: str = "auto"
+
+    def account_settings(self, name: str | None = None) -> AccountSettings:
+        name = name or self.account
+        try:
+            return self.accounts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.accounts)) or "none"
+            raise ConfigError(f"unknown account {name!r} (configured: {known})") from None
+
+    def vendor_url_for(self, account: AccountSettings) -> str:
+        return account.vendor_url or self.vendor_url
+
+
+# ---------------------------------------------------------------- parsing
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"6h"``, ``"2d"`` → timedelta."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 6h, 2d)")
+    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def parse_amount(text: object) -> Decimal:
+    """A non-negative, finite decimal amount; never goes through float."""
+    if isinstance(text, bool | float):
+        raise ValueError(f"not an exact amount: {text!r}")
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise ValueError(f"not a decimal amount: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"amount must be a non-negative decimal: {text!r}")
+    return value
+
+
+def _parse_bool(text: object) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(text: Any) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise ValueError(f"must be positive: {text!r}")
+        return value
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(text: Any) -> str:
+        value = str(text).strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}: {text!r}")
+        return value
+
+    return parse
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "database_url": str,
+    "vendor_url": str,
+    "account": str,
+    "connect_timeout": _positive(float),
+    "read_timeout": _positive(float),
+    "deadline": _positive(float),
+    "attempts": _positive(int),
+    "backoff_base": float,
+    "backoff_max": float,
+    "retry_after_max": float,
+    "max_body_bytes": _positive(int),
+    "meter": _choice("auto", *METERS),
+    "reserve": parse_amount,
+    "hold_expiry": parse_duration,
+    "fail_open": _parse_bool,
+    "staleness_window": parse_duration,
+    "tolerance": parse_amount,
+    "log_level": _choice("debug", "info", "warning", "error"),
+    "log_format": _choice("auto", "json", "console"),
+}
+
+
+def _read_token(*, value: str | None, file: str | None, where: str) -> Secret | None:
+    if value and file:
+        raise ConfigError(f"{where}: set only one of the token and the token file")
+    if file:
+        try:
+            text = Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read token file {file}: {exc.strerror}") from None
+        if not text:
+            raise ConfigError(f"{where}: token file {file} is empty")
+        return Secret(text)
+    if value:
+        return Secret(value.strip())
+    return None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read the settings once. ``overrides`` (already typed) win over everything."""
+    env = dict(os.environ if environ is None else environ)
+    file_values: dict[str, Any] = {}
+    config_path = env.get(f"{ENV_PREFIX}CONFIG")
+    if config_path:
+        try:
+            with open(config_path, "rb") as fh:
+                file_values = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_path} is not valid TOML: {exc}") from None
+
+    account_tables = file_values.pop("accounts", {})
+    for inline in ("api_token", "token"):
+        if inline in file_values:
+            raise ConfigError(
+                f"config file: `{inline}` is not allowed; use api_token_file or PREFLIGHT_API_TOKEN"
+            )
+    token_file_from_toml = file_values.pop("api_token_file", None)
+
+    values: dict[str, Any] = {"database_url": default_database_url(env)}
+    for name, parse in _PARSERS.items():
+        raw: Any = file_values.pop(name, None)
+        where = f"config file key {name}"
+        env_raw = env.get(f"{ENV_PREFIX}{name.upper()}")
+        if env_raw not in (None, ""):
+            raw, where = env_raw, f"{ENV_PREFIX}{name.upper()}"
+        if raw is None:
+            continue
+        try:
+            values[name] = parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if file_values:
+        raise ConfigError(f"config file: unknown keys {', '.join(sorted(file_values))}")
+
+    accounts: dict[str, AccountSettings] = {
+        DEFAULT_ACCOUNT: AccountSettings(
+            name=DEFAULT_ACCOUNT,
+            token=_read_token(
+                value=env.get(f"{ENV_PREFIX}API_TOKEN"),
+                file=env.get(f"{ENV_PREFIX}API_TOKEN_FILE") or token_file_from_toml,
+                where="PREFLIGHT_API_TOKEN",
+            ),
+        )
+    }
+    if not isinstance(account_tables, dict):
+        raise ConfigError("config file: [accounts] must be a table of tables")
+    for name, table in account_tables.items():
+        if not isinstance(table, dict) or "token" in table:
+            raise ConfigError(
+                f"config file: [accounts.{name}] needs token_file or token_env (no inline token)"
+            )
+        token_env = table.get("token_env")
+        accounts[name] = AccountSettings(
+            name=name,
+            token=_read_token(
+                value=env.get(token_env) if token_env else None,
+                file=table.get("token_file"),
+                where=f"[accounts.{name}]",
+            ),
+            vendor_url=table.get("vendor_url"),
+        )
+    values["accounts"] = accounts
+    settings = Settings(**values)
+    if overrides:
+        known = {f.name for f in fields(Settings)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        settings = replace(settings, **overrides)
+    if settings.account not in settings.accounts:
+        settings.account_settings()  # raises the ConfigError naming the known accounts
+    return settings

@@ -1,0 +1,61 @@
+"""Shared fixtures. PREFLIGHT_* variables are cleared here, at import, so a developer's
+own settings never leak into a test; tests set exactly what they need."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+for _name in [name for name in os.environ if name.startswith("PREFLIGHT_")]:
+    if _name != "PREFLIGHT_TEST_POSTGRES_URL":
+        del os.environ[_name]
+
+POSTGRES_URL = os.environ.get(
+    "PREFLIGHT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = bool(os.environ.get("CI"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    return f"sqlite:///{os.path.join(tmp_path, 'preflight.db')}"
+
+
+def _postgres_unreachable(reason: str) -> None:
+    # In CI a PostgreSQL test that cannot connect fails: a skip would hide a broken run.
+    if IN_CI:
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(f"PostgreSQL not reachable ({reason}); set PREFLIGHT_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose search_path is a fresh, empty schema, dropped afterwards."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(POSTGRES_URL, poolclass=sa.pool.NullPool)
+    schema = f"pf_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _postgres_unreachable(str(exc.orig).splitlines()[0] if exc.orig else str(exc))
+    url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each integration test runs once on SQLite and once on PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(name)
+    return url
