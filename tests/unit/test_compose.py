@@ -1,0 +1,58 @@
+"""docker-compose.yml cannot run here (no Docker engine), so it is checked by reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def test_services_are_postgres_migration_and_worker(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", "migrate", "worker"}
+    assert compose["services"]["postgres"]["image"].startswith("postgres:")
+    assert "healthcheck" in compose["services"]["postgres"]
+
+
+def test_migration_runs_once_after_postgres_is_healthy(compose: dict[str, Any]) -> None:
+    migrate = compose["services"]["migrate"]
+    assert migrate["command"] == ["db", "upgrade"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_worker_starts_after_a_successful_migration(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["command"] == ["worker"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert worker["stop_signal"] == "SIGTERM"
+    assert "vendor_token" in worker["secrets"]
+
+
+def test_both_use_the_compose_postgres_and_no_inline_token(compose: dict[str, Any]) -> None:
+    for name in ("migrate", "worker"):
+        env = compose["services"][name]["environment"]
+        assert env["PREFLIGHT_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert "@postgres:5432/" in env["PREFLIGHT_DATABASE_URL"]
+        assert env["PREFLIGHT_API_TOKEN_FILE"] == "/run/secrets/vendor_token"
+        assert "PREFLIGHT_API_TOKEN" not in env
+    db_user = compose["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    assert f"//{db_user}:" in compose["services"]["worker"]["environment"]["PREFLIGHT_DATABASE_URL"]
+
+
+def test_the_image_it_builds_installs_preflight_with_postgres(compose: dict[str, Any]) -> None:
+    assert compose["services"]["worker"]["build"] == "."
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "'.[postgres]'" in dockerfile
+    assert 'ENTRYPOINT ["preflight"]' in dockerfile
+    for copied in ("preflight", "migrations", "pyproject.toml"):
+        assert copied in dockerfile
