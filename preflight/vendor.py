@@ -1,0 +1,618 @@
+"""The vendor's profile API: the only place where httpx errors become preflight errors.
+
+``VendorClient.get_profile()`` reads ``GET /api/open/v1/profile`` with bounded
+retries, one total deadline and a capped body; ``update_profile()`` posts to the
+same path. Everything the vendor sends is parsed tolerantly (numbers or numeric
+strings, missing meters, unknown fields kept in ``raw``) but exactly: amounts are
+``Decimal`` from the first byte, never ``float``.
+
+Retries (5xx, 429, 408, timeouts, connection errors, unusable bodies) use
+exponential backoff with *full jitter*: the n-th retry sleeps
+``min(backoff_max, backoff_base * 2**(n-1)) * jitter()``, so that many workers
+hitting a struggling vendor at once spread out instead of retrying in lockstep.
+A ``Retry-After`` header (seconds or HTTP-date) replaces the backoff, capped at
+``retry_after_max``, and is not jittered: the vendor asked for that time.
+
+The token only ever travels in the ``Authorization`` header of each request; it is
+never stored in the httpx client, and no message built here can contain it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
+from typing import Final, Literal, NoReturn
+
+import httpx
+import structlog
+
+from preflight.errors import (
+    AuthError,
+    BillingBlockedError,
+    UnusableResponseError,
+    UsageError,
+    VendorError,
+    VendorRejectedError,
+    VendorUnavailableError,
+)
+from preflight.secret import Secret, scrub
+from preflight.settings import Settings
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "PROFILE_PATH",
+    "Profile",
+    "RetryPolicy",
+    "VendorClient",
+    "build_http_client",
+    "parse_profile",
+]
+
+PROFILE_PATH: Final = "/api/open/v1/profile"
+METER_NAMES: Final = ("credits", "api_quota_remaining")
+
+# Vendor text that ends up in a message is cut here so that an error stays one readable line.
+_MAX_DETAIL_CHARS: Final = 300
+# An error body is only read for its message; no reason to accept a megabyte of it.
+_MAX_ERROR_BODY_BYTES: Final = 16_384
+# 408: the vendor gave up waiting for our request, which is as transient as a 503.
+_RETRYABLE_4XX: Final = frozenset({408, 429})
+
+_log = structlog.get_logger("preflight.vendor")
+
+Method = Literal["GET", "POST"]
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One successful profile reading, parsed exactly.
+
+    ``raw`` is the body text exactly as received (unknown fields untouched);
+    meters are ``None`` when the vendor did not send them (or sent ``null``).
+    """
+
+    raw: str
+    user_id: str | None
+    tier: str | None
+    credits: Decimal | None
+    api_quota_remaining: Decimal | None
+    http_status: int
+    latency_ms: int
+    attempts: int
+
+    def meter(self, name: str) -> Decimal | None:
+        """The value of meter ``name`` (``"credits"`` or ``"api_quota_remaining"``)."""
+        if name == "credits":
+            return self.credits
+        if name == "api_quota_remaining":
+            return self.api_quota_remaining
+        raise ValueError(f"unknown meter {name!r} (known: {', '.join(METER_NAMES)})")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: ``attempts`` requests in all, within one total ``deadline`` (seconds)."""
+
+    attempts: int = 3
+    deadline: float = 30.0
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    retry_after_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, not {self.attempts}")
+        if self.deadline <= 0:
+            raise ValueError(f"deadline must be positive, not {self.deadline}")
+        if min(self.backoff_base, self.backoff_max, self.retry_after_max) < 0:
+            raise ValueError("backoff and Retry-After limits cannot be negative")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The policy configured in ``settings``."""
+        return cls(
+            attempts=settings.attempts,
+            deadline=settings.deadline,
+            backoff_base=settings.backoff_base,
+            backoff_max=settings.backoff_max,
+            retry_after_max=settings.retry_after_max,
+        )
+
+    def backoff(self, retry: int) -> float:
+        """The un-jittered sleep before retry number ``retry`` (1 for the first retry)."""
+        # Bounding the exponent first: 2.0**2000 would overflow before min() could cap it.
+        exponent = min(retry - 1, 64)
+        return min(self.backoff_max, self.backoff_base * 2.0**exponent)
+
+
+DEFAULT_POLICY: Final = RetryPolicy()
+
+
+def _user_agent() -> str:
+    try:
+        version = importlib.metadata.version("preflight")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0.1"
+    return f"preflight/{version}"
+
+
+def build_http_client(settings: Settings, base_url: str) -> httpx.Client:
+    """An httpx client for one vendor: per-phase timeouts, no redirects, no credentials.
+
+    The caller owns (and closes) the client; the token is added per request by
+    :class:`VendorClient`, so this client can be shared and logged safely.
+    """
+    return httpx.Client(
+        base_url=base_url,
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.read_timeout,
+            write=settings.read_timeout,
+            pool=settings.connect_timeout,
+        ),
+        follow_redirects=False,
+        headers={"User-Agent": _user_agent()},
+    )
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _unusable(detail: str, *, status: int | None = None, attempts: int = 1) -> NoReturn:
+    raise UnusableResponseError(f"unusable response: {detail}", status=status, attempts=attempts)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    # json calls this for NaN / Infinity / -Infinity, which no real balance can be.
+    raise ValueError(f"{name} is not a number")
+
+
+def _short(value: object) -> str:
+    # Vendor values end up in messages; a body echoing our token must not carry it along.
+    text = scrub(repr(value))
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _parse_meter(name: str, value: object) -> Decimal | None:
+    if value is None:
+        return None
+    # bool is checked first because the vendor sending true is a bug, not 1 credit.
+    if isinstance(value, bool) or not isinstance(value, Decimal | str):
+        _unusable(f"{name} is not a number or numeric string: {_short(value)}")
+    try:
+        amount = Decimal(value.strip()) if isinstance(value, str) else value
+    except InvalidOperation:
+        _unusable(f"{name} is not a number or numeric string: {_short(value)}")
+    if not amount.is_finite() or amount < 0:
+        _unusable(f"{name} is not a non-negative finite amount: {_short(value)}")
+    return amount
+
+
+def _parse_label(name: str, value: object, *, numbers_ok: bool) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if numbers_ok and isinstance(value, Decimal) and value.is_finite():
+        return str(value)
+    return _unusable(f"{name} is not a string: {_short(value)}")
+
+
+def parse_profile(
+    raw: str, *, http_status: int = 200, latency_ms: int = 0, attempts: int = 1
+) -> Profile:
+    """Parse a profile body exactly, or raise :class:`UnusableResponseError`.
+
+    Meters may be JSON numbers or numeric strings; either may be missing or
+    ``null``. Known fields with unusable values (``"abc"``, negative, NaN, a bool,
+    a list) make the whole body unusable rather than silently half-read.
+    """
+    try:
+        # A leading BOM is not part of the JSON but some servers send one; raw keeps it.
+        data = json.loads(
+            raw.removeprefix("\ufeff"),
+            parse_float=Decimal,
+            parse_int=Decimal,
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, RecursionError):
+        _unusable("body is not valid JSON", status=http_status, attempts=attempts)
+    if not isinstance(data, dict):
+        kind = "an array" if isinstance(data, list) else "a scalar"
+        _unusable(f"body is {kind}, not a JSON object", status=http_status, attempts=attempts)
+    try:
+        credits = _parse_meter("credits", data.get("credits"))
+        quota = _parse_meter("api_quota_remaining", data.get("api_quota_remaining"))
+        user_id = _parse_label("user_id", data.get("user_id"), numbers_ok=True)
+        tier = _parse_label("tier", data.get("tier"), numbers_ok=False)
+    except UnusableResponseError as exc:
+        raise UnusableResponseError(exc.message, status=http_status, attempts=attempts) from None
+    return Profile(
+        raw=raw,
+        user_id=user_id,
+        tier=tier,
+        credits=credits,
+        api_quota_remaining=quota,
+        http_status=http_status,
+        latency_ms=latency_ms,
+        attempts=attempts,
+    )
+
+
+def _one_line(text: str, limit: int = _MAX_DETAIL_CHARS) -> str:
+    line = scrub(" ".join(text.split()))
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _error_message(data: object, depth: int = 0) -> str:
+    """The human part of a vendor error body: ``message`` / ``error`` / ``detail``, any nesting."""
+    if depth > 4:
+        return ""
+    if isinstance(data, str):
+        return data
+    if isinstance(data, dict):
+        for key in ("message", "error", "detail", "msg"):
+            found = _error_message(data.get(key), depth + 1)
+            if found:
+                return found
+        return ""
+    if isinstance(data, list):
+        # FastAPI-style validation bodies carry a list of problems: show all of them.
+        parts = (_error_message(item, depth + 1) for item in data[:10])
+        return "; ".join(part for part in parts if part)
+    return ""
+
+
+def _retry_after(response: httpx.Response, cap: float) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    seconds: float
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        seconds = float(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        # Relative to the vendor's own Date header when it sends one: immune to our clock skew.
+        now = datetime.now(UTC)
+        date_header = response.headers.get("Date")
+        if date_header:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                now = parsedate_to_datetime(date_header)
+            if now.tzinfo is None:
+                now = now.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    return min(max(seconds, 0.0), cap)
+
+
+def _describe_transport(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    text = str(exc)
+    if isinstance(exc, httpx.ConnectError) and "refused" in text.lower():
+        return "connection refused"
+    kind = "connection failed" if isinstance(exc, httpx.ConnectError) else "connection error"
+    detail = _one_line(text, 200)
+    return f"{kind} ({detail})" if detail else f"{kind} ({type(exc).__name__})"
+
+
+def _attempts_text(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
+# ---------------------------------------------------------------- client
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A retryable failure of one attempt."""
+
+    description: str  # one line, e.g. "HTTP 500", "timed out"
+    cause: BaseException
+    status: int | None = None
+    retry_after: float | None = None
+    unusable: UnusableResponseError | None = None
+
+
+class _DeadlineExceeded(Exception):
+    """Internal: the total deadline passed while a body was still arriving."""
+
+
+class VendorClient:
+    """The vendor's profile API for one account (one token), on a caller-owned httpx client.
+
+    ``sleep``, ``clock`` (monotonic seconds) and ``jitter`` (in [0, 1)) are injectable so
+    tests can run retries and deadlines instantly and deterministically.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        token: Secret,
+        *,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        max_body_bytes: int = 1_048_576,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if not isinstance(token, Secret):
+            # A plain str would lose Secret's redaction everywhere downstream.
+            raise TypeError("token must be a preflight.secret.Secret")
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
+        self._http = http
+        self._token = token
+        self._policy = policy
+        self._max_body_bytes = max_body_bytes
+        self._sleep = sleep
+        self._clock = clock
+        self._jitter = jitter
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry policy in force."""
+        return self._policy
+
+    def __repr__(self) -> str:
+        return f"VendorClient(base_url={str(self._http.base_url)!r}, policy={self._policy!r})"
+
+    def get_profile(self) -> Profile:
+        """Read the account's profile.
+
+        Raises :class:`AuthError` (401, one request), :class:`BillingBlockedError` (402),
+        :class:`VendorUnavailableError` (other 4xx at once; 5xx/429/timeouts/connection
+        errors after retries) or :class:`UnusableResponseError` (the body stayed unusable).
+        """
+        return self._call("GET", None)
+
+    def update_profile(self, fields: Mapping[str, object]) -> Profile:
+        """POST ``fields`` as JSON to the profile and return the profile the vendor answers.
+
+        A validation error (4xx other than 401/402) raises :class:`VendorRejectedError`
+        at once, with the vendor's message; 5xx/429/transport errors are retried like
+        :meth:`get_profile` (the vendor treats this update as idempotent).
+        """
+        try:
+            body = json.dumps(dict(fields), allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"profile update fields are not plain JSON: {exc}") from None
+        return self._call("POST", body.encode("utf-8"))
+
+    # ------------------------------------------------------------ internals
+
+    def _call(self, method: Method, content: bytes | None) -> Profile:
+        policy = self._policy
+        deadline_at = self._clock() + policy.deadline
+        last: _Failure | None = None
+        for attempt in range(1, policy.attempts + 1):
+            if last is not None:
+                delay = self._delay(attempt - 1, last)
+                if self._clock() + delay > deadline_at:
+                    why = f"the next retry would pass the deadline of {policy.deadline:g}s"
+                    raise self._final_error(attempt - 1, last, why) from last.cause
+                _log.info(
+                    "vendor_request_retry",
+                    method=method,
+                    attempt=attempt,
+                    status=last.status,
+                    error=last.description,
+                    delay=round(delay, 3),
+                )
+                self._sleep(delay)
+            remaining = deadline_at - self._clock()
+            if remaining <= 0:
+                if last is None:
+                    raise VendorUnavailableError(
+                        f"vendor unavailable: deadline of {policy.deadline:g}s exceeded",
+                        attempts=0,
+                    )
+                why = f"deadline of {policy.deadline:g}s exceeded"
+                raise self._final_error(attempt - 1, last, why) from last.cause
+            outcome = self._attempt(method, content, attempt, deadline_at, remaining)
+            if isinstance(outcome, Profile):
+                return outcome
+            last = outcome
+        assert last is not None
+        raise self._final_error(policy.attempts, last, None) from last.cause
+
+    def _delay(self, retry: int, failure: _Failure) -> float:
+        if failure.retry_after is not None:
+            return failure.retry_after
+        return self._policy.backoff(retry) * self._jitter()
+
+    def _final_error(
+        self, attempts: int, failure: _Failure, why: str | None
+    ) -> VendorUnavailableError:
+        """The error to raise once retrying stops; the caller chains ``failure.cause``."""
+        tried = _attempts_text(attempts)
+        if failure.unusable is not None:
+            suffix = f"after {tried}; {why}" if why else f"after {tried}"
+            return UnusableResponseError(
+                f"{failure.unusable.message} ({suffix})", status=failure.status, attempts=attempts
+            )
+        message = f"vendor unavailable after {tried}: {failure.description}"
+        if why:
+            message += f"; {why}"
+        return VendorUnavailableError(message, status=failure.status, attempts=attempts)
+
+    def _timeout(self, remaining: float) -> httpx.Timeout:
+        configured = self._http.timeout
+
+        def shrink(value: float | None) -> float:
+            return remaining if value is None else min(value, remaining)
+
+        return httpx.Timeout(
+            connect=shrink(configured.connect),
+            read=shrink(configured.read),
+            write=shrink(configured.write),
+            pool=shrink(configured.pool),
+        )
+
+    def _headers(self, has_body: bool) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self._token.reveal()}",
+            "Accept": "application/json",
+        }
+        if has_body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    def _attempt(
+        self,
+        method: Method,
+        content: bytes | None,
+        attempt: int,
+        deadline_at: float,
+        remaining: float,
+    ) -> Profile | _Failure:
+        started = self._clock()
+        try:
+            with self._http.stream(
+                method,
+                PROFILE_PATH,
+                content=content,
+                headers=self._headers(content is not None),
+                timeout=self._timeout(remaining),
+            ) as response:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return self._read_profile(response, attempt, started, deadline_at)
+                return self._handle_status(method, response, attempt, deadline_at)
+        except _DeadlineExceeded:
+            raise VendorUnavailableError(
+                f"vendor unavailable after {_attempts_text(attempt)}: body still arriving, "
+                f"deadline of {self._policy.deadline:g}s exceeded",
+                status=None,
+                attempts=attempt,
+            ) from None
+        except httpx.DecodingError as exc:
+            # A body whose Content-Encoding cannot be decoded is as unusable as bad JSON.
+            unusable = UnusableResponseError(
+                "unusable response: body cannot be decoded", attempts=attempt
+            )
+            return _Failure("body cannot be decoded", exc, unusable=unusable)
+        except httpx.UnsupportedProtocol as exc:
+            raise VendorUnavailableError(
+                f"vendor URL is not usable: {_one_line(str(exc), 200)}", attempts=attempt
+            ) from exc
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            return _Failure(_describe_transport(exc), exc)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise VendorUnavailableError(
+                f"vendor request failed: {_one_line(str(exc), 200) or type(exc).__name__}",
+                attempts=attempt,
+            ) from exc
+
+    def _read_profile(
+        self, response: httpx.Response, attempt: int, started: float, deadline_at: float
+    ) -> Profile | _Failure:
+        status = response.status_code
+        try:
+            body = self._read_body(response, self._max_body_bytes, deadline_at)
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                _unusable("body is not UTF-8 text", status=status, attempts=attempt)
+            latency_ms = round((self._clock() - started) * 1000)
+            return parse_profile(
+                text, http_status=status, latency_ms=max(latency_ms, 0), attempts=attempt
+            )
+        except UnusableResponseError as exc:
+            return _Failure(exc.message, exc, status=status, unusable=exc)
+
+    def _read_body(self, response: httpx.Response, limit: int, deadline_at: float) -> bytes:
+        """The body, cut off once it passes ``limit`` bytes or the deadline, whichever first."""
+        declared: int | None = None
+        length = response.headers.get("Content-Length", "")
+        if length.strip().isdigit():
+            declared = int(length)
+            if declared > limit:
+                _unusable(
+                    f"body of {declared} bytes exceeds the limit of {limit} bytes",
+                    status=response.status_code,
+                )
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > limit:
+                _unusable(
+                    f"body exceeds the limit of {limit} bytes", status=response.status_code
+                )
+            # The read timeout bounds each chunk, not the whole body: a server dripping
+            # one byte at a time would otherwise hold us far past the deadline.
+            complete = declared is not None and response.num_bytes_downloaded >= declared
+            if not complete and self._clock() > deadline_at:
+                raise _DeadlineExceeded
+        return bytes(body)
+
+    def _handle_status(
+        self, method: Method, response: httpx.Response, attempt: int, deadline_at: float
+    ) -> _Failure:
+        status = response.status_code
+        cause = httpx.HTTPStatusError(
+            f"HTTP {status} from {method} {PROFILE_PATH}",
+            request=response.request,
+            response=response,
+        )
+        if status == 401:
+            raise AuthError(
+                "vendor answered HTTP 401: the token cannot be authenticated "
+                "(not retried; refresh the token)",
+                status=status,
+                attempts=attempt,
+            ) from cause
+        if status == 402:
+            raise BillingBlockedError(
+                "vendor answered HTTP 402: the account is in a billing / top-up state",
+                status=status,
+                attempts=attempt,
+            ) from cause
+        if status >= 500 or status in _RETRYABLE_4XX:
+            return _Failure(
+                f"HTTP {status}",
+                cause,
+                status=status,
+                retry_after=_retry_after(response, self._policy.retry_after_max),
+            )
+        if method == "POST" and 400 <= status < 500:
+            detail = self._error_detail(response, deadline_at)
+            message = f"vendor rejected the update (HTTP {status})"
+            raise VendorRejectedError(
+                f"{message}: {detail}" if detail else message, status=status, attempts=attempt
+            ) from cause
+        hint = "redirects are not followed" if 300 <= status < 400 else "not retried"
+        raise VendorUnavailableError(
+            f"vendor answered HTTP {status} to {method} {PROFILE_PATH} ({hint}; "
+            "check the vendor URL)",
+            status=status,
+            attempts=attempt,
+        ) from cause
+
+    def _error_detail(self, response: httpx.Response, deadline_at: float) -> str:
+        # The rejection matters more than its wording: any trouble reading it gives no detail.
+        try:
+            body = self._read_body(
+                response, min(self._max_body_bytes, _MAX_ERROR_BODY_BYTES), deadline_at
+            )
+            data = json.loads(body.decode("utf-8", errors="replace"), parse_float=Decimal)
+        except (VendorError, _DeadlineExceeded, httpx.HTTPError, ValueError, RecursionError):
+            return ""
+        return _one_line(_error_message(data))
