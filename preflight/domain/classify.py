@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any, Final
 
 CLASSIFIER_VERSION: Final = "1"
@@ -159,8 +160,9 @@ def _foreign_until(
     path = [start, *[r for r in readings if start.taken_at < r.taken_at < end.taken_at], end]
     total = ZERO
     topups: list[tuple[int, int]] = []
-    for before, after in zip(path, path[1:], strict=False):
-        assert before.balance is not None and after.balance is not None
+    for before, after in pairwise(path):
+        assert before.balance is not None
+        assert after.balance is not None
         if after.balance > before.balance:
             topups.append((before.snapshot_id, after.snapshot_id))
             continue
