@@ -553,9 +553,7 @@ class VendorClient:
         for chunk in response.iter_bytes():
             body += chunk
             if len(body) > limit:
-                _unusable(
-                    f"body exceeds the limit of {limit} bytes", status=response.status_code
-                )
+                _unusable(f"body exceeds the limit of {limit} bytes", status=response.status_code)
             # The read timeout bounds each chunk, not the whole body: a server dripping
             # one byte at a time would otherwise hold us far past the deadline.
             complete = declared is not None and response.num_bytes_downloaded >= declared

@@ -19,6 +19,21 @@ POSTGRES_URL = os.environ.get(
 IN_CI = bool(os.environ.get("CI"))
 
 
+@pytest.fixture(autouse=True)
+def _isolated_logging() -> Iterator[None]:
+    """configure_logging() changes process-wide state: undo it after every test."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: os.PathLike[str]) -> str:
     return f"sqlite:///{os.path.join(tmp_path, 'preflight.db')}"

@@ -67,6 +67,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("http_status", sa.Integer(), nullable=True),
         sa.Column("cost", preflight.db.types.Amount(), nullable=True),
+        sa.Column("expected_cost", preflight.db.types.Amount(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("quota_failure", sa.Boolean(), nullable=False),
         sa.Column("occurred_at", preflight.db.types.UTCDateTime(timezone=True), nullable=False),

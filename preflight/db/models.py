@@ -129,6 +129,8 @@ class Outcome(Base):
     status: Mapped[str] = mapped_column(String(16))
     http_status: Mapped[int | None] = mapped_column(Integer)
     cost: Mapped[Decimal | None]
+    # What the job was expected to cost (the classifier's c), when the caller knows.
+    expected_cost: Mapped[Decimal | None]
     error: Mapped[str | None] = mapped_column(Text)
     quota_failure: Mapped[bool] = mapped_column(Boolean)
     occurred_at: Mapped[datetime]

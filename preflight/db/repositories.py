@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CursorResult, Insert, select
+from sqlalchemy import CursorResult, Insert, delete, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from preflight.db.models import Account, Batch, Outcome, Snapshot
+from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot, TagSnapshot
 from preflight.db.session import decimal_sum
 from preflight.domain.batch import BatchStatus, SnapshotKind
+from preflight.domain.classify import (
+    Classification,
+    ForeignConsumption,
+    QuotaFailure,
+    Reading,
+    Spend,
+    foreign_consumption,
+)
 from preflight.domain.verdict import outstanding_need
 
 
@@ -104,3 +113,257 @@ def outstanding_need_of_others(
         (outstanding_need(need, spent or Decimal(0)) for need, spent in session.execute(query)),
         Decimal(0),
     )
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+def outcome_rows_by_key(
+    session: Session, batch: Batch, job_ids: Iterable[str]
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Stored outcomes of ``batch`` for these jobs, keyed by (job_id, attempt)."""
+    rows = session.execute(
+        select(
+            Outcome.id,
+            Outcome.job_id,
+            Outcome.attempt,
+            Outcome.status,
+            Outcome.cost,
+            Outcome.expected_cost,
+            Outcome.http_status,
+            Outcome.error,
+            Outcome.quota_failure,
+            Outcome.occurred_at,
+        ).where(Outcome.batch_pk == batch.id, Outcome.job_id.in_(set(job_ids)))
+    ).mappings()
+    return {(row["job_id"], row["attempt"]): dict(row) for row in rows}
+
+
+def insert_outcomes(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert many outcomes with one executemany, without ORM objects (bulk stays flat)."""
+    if rows:
+        session.execute(insert(Outcome), list(rows))
+
+
+def quota_failures(
+    session: Session, batch: Batch, *, only_tags: Collection[str] | None = None
+) -> list[Outcome]:
+    query = (
+        select(Outcome)
+        .where(Outcome.batch_pk == batch.id, Outcome.quota_failure.is_(True))
+        .order_by(Outcome.occurred_at, Outcome.id)
+    )
+    if only_tags is not None:
+        query = query.outerjoin(FailureTag, FailureTag.outcome_id == Outcome.id).where(
+            or_(FailureTag.tag.in_(only_tags), FailureTag.id.is_(None))
+        )
+    return list(session.scalars(query))
+
+
+def _reading(snapshot: Snapshot, meter: str | None) -> Reading:
+    return Reading(
+        snapshot_id=snapshot.id,
+        taken_at=snapshot.taken_at,
+        balance=snapshot.meter(meter) if meter else None,
+        kind=snapshot.kind,
+    )
+
+
+def load_quota_failures(
+    session: Session,
+    batch: Batch,
+    failures: Sequence[Outcome],
+    *,
+    staleness_window: timedelta,
+    tolerance: Decimal,
+) -> list[QuotaFailure]:
+    """The classifier's inputs for failures of one batch, loaded with a handful of queries."""
+    if not failures:
+        return []
+    start = preflight_snapshot(session, batch)
+    meter = batch.meter
+    horizon = max(f.occurred_at for f in failures) + staleness_window
+    timeline: list[Reading] = []
+    own: list[Spend] = []
+    others: list[Spend] = []
+    if start is not None:
+        timeline = [
+            _reading(s, meter)
+            for s in session.scalars(
+                select(Snapshot)
+                .where(
+                    Snapshot.account_id == batch.account_id,
+                    Snapshot.taken_at >= start.taken_at,
+                    Snapshot.taken_at <= horizon,
+                )
+                .order_by(Snapshot.taken_at, Snapshot.id)
+            )
+        ]
+        window = (Outcome.occurred_at > start.taken_at, Outcome.occurred_at <= horizon)
+        own = [
+            Spend(batch.batch_id, at, cost, status == "succeeded")
+            for at, cost, status in session.execute(
+                select(Outcome.occurred_at, Outcome.cost, Outcome.status).where(
+                    Outcome.batch_pk == batch.id, *window
+                )
+            )
+        ]
+        others = [
+            Spend(other_id, at, cost)
+            for other_id, at, cost in session.execute(
+                select(Batch.batch_id, Outcome.occurred_at, Outcome.cost)
+                .join(Batch, Batch.id == Outcome.batch_pk)
+                .where(
+                    Batch.account_id == batch.account_id,
+                    Batch.id != batch.id,
+                    Batch.meter == meter,
+                    Outcome.cost.is_not(None),
+                    *window,
+                )
+            )
+        ]
+    return [
+        QuotaFailure(
+            batch_id=batch.batch_id,
+            failed_at=failure.occurred_at,
+            preflight=_reading(start, meter) if start is not None else None,
+            timeline=timeline,
+            own=own,
+            others=others,
+            declared_cost=failure.expected_cost,
+            staleness_window=staleness_window,
+            tolerance=tolerance,
+        )
+        for failure in failures
+    ]
+
+
+def save_tag(session: Session, outcome: Outcome, result: Classification, *, now: datetime) -> bool:
+    """Store (or replace) the outcome's tag. Returns True when anything changed."""
+    evidence = result.evidence.to_dict()
+    attribution = [
+        {"batch_id": a.batch_id, "cost": format(a.cost, "f")} for a in result.attribution
+    ]
+    tag = session.scalar(select(FailureTag).where(FailureTag.outcome_id == outcome.id))
+    if tag is not None and (
+        tag.tag,
+        tag.reason,
+        tag.evidence,
+        tag.attribution,
+        tag.unattributed,
+        tag.classifier_version,
+    ) == (
+        result.tag.value,
+        result.reason,
+        evidence,
+        attribution,
+        result.unattributed,
+        result.version,
+    ):
+        return False
+    if tag is None:
+        tag = FailureTag(outcome_id=outcome.id)
+        session.add(tag)
+    tag.tag = result.tag.value
+    tag.reason = result.reason
+    tag.evidence = evidence
+    tag.attribution = attribution
+    tag.unattributed = result.unattributed
+    tag.classifier_version = result.version
+    tag.classified_at = now
+    session.flush()
+    session.execute(delete(TagSnapshot).where(TagSnapshot.tag_id == tag.id))
+    cited = dict.fromkeys(result.evidence.snapshot_ids)
+    if cited:
+        session.execute(
+            insert(TagSnapshot), [{"tag_id": tag.id, "snapshot_id": sid} for sid in cited]
+        )
+    return True
+
+
+def batches_with_quota_failures(session: Session) -> list[str]:
+    return list(
+        session.scalars(
+            select(Batch.batch_id)
+            .where(Batch.id.in_(select(Outcome.batch_pk).where(Outcome.quota_failure.is_(True))))
+            .order_by(Batch.batch_id)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class SpendSummary:
+    """A batch's own recorded cost against the balance drop between two of its snapshots."""
+
+    meter: str | None
+    own_cost: Decimal
+    start: Reading | None
+    end: Reading | None
+    foreign: ForeignConsumption | None
+
+    @property
+    def drop(self) -> Decimal | None:
+        if self.start is None or self.end is None:
+            return None
+        if self.start.balance is None or self.end.balance is None:
+            return None
+        return self.start.balance - self.end.balance
+
+    def to_dict(self) -> dict[str, Any]:
+        def dec(value: Decimal | None) -> str | None:
+            return None if value is None else format(value, "f")
+
+        return {
+            "meter": self.meter,
+            "own_cost": dec(self.own_cost),
+            "preflight_balance": dec(self.start.balance) if self.start else None,
+            "finish_balance": dec(self.end.balance) if self.end else None,
+            "balance_drop": dec(self.drop),
+            "foreign_consumption": dec(self.foreign.amount) if self.foreign else None,
+            "foreign_is_lower_bound": self.foreign.is_lower_bound if self.foreign else False,
+            "snapshot_ids": list(self.foreign.snapshot_ids) if self.foreign else [],
+        }
+
+
+def batch_spend_summary(session: Session, batch: Batch) -> SpendSummary:
+    """Own cost, and foreign consumption from the preflight to the latest batch snapshot."""
+    own_total = recorded_cost(session, batch)
+    start = preflight_snapshot(session, batch)
+    end = session.scalar(
+        select(Snapshot)
+        .where(Snapshot.batch_pk == batch.id, Snapshot.kind == SnapshotKind.FINISH.value)
+        .order_by(Snapshot.taken_at.desc(), Snapshot.id.desc())
+        .limit(1)
+    )
+    meter = batch.meter
+    if start is None or end is None or meter is None:
+        return SpendSummary(meter, own_total, None, None, None)
+    first, last = _reading(start, meter), _reading(end, meter)
+    if first.balance is None or last.balance is None:
+        return SpendSummary(meter, own_total, first, last, None)
+    between = [
+        reading
+        for reading in (
+            _reading(s, meter)
+            for s in session.scalars(
+                select(Snapshot).where(
+                    Snapshot.account_id == batch.account_id,
+                    Snapshot.taken_at > start.taken_at,
+                    Snapshot.taken_at < end.taken_at,
+                )
+            )
+        )
+        if reading.balance is not None
+    ]
+    own = [
+        Spend(batch.batch_id, at, cost)
+        for at, cost in session.execute(
+            select(Outcome.occurred_at, Outcome.cost).where(
+                Outcome.batch_pk == batch.id,
+                Outcome.occurred_at > start.taken_at,
+                Outcome.occurred_at <= end.taken_at,
+            )
+        )
+    ]
+    foreign = foreign_consumption(first, last, sorted(between, key=lambda r: r.taken_at), own)
+    return SpendSummary(meter, own_total, first, last, foreign)

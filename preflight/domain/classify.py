@@ -133,11 +133,17 @@ class Classification:
 
 
 @dataclass(frozen=True)
-class _Foreign:
+class ForeignConsumption:
+    """Consumption by others between two readings, split at top-ups."""
+
     amount: Decimal
     end: Reading
-    topups: tuple[tuple[int, int], ...]
+    topups: tuple[tuple[int, int], ...]  # (before, after) snapshot ids where the balance rose
     snapshot_ids: tuple[int, ...]
+
+    @property
+    def is_lower_bound(self) -> bool:
+        return bool(self.topups)
 
 
 def _sum_costs(spends: Iterable[Spend], start: datetime, end: datetime) -> Decimal:
@@ -153,10 +159,14 @@ def _expected_cost(failure: QuotaFailure) -> tuple[Decimal, str]:
     return ZERO, "unknown"
 
 
-def _foreign_until(
-    failure: QuotaFailure, start: Reading, readings: Sequence[Reading], end: Reading
-) -> _Foreign:
-    """F from ``start`` to ``end`` through every reading in between, split at top-ups."""
+def foreign_consumption(
+    start: Reading, end: Reading, readings: Sequence[Reading], own: Sequence[Spend]
+) -> ForeignConsumption:
+    """F from ``start`` to ``end`` through every reading in between, split at top-ups.
+
+    Each segment's balance drop minus the batch's own cost in it; a segment whose
+    balance rose contributes nothing and makes the total a lower bound.
+    """
     path = [start, *[r for r in readings if start.taken_at < r.taken_at < end.taken_at], end]
     total = ZERO
     topups: list[tuple[int, int]] = []
@@ -167,10 +177,10 @@ def _foreign_until(
             topups.append((before.snapshot_id, after.snapshot_id))
             continue
         drop = before.balance - after.balance
-        own = _sum_costs(failure.own, before.taken_at, after.taken_at)
+        own_cost = _sum_costs(own, before.taken_at, after.taken_at)
         # Own cost recorded a little late can exceed a segment's drop: not negative spend.
-        total += max(drop - own, ZERO)
-    return _Foreign(total, end, tuple(topups), tuple(r.snapshot_id for r in path))
+        total += max(drop - own_cost, ZERO)
+    return ForeignConsumption(total, end, tuple(topups), tuple(r.snapshot_id for r in path))
 
 
 def classify(failure: QuotaFailure) -> Classification:
@@ -201,11 +211,11 @@ def classify(failure: QuotaFailure) -> Classification:
     )
     before = [r for r in usable if t0 < r.taken_at <= tf]
     after = [r for r in usable if tf < r.taken_at <= tf + failure.staleness_window]
-    candidates: list[_Foreign] = []
+    candidates: list[ForeignConsumption] = []
     if before:
-        candidates.append(_foreign_until(failure, b0_reading, usable, before[-1]))
+        candidates.append(foreign_consumption(b0_reading, before[-1], usable, failure.own))
     if after:
-        candidates.append(_foreign_until(failure, b0_reading, usable, after[0]))
+        candidates.append(foreign_consumption(b0_reading, after[0], usable, failure.own))
     # The snapshot before the failure is preferred when it already shows foreign spend.
     foreign = next(
         (f for f in candidates if f.amount > failure.tolerance),
@@ -276,7 +286,7 @@ def classify(failure: QuotaFailure) -> Classification:
 
 
 def _attribute(
-    others: Sequence[Spend], t0: datetime, foreign: _Foreign
+    others: Sequence[Spend], t0: datetime, foreign: ForeignConsumption
 ) -> tuple[tuple[Attributed, ...], Decimal]:
     per_batch: dict[str, Decimal] = defaultdict(lambda: ZERO)
     for spend in others:

@@ -188,11 +188,19 @@ def make_client(clock: FakeClock) -> Iterator[Callable[..., tuple[VendorClient, 
         pytest.param('{"credits": 0.1}', Decimal("0.1"), None, None, None, id="exact-decimal"),
         pytest.param('{"credits": 1e3}', Decimal("1E+3"), None, None, None, id="exponent"),
         pytest.param(
-            '{"api_quota_remaining": 5, "tier": "free"}', None, Decimal(5), None, "free",
+            '{"api_quota_remaining": 5, "tier": "free"}',
+            None,
+            Decimal(5),
+            None,
+            "free",
             id="credits-missing",
         ),
         pytest.param(
-            '{"credits": null, "api_quota_remaining": null}', None, None, None, None,
+            '{"credits": null, "api_quota_remaining": null}',
+            None,
+            None,
+            None,
+            None,
             id="both-null",
         ),
         pytest.param('{"user_id": 123, "credits": 0}', Decimal(0), None, "123", None, id="int-id"),
@@ -619,9 +627,7 @@ def test_a_body_over_the_declared_limit_is_refused_unread(
     make_client: Callable[..., tuple[VendorClient, FakeVendor]],
 ) -> None:
     big = ChunkStream(b"x" * 100, 50)
-    client, vendor = make_client(
-        stream(big, {"Content-Length": "5000"}), max_body_bytes=1000
-    )
+    client, vendor = make_client(stream(big, {"Content-Length": "5000"}), max_body_bytes=1000)
 
     with pytest.raises(UnusableResponseError, match=r"^unusable response: body of 5000 bytes"):
         client.get_profile()
@@ -873,9 +879,7 @@ def test_update_rejection_message_is_one_short_line(
     assert text.endswith("...")
 
 
-@pytest.mark.parametrize(
-    ("code", "error"), [(401, AuthError), (402, BillingBlockedError)]
-)
+@pytest.mark.parametrize(("code", "error"), [(401, AuthError), (402, BillingBlockedError)])
 def test_update_auth_and_billing_errors(
     make_client: Callable[..., tuple[VendorClient, FakeVendor]],
     code: int,
@@ -942,9 +946,7 @@ def test_retry_policy_from_settings() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"attempts": 0}, {"deadline": 0.0}, {"backoff_base": -1.0}]
-)
+@pytest.mark.parametrize("kwargs", [{"attempts": 0}, {"deadline": 0.0}, {"backoff_base": -1.0}])
 def test_retry_policy_refuses_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=r"must be|cannot be negative"):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]

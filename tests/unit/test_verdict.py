@@ -61,8 +61,11 @@ def test_outstanding_need(need: str | None, spent: str, expected: str) -> None:
         ("auto", {"credits": None, "api_quota_remaining": D(2)}, Meter.API_QUOTA_REMAINING),
         ("auto", {"credits": D(0)}, Meter.CREDITS),  # zero is present, not absent
         ("auto", {}, None),
-        ("api_quota_remaining", {"credits": D(1), "api_quota_remaining": D(2)},
-         Meter.API_QUOTA_REMAINING),
+        (
+            "api_quota_remaining",
+            {"credits": D(1), "api_quota_remaining": D(2)},
+            Meter.API_QUOTA_REMAINING,
+        ),
         ("credits", {"api_quota_remaining": D(2)}, None),
     ],
 )

@@ -1,0 +1,679 @@
+"""The ``preflight`` command line.
+
+Exit codes (stable; see README): 0 go / success, 2 usage error, 3 storage error,
+10 insufficient, 11 auth_failed, 12 billing_blocked, 13 unavailable, 14 at_risk
+with --strict, 1 internal error. Errors are one line on stderr, never a traceback.
+Heavy imports (SQLAlchemy, httpx) happen inside commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from preflight.errors import PreflightError
+from preflight.secret import scrub
+
+if TYPE_CHECKING:
+    from preflight.api import Preflight
+    from preflight.settings import Settings
+
+INTERNAL_ERROR_EXIT = 1
+
+FORMAT_OPTION = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for programs.",
+)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"preflight: error: {scrub(message)}", err=True)
+    sys.exit(code)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, default=_json_default, ensure_ascii=False))
+
+
+def _settings() -> Settings:
+    from preflight.logs import configure_logging
+    from preflight.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _app(settings: Settings | None = None) -> Preflight:
+    from preflight.api import Preflight
+
+    return Preflight(settings or _settings())
+
+
+class _Group(click.Group):
+    """Shows commands in the order they were defined (the order of a batch's life)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="preflight")
+def cli() -> None:
+    """Batch preflight and balance snapshots for paid API jobs.
+
+    A check reads the vendor balance; it does not reserve it. preflight keeps the
+    snapshots and outcomes that later tell why a job failed for quota.
+    Settings come from PREFLIGHT_* variables and the TOML file in PREFLIGHT_CONFIG.
+    """
+
+
+# ---------------------------------------------------------------- check
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.option("--need", metavar="AMOUNT", help="Units of the meter the batch will spend.")
+@click.option(
+    "--meter",
+    type=click.Choice(["auto", "credits", "api_quota_remaining"]),
+    envvar="PREFLIGHT_METER",
+    show_envvar=True,
+    help="Balance to read; auto: credits when present, else api_quota_remaining.",
+)
+@click.option(
+    "--reserve",
+    metavar="AMOUNT",
+    envvar="PREFLIGHT_RESERVE",
+    show_envvar=True,
+    help="Margin to keep on top of the need.",
+)
+@click.option("--strict", is_flag=True, help="Exit 14 (not 0) when the verdict is at_risk.")
+@click.option(
+    "--fail-open",
+    is_flag=True,
+    default=None,
+    envvar="PREFLIGHT_FAIL_OPEN",
+    show_envvar=True,
+    help="When the vendor is unavailable, exit 0 and mark the batch unverified.",
+)
+@click.option("--account", envvar="PREFLIGHT_ACCOUNT", show_envvar=True, help="Configured account.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Free-form label.")
+@FORMAT_OPTION
+def check(
+    batch_id: str,
+    need: str | None,
+    meter: str | None,
+    reserve: str | None,
+    strict: bool,
+    fail_open: bool | None,
+    account: str | None,
+    labels: Sequence[str],
+    output_format: str,
+) -> int:
+    """Snapshot the balance for BATCH_ID and answer go / no-go.
+
+    \b
+    Verdicts and exit codes:
+      go               0   balance >= need + reserve
+      at_risk          0   (14 with --strict) other open batches may take what it needs
+      insufficient    10   balance < need + reserve, before dispatch
+      auth_failed     11   vendor said 401 (no retry)
+      billing_blocked 12   vendor said 402 on the profile
+      unavailable     13   vendor down or unusable after retries (0 with --fail-open)
+      usage error      2
+    """
+    from preflight.domain.verdict import exit_code
+
+    label_map = _parse_labels(labels)
+    with _app() as app:
+        result = app.check(
+            batch_id,
+            need=need,
+            meter=meter,
+            reserve=reserve,
+            fail_open=fail_open,
+            account=account,
+            labels=label_map,
+        )
+    if output_format == "json":
+        emit_json(result.to_dict())
+    else:
+        click.echo(f"{result.verdict.value}: {result.reason}")
+        click.echo(
+            f"batch {result.batch_id} ({result.status}"
+            f"{', unverified' if not result.verified else ''}) on {result.meter or '-'}: "
+            f"balance {_text(result.balance)}, need {_text(result.need)}, "
+            f"reserve {_text(result.reserve)}, other open batches still need "
+            f"{_text(result.outstanding_other)}"
+        )
+        if result.snapshot_id is not None:
+            click.echo(
+                f"snapshot {result.snapshot_id} ({result.snapshot_kind}) at "
+                f"{result.checked_at.isoformat()}"
+            )
+        click.echo(_advisory())
+    return exit_code(result.verdict, strict=strict, fail_open=result.fail_open)
+
+
+def _advisory() -> str:
+    from preflight.api import ADVISORY
+
+    return ADVISORY
+
+
+def _text(value: Decimal | None) -> str:
+    return "-" if value is None else format(value, "f")
+
+
+def _parse_labels(labels: Sequence[str]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for label in labels:
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{label!r} is not KEY=VALUE", param_hint="--label")
+        parsed[key] = value
+    return parsed
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.argument("job_id", required=False)
+@click.option(
+    "--status", type=click.Choice(["succeeded", "failed"]), help="Outcome of the job attempt."
+)
+@click.option("--cost", metavar="AMOUNT", help="Units of the batch's meter actually consumed.")
+@click.option("--expected-cost", metavar="AMOUNT", help="What the job was expected to cost.")
+@click.option("--http-status", type=int, metavar="CODE", help="The vendor's HTTP status.")
+@click.option("--attempt", type=int, default=1, show_default=True, help="Attempt number (>= 1).")
+@click.option(
+    "--at", "at_", metavar="ISO8601", help="When it happened [default: now; UTC if no offset]."
+)
+@click.option("--error", metavar="TEXT", help="Error text.")
+@click.option("--quota-failure", is_flag=True, help="Count this failure as quota even without 402.")
+@click.option(
+    "--no-snapshot", is_flag=True, help="Do not take a live `failure` snapshot on a quota failure."
+)
+@click.option(
+    "--from",
+    "source",
+    type=click.File("r", encoding="utf-8", lazy=True),
+    metavar="FILE|-",
+    help="Record many outcomes from JSON Lines (see below).",
+)
+@click.option("--account", envvar="PREFLIGHT_ACCOUNT", show_envvar=True, help="Configured account.")
+@FORMAT_OPTION
+def record(
+    batch_id: str,
+    job_id: str | None,
+    status: str | None,
+    cost: str | None,
+    expected_cost: str | None,
+    http_status: int | None,
+    attempt: int,
+    at_: str | None,
+    error: str | None,
+    quota_failure: bool,
+    no_snapshot: bool,
+    source: Any,
+    account: str | None,
+    output_format: str,
+) -> int:
+    """Record a job outcome of BATCH_ID (idempotent on batch, job and attempt).
+
+    Recording the same outcome again changes nothing; a different outcome for the
+    same (batch, job, attempt) is refused with exit 2. A failure with HTTP 402 (or
+    --quota-failure) takes a `failure` snapshot and is classified at once.
+
+    \b
+    Bulk: --from FILE (or - for stdin), one JSON object per line with the fields
+      job_id, status, cost, expected_cost, http_status, attempt, at, error, quota_failure
+    The file is streamed and written 1000 lines per transaction. A bad line stops the
+    import with its line number, and every line BEFORE it is kept: fix the line and
+    run the same file again (lines already recorded are skipped as duplicates).
+    Quota failures in a bulk import are classified from the account's snapshot
+    timeline; no live snapshot is taken.
+    """
+    if source is not None:
+        if job_id or status:
+            raise click.UsageError("give either JOB_ID with --status, or --from, not both")
+        with _app() as app, source as stream:
+            result = app.record_many(batch_id, stream, account=account)
+        if output_format == "json":
+            emit_json(result.to_dict())
+        else:
+            tags = ", ".join(f"{n} {tag}" for tag, n in sorted(result.tags.items())) or "none"
+            click.echo(
+                f"batch {result.batch_id}: {result.lines} lines, {result.inserted} recorded, "
+                f"{result.duplicates} already recorded; quota failures classified: {tags}"
+            )
+        return 0
+    if not job_id or not status:
+        raise click.UsageError("JOB_ID and --status are required (or use --from FILE)")
+    fields: dict[str, object] = {
+        "job_id": job_id,
+        "status": status,
+        "cost": cost,
+        "expected_cost": expected_cost,
+        "http_status": http_status,
+        "attempt": attempt,
+        "at": at_,
+        "error": error,
+        "quota_failure": quota_failure,
+    }
+    with _app() as app:
+        outcome = app.record(
+            batch_id,
+            {k: v for k, v in fields.items() if v is not None},
+            snapshot=not no_snapshot,
+            account=account,
+        )
+    if output_format == "json":
+        emit_json(outcome.to_dict())
+    else:
+        state = "recorded" if outcome.created else "already recorded (unchanged)"
+        click.echo(f"{batch_id} {job_id} attempt {attempt}: {status}, {state}")
+        if outcome.tag is not None:
+            click.echo(f"quota failure: {outcome.tag.tag.value}: {outcome.tag.reason}")
+    if outcome.snapshot_error:
+        click.echo(f"preflight: warning: no failure snapshot: {outcome.snapshot_error}", err=True)
+    return 0
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.option("--no-snapshot", is_flag=True, help="Do not take a `finish` snapshot.")
+@FORMAT_OPTION
+def finish(batch_id: str, no_snapshot: bool, output_format: str) -> int:
+    """Take a `finish` snapshot, mark BATCH_ID finished, and report foreign consumption.
+
+    Compares the batch's own recorded cost with the balance drop between its
+    preflight and finish snapshots: what others spent during the batch, even when
+    nothing failed.
+    """
+    with _app() as app:
+        result = app.finish(batch_id, snapshot=not no_snapshot)
+    data = result.to_dict()
+    if output_format == "json":
+        emit_json(data)
+    else:
+        click.echo(f"batch {batch_id} finished at {data['finished_at']}")
+        click.echo(
+            f"own recorded cost {data['own_cost']}; balance {data['preflight_balance'] or '-'} "
+            f"-> {data['finish_balance'] or '-'} (drop {data['balance_drop'] or '-'})"
+        )
+        foreign = data["foreign_consumption"]
+        bound = " (at least: a top-up happened)" if data["foreign_is_lower_bound"] else ""
+        click.echo(f"foreign consumption during the batch: {foreign or 'unknown'}{bound}")
+    if result.snapshot_error:
+        click.echo(f"preflight: warning: no finish snapshot: {result.snapshot_error}", err=True)
+    return 0
+
+
+@cli.command("classify")
+@click.option("--batch", "batch_id", metavar="BATCH_ID", help="Only this batch.")
+@click.option("--all", "all_", is_flag=True, help="Every batch with quota failures.")
+@FORMAT_OPTION
+def classify_command(batch_id: str | None, all_: bool, output_format: str) -> int:
+    """Rerun the classifier over stored quota failures (idempotent)."""
+    if bool(batch_id) == all_:
+        raise click.UsageError("give exactly one of --batch BATCH_ID or --all")
+    with _app() as app:
+        counts = app.classify(batch_id)
+    if output_format == "json":
+        emit_json({"classified": sum(counts.values()), "tags": counts})
+    else:
+        shown = ", ".join(f"{n} {tag}" for tag, n in sorted(counts.items())) or "nothing"
+        click.echo(f"classified: {shown}")
+    return 0
+
+
+# ---------------------------------------------------------------- post-mortems
+
+
+SINCE_OPTION = click.option(
+    "--since", metavar="ISO8601|DURATION", help="Only newer than this time, or e.g. 24h, 7d."
+)
+
+
+def _since(value: str | None) -> datetime | None:
+    from datetime import UTC
+
+    from preflight.domain.outcome import parse_timestamp
+    from preflight.errors import UsageError
+    from preflight.settings import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        return parse_timestamp(value, "--since")
+    except UsageError:
+        raise click.BadParameter(
+            f"{value!r} is neither an ISO 8601 time nor a duration like 24h",
+            param_hint="--since",
+        ) from None
+
+
+@cli.command()
+@click.argument("batch_id")
+@FORMAT_OPTION
+def show(batch_id: str, output_format: str) -> int:
+    """Post-mortem of BATCH_ID: snapshots, outcome totals, tagged quota failures."""
+    with _app() as app:
+        data = app.show(batch_id)
+    if output_format == "json":
+        emit_json(data)
+        return 0
+    need = data["need"] or "-"
+    click.echo(
+        f"batch {data['batch_id']}  account {data['account']}  status {data['status']}"
+        f"{'' if data['verified'] else ' (unverified)'}  verdict {data['verdict'] or '-'}  "
+        f"meter {data['meter'] or '-'}  need {need}"
+    )
+    click.echo("\nsnapshots")
+    _table(
+        ["id", "kind", "taken_at", "balance", "credits", "api_quota_remaining"],
+        [
+            [
+                s["id"],
+                s["kind"],
+                s["taken_at"],
+                s["balance"],
+                s["credits"],
+                s["api_quota_remaining"],
+            ]
+            for s in data["snapshots"]
+        ],
+    )
+    totals = data["outcomes"]
+    click.echo(
+        f"\noutcomes: {totals['total']} total, {totals['succeeded']} succeeded, "
+        f"{totals['failed']} failed ({totals['quota_failures']} for quota), cost {totals['cost']}"
+    )
+    for failure in data["quota_failures"]:
+        _echo_failure(failure)
+    return 0
+
+
+def _echo_failure(failure: dict[str, Any]) -> None:
+    evidence = failure["evidence"] or {}
+    click.echo(
+        f"\nquota failure: job {failure['job_id']} attempt {failure['attempt']} "
+        f"at {failure['failed_at']} ({failure['batch_id']})"
+    )
+    click.echo(f"  tag       {failure['tag'] or '-'}")
+    click.echo(f"  reason    {failure['reason']}")
+    if evidence:
+        click.echo(
+            "  evidence  "
+            + ", ".join(
+                f"{key}={evidence.get(key)}"
+                for key in ("b0", "ba", "own", "expected_cost", "foreign")
+                if evidence.get(key) is not None
+            )
+            + (" (top-up seen: foreign is a lower bound)" if evidence.get("topup") else "")
+        )
+        click.echo(f"  snapshots {', '.join(str(i) for i in evidence.get('snapshot_ids', []))}")
+    for item in failure["attribution"]:
+        click.echo(f"  spent by  {item['batch_id']}: {item['cost']}")
+    if failure["unattributed"] is not None:
+        click.echo(f"  unattributed (recorded by no batch): {failure['unattributed']}")
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@cli.command()
+@SINCE_OPTION
+@click.option(
+    "--tag",
+    type=click.Choice(["pre_existing_low_balance", "concurrent_consumption", "inconclusive"]),
+    help="Only failures with this tag.",
+)
+@click.option("--account", help="Only this configured account.")
+@FORMAT_OPTION
+def failures(since: str | None, tag: str | None, account: str | None, output_format: str) -> int:
+    """Quota failures across batches, with their tags."""
+    with _app() as app:
+        rows = app.failures(since=_since(since), tag=tag, account=account)
+    if output_format == "json":
+        emit_json(rows)
+    else:
+        _table(
+            ["failed_at", "batch_id", "job_id", "attempt", "tag", "foreign", "unattributed"],
+            [
+                [
+                    r["failed_at"],
+                    r["batch_id"],
+                    r["job_id"],
+                    r["attempt"],
+                    r["tag"],
+                    (r["evidence"] or {}).get("foreign"),
+                    r["unattributed"],
+                ]
+                for r in rows
+            ],
+        )
+    return 0
+
+
+@cli.command()
+@SINCE_OPTION
+@click.option(
+    "--status", type=click.Choice(["open", "blocked", "finished"]), help="Only this status."
+)
+@FORMAT_OPTION
+def batches(since: str | None, status: str | None, output_format: str) -> int:
+    """Recent batches with their verdicts and failure counts."""
+    with _app() as app:
+        rows = app.batches(since=_since(since), status=status)
+    if output_format == "json":
+        emit_json(rows)
+    else:
+        _table(
+            [
+                "created_at",
+                "batch_id",
+                "status",
+                "verdict",
+                "meter",
+                "need",
+                "jobs",
+                "failed",
+                "quota",
+                "cost",
+            ],
+            [
+                [
+                    r["created_at"],
+                    r["batch_id"],
+                    r["status"],
+                    r["verdict"],
+                    r["meter"],
+                    r["need"],
+                    r["outcomes"]["total"],
+                    r["outcomes"]["failed"],
+                    r["outcomes"]["quota_failures"],
+                    r["outcomes"]["cost"],
+                ]
+                for r in rows
+            ],
+        )
+    return 0
+
+
+# ---------------------------------------------------------------- profile
+
+
+@cli.group()
+def profile() -> None:
+    """The vendor account profile (kept apart from batch work)."""
+
+
+@profile.command("show")
+@click.option("--account", envvar="PREFLIGHT_ACCOUNT", show_envvar=True, help="Configured account.")
+@FORMAT_OPTION
+def profile_show(account: str | None, output_format: str) -> int:
+    """Print the current profile and keep it as a `manual` snapshot."""
+    with _app() as app:
+        reading = app.profile(account)
+    if output_format == "json":
+        emit_json(reading.to_dict())
+    else:
+        data = reading.to_dict()
+        for key in ("account", "user_id", "tier", "credits", "api_quota_remaining"):
+            click.echo(f"{key:<20} {data[key] if data[key] is not None else '-'}")
+        click.echo(f"{'snapshot':<20} {reading.snapshot_id} at {reading.taken_at.isoformat()}")
+        click.echo(f"{'raw':<20} {reading.profile.raw}")
+    return 0
+
+
+# ---------------------------------------------------------------- db
+
+
+@cli.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def db_upgrade(revision: str) -> int:
+    """Migrate the database in PREFLIGHT_DATABASE_URL (needed once for PostgreSQL)."""
+    from preflight.db import migrate
+    from preflight.db.session import build_engine
+
+    engine = build_engine(_settings().database_url)
+    try:
+        migrate.upgrade(engine, revision)
+        from preflight.db.session import translate_db_errors
+
+        with translate_db_errors(), engine.connect() as connection:
+            current = migrate.current_revision(connection)
+    finally:
+        engine.dispose()
+    click.echo(f"database schema at revision {current}")
+    return 0
+
+
+# ---------------------------------------------------------------- simulate
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--credits",
+    "credits_",
+    default="1200",
+    show_default=True,
+    metavar="AMOUNT",
+    help="Starting credits ('none' to leave the meter out).",
+)
+@click.option(
+    "--quota",
+    default="988000",
+    show_default=True,
+    metavar="AMOUNT",
+    help="Starting api_quota_remaining ('none' to leave the meter out).",
+)
+@click.option("--token", default=None, help="Token the sandbox accepts [default: sandbox-token].")
+def simulate(host: str, port: int, credits_: str, quota: str, token: str | None) -> int:
+    """Run the sandbox vendor: the profile API with a real balance, faults and a control API.
+
+    \b
+    Vendor API:  GET|POST /api/open/v1/profile, POST /api/open/v1/jobs {"cost": "5"}
+    Control API: GET /_sandbox/state, POST /_sandbox/consume {"amount": "10"},
+                 /_sandbox/topup, /_sandbox/balance, /_sandbox/faults, /_sandbox/shape,
+                 /_sandbox/reset
+    Point preflight at it with PREFLIGHT_VENDOR_URL=http://HOST:PORT and
+    PREFLIGHT_API_TOKEN=<token>.
+    """
+    from preflight.sandbox import DEFAULT_TOKEN, serve_forever
+
+    serve_forever(
+        host=host,
+        port=port,
+        credits=_optional_amount(credits_, "--credits"),
+        quota=_optional_amount(quota, "--quota"),
+        token=token or DEFAULT_TOKEN,
+    )
+    return 0
+
+
+def _optional_amount(text: str, option: str) -> Decimal | None:
+    from preflight.settings import parse_amount
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the CLI; map every failure to one line and a documented exit code."""
+    try:
+        code = cli.main(args=argv, prog_name="preflight", standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.UsageError as error:
+        hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+        _fail(f"{error.format_message()}{hint}", 2)
+    except click.ClickException as error:
+        _fail(error.format_message(), error.exit_code)
+    except PreflightError as error:
+        _fail(str(error), error.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as error:  # a bug: say so in one line, keep the traceback in the log
+        _log_internal_error(error)
+        _fail(
+            f"internal error: {type(error).__name__}: {error} "
+            "(run with PREFLIGHT_LOG_LEVEL=debug for details)",
+            INTERNAL_ERROR_EXIT,
+        )
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _log_internal_error(error: Exception) -> None:
+    import structlog
+
+    logger: Callable[..., Any] = structlog.get_logger("preflight").debug
+    logger("internal_error", exc_info=error)
