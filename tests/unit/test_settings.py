@@ -39,7 +39,8 @@ def test_token_from_env_or_file_is_redacted(tmp_path: Path) -> None:
     token_file.write_text("file-token-123\n")
     from_file = load_settings({"PREFLIGHT_API_TOKEN_FILE": str(token_file)})
     token = from_file.account_settings().token
-    assert token is not None and token.reveal() == "file-token-123"
+    assert token is not None
+    assert token.reveal() == "file-token-123"
     from_env = load_settings({"PREFLIGHT_API_TOKEN": "env-token-456"})
     assert "env-token-456" not in repr(from_env)
     assert "file-token-123" not in repr(from_file) + str(token) + f"{token}"
@@ -54,7 +55,8 @@ def test_extra_accounts_from_toml(tmp_path: Path) -> None:
     )
     settings = load_settings({"PREFLIGHT_CONFIG": str(config), "TEAM_B_TOKEN": "tb-token"})
     team_b = settings.account_settings("team-b")
-    assert team_b.token is not None and team_b.token.reveal() == "tb-token"
+    assert team_b.token is not None
+    assert team_b.token.reveal() == "tb-token"
     assert settings.vendor_url_for(team_b) == "http://127.0.0.1:1"
 
 
