@@ -642,6 +642,11 @@ def _optional_amount(text: str, option: str) -> Decimal | None:
         raise click.BadParameter(str(exc), param_hint=option) from None
 
 
+from preflight import cli_audit  # noqa: E402 - registers onto the group defined above
+
+cli_audit.register(cli)
+
+
 # ---------------------------------------------------------------- entry point
 
 
