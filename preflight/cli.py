@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -388,7 +389,12 @@ def show(batch_id: str, output_format: str) -> int:
         data = app.show(batch_id)
     if output_format == "json":
         emit_json(data)
-        return 0
+    else:
+        _print_show(data)
+    return 0
+
+
+def _print_show(data: dict[str, Any]) -> None:
     need = data["need"] or "-"
     click.echo(
         f"batch {data['batch_id']}  account {data['account']}  status {data['status']}"
@@ -417,7 +423,6 @@ def show(batch_id: str, output_format: str) -> int:
     )
     for failure in data["quota_failures"]:
         _echo_failure(failure)
-    return 0
 
 
 def _echo_failure(failure: dict[str, Any]) -> None:
@@ -529,6 +534,40 @@ def batches(since: str | None, status: str | None, output_format: str) -> int:
                 for r in rows
             ],
         )
+    return 0
+
+
+@cli.command()
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help="Where the demo keeps its rows [default: demo.db beside the default database].",
+)
+@FORMAT_OPTION
+def demo(database_url: str | None, output_format: str) -> int:
+    """Run the whole story against the bundled sandbox and print two post-mortems.
+
+    One batch is checked under-funded and dispatched anyway (its quota failure is
+    pre_existing_low_balance); the other is checked while the balance is fine, and
+    the first one spends it (concurrent_consumption). Uses its own database, never
+    the one in PREFLIGHT_DATABASE_URL.
+    """
+    from preflight.demo import default_demo_database, run_demo
+
+    settings = _settings()
+    url = database_url or default_demo_database()
+    say = (lambda _line: None) if output_format == "json" else click.echo
+    result = run_demo(url, say=say)
+    with _app(replace(settings, database_url=url)) as app:
+        reports = [app.show(batch_id) for batch_id in result.batch_ids]
+    if output_format == "json":
+        emit_json({"database_url": url, "batches": reports})
+        return 0
+    for report in reports:
+        click.echo("\n" + "=" * 78)
+        _print_show(report)
+    click.echo("\n" + "=" * 78)
+    click.echo(f"explore: PREFLIGHT_DATABASE_URL={url} preflight show {result.batch_ids[0]}")
     return 0
 
 
