@@ -43,15 +43,6 @@ def redact_secrets(_logger: WrappedLogger, _name: str, event_dict: EventDict) ->
     return {key: _scrub_value(value) for key, value in event_dict.items()}
 
 
-class _ScrubFilter(logging.Filter):
-    """The same scrubbing for stdlib loggers (httpx, httpcore, alembic)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = scrub(record.getMessage())
-        record.args = None
-        return True
-
-
 def configure_logging(
     level: str = "warning", fmt: str = "auto", stream: TextIO | None = None
 ) -> None:
@@ -85,9 +76,24 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
 
+    # Lines from stdlib loggers (httpx, httpcore, alembic) go through the same
+    # redaction and renderer, so stderr is one format.
     handler = logging.StreamHandler(stream)
-    handler.addFilter(_ScrubFilter())
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                exception_processor,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                redact_secrets,
+                renderer,
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CursorResult, Insert, delete, insert, or_, select
+from sqlalchemy import CursorResult, Insert, Table, delete, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -23,16 +23,20 @@ from preflight.domain.classify import (
     Spend,
     foreign_consumption,
 )
+from preflight.domain.exact import exact
 from preflight.domain.verdict import outstanding_need
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def _insert_ignoring_conflicts(
     session: Session, model: type[Any], values: Mapping[str, Any]
 ) -> bool:
     """INSERT … ON CONFLICT DO NOTHING, so racing writers do not fail. True if inserted."""
-    dialect = session.get_bind().dialect.name
     statement: Insert
-    if dialect == "postgresql":
+    if _dialect(session) == "postgresql":
         statement = postgresql.insert(model).values(**values).on_conflict_do_nothing()
     else:
         statement = sqlite.insert(model).values(**values).on_conflict_do_nothing()
@@ -87,6 +91,7 @@ def recorded_cost(session: Session, batch: Batch) -> Decimal:
     return total or Decimal(0)
 
 
+@exact
 def outstanding_need_of_others(
     session: Session,
     account: Account,
@@ -139,10 +144,26 @@ def outcome_rows_by_key(
     return {(row["job_id"], row["attempt"]): dict(row) for row in rows}
 
 
-def insert_outcomes(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert many outcomes with one executemany, without ORM objects (bulk stays flat)."""
-    if rows:
-        session.execute(insert(Outcome), list(rows))
+def insert_new_outcomes(
+    session: Session, rows: Sequence[Mapping[str, Any]]
+) -> set[tuple[str, int]]:
+    """Insert outcomes whose (batch, job, attempt) is not stored yet; return the keys inserted.
+
+    One batched INSERT … ON CONFLICT DO NOTHING RETURNING, without ORM objects, so a
+    bulk import neither looks every key up first nor grows in memory.
+    """
+    if not rows:
+        return set()
+    table = Outcome.__table__
+    assert isinstance(table, Table)
+    dialect_insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    statement = (
+        dialect_insert(table)
+        .on_conflict_do_nothing(index_elements=["batch_pk", "job_id", "attempt"])
+        .returning(table.c.job_id, table.c.attempt)
+    )
+    result = session.connection().execute(statement, list(rows))
+    return {(job_id, attempt) for job_id, attempt in result}
 
 
 def quota_failures(
@@ -302,6 +323,7 @@ class SpendSummary:
     foreign: ForeignConsumption | None
 
     @property
+    @exact
     def drop(self) -> Decimal | None:
         if self.start is None or self.end is None:
             return None

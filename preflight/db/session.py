@@ -22,6 +22,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import GenericFunction
 
 from preflight.db.types import Amount
+from preflight.domain.exact import exact
 from preflight.errors import StorageError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -45,6 +46,7 @@ class _SQLiteDecimalSum:
     def __init__(self) -> None:
         self.total: Decimal | None = None
 
+    @exact
     def step(self, value: str | None) -> None:
         if value is not None:
             self.total = (self.total or Decimal(0)) + Decimal(value)

@@ -27,10 +27,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from enum import StrEnum
 from itertools import pairwise
 from typing import Any, Final
+
+from preflight.domain.exact import exact
 
 CLASSIFIER_VERSION: Final = "1"
 ZERO: Final = Decimal(0)
@@ -155,10 +157,15 @@ def _expected_cost(failure: QuotaFailure) -> tuple[Decimal, str]:
         return failure.declared_cost, "declared"
     paid = [s.cost for s in failure.own if s.succeeded and s.cost is not None]
     if paid:
-        return sum(paid, ZERO) / len(paid), "mean_succeeded"
+        total = sum(paid, ZERO)
+        # An estimate: the usual 28 digits, not the 200 that keep sums exact.
+        with localcontext() as context:
+            context.prec = 28
+            return +(total / len(paid)), "mean_succeeded"
     return ZERO, "unknown"
 
 
+@exact
 def foreign_consumption(
     start: Reading, end: Reading, readings: Sequence[Reading], own: Sequence[Spend]
 ) -> ForeignConsumption:
@@ -183,6 +190,7 @@ def foreign_consumption(
     return ForeignConsumption(total, end, tuple(topups), tuple(r.snapshot_id for r in path))
 
 
+@exact
 def classify(failure: QuotaFailure) -> Classification:
     """Tag one quota failure. Deterministic: the same rows always give the same answer."""
     b0_reading = failure.preflight

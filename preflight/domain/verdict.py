@@ -10,6 +10,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
+from preflight.domain.exact import exact
+
 
 class Verdict(StrEnum):
     GO = "go"
@@ -51,6 +53,7 @@ class Assessment:
     reason: str
 
 
+@exact
 def outstanding_need(need: Decimal | None, recorded_cost: Decimal) -> Decimal:
     """What an open batch may still spend: max(need − recorded cost, 0); nothing if no need."""
     if need is None:
@@ -58,6 +61,7 @@ def outstanding_need(need: Decimal | None, recorded_cost: Decimal) -> Decimal:
     return max(need - recorded_cost, Decimal(0))
 
 
+@exact
 def assess(
     balance: Decimal, need: Decimal, reserve: Decimal, outstanding_other: Decimal
 ) -> Assessment:
