@@ -14,7 +14,7 @@ transaction (a slow vendor never holds SQLite's write lock), then commits once.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,7 +31,7 @@ from preflight.db.repositories import (
     find_batch,
     get_or_create_account,
     get_or_create_batch,
-    insert_outcomes,
+    insert_new_outcomes,
     load_quota_failures,
     outcome_rows_by_key,
     outstanding_need_of_others,
@@ -48,7 +48,6 @@ from preflight.errors import (
     BillingBlockedError,
     ConfigError,
     ConflictError,
-    PreflightError,
     UsageError,
     VendorError,
     VendorUnavailableError,
@@ -229,14 +228,75 @@ def _outcome_row(batch: Batch, item: OutcomeInput, now: datetime) -> dict[str, A
     }
 
 
-def _refuse_conflict(batch_id: str, item: OutcomeInput, stored: Mapping[str, Any]) -> None:
-    differences = item.differences(stored)
-    if differences:
-        raise ConflictError(
-            f"job {item.job_id!r} attempt {item.attempt} of batch {batch_id!r} is already "
-            f"recorded with a different {', '.join(differences)}; outcomes are never "
-            "overwritten (record a new --attempt instead)"
+@dataclass(frozen=True)
+class _Stored:
+    inserted: int
+    duplicates: int
+    conflict: tuple[int, ConflictError] | None  # the first contradicting line, if any
+
+
+def _store_outcomes(
+    session: Session, batch: Batch, items: Sequence[tuple[int, OutcomeInput]], now: datetime
+) -> _Stored:
+    """Store numbered outcomes in order, up to the first one that contradicts a stored
+    outcome or an earlier line: that line and every later one are not kept.
+
+    Identical repeats are duplicates, not errors. New keys are inserted without being
+    looked up first; only keys that were already stored are read back and compared.
+    """
+    first: dict[tuple[str, int], tuple[int, OutcomeInput]] = {}
+    conflict: tuple[int, ConflictError] | None = None
+    for line_no, item in items:
+        key = (item.job_id, item.attempt)
+        earlier = first.get(key)
+        if earlier is None:
+            first[key] = (line_no, item)
+        elif earlier[1] != item:
+            conflict = (
+                line_no,
+                ConflictError(
+                    f"job {item.job_id!r} attempt {item.attempt} was given on line {earlier[0]} "
+                    "with different values"
+                ),
+            )
+            break
+    candidates = list(first.values())
+    savepoint = session.begin_nested()
+    inserted = insert_new_outcomes(session, [_outcome_row(batch, i, now) for _, i in candidates])
+    leftovers = [(n, i) for n, i in candidates if (i.job_id, i.attempt) not in inserted]
+    if leftovers:
+        stored = outcome_rows_by_key(session, batch, {i.job_id for _, i in leftovers})
+        for line_no, item in leftovers:
+            differences = item.differences(stored[(item.job_id, item.attempt)])
+            if differences:
+                if conflict is None or line_no < conflict[0]:
+                    conflict = (line_no, _conflict_error(batch.batch_id, item, differences))
+                break
+    if conflict is not None and any(
+        n >= conflict[0] for n, i in candidates if (i.job_id, i.attempt) in inserted
+    ):
+        # Lines after the conflicting one went in with the rest: keep only those before it.
+        savepoint.rollback()
+        inserted = insert_new_outcomes(
+            session,
+            [
+                _outcome_row(batch, i, now)
+                for n, i in candidates
+                if n < conflict[0] and (i.job_id, i.attempt) in inserted
+            ],
         )
+    else:
+        savepoint.commit()
+    processed = sum(1 for n, _ in items if conflict is None or n < conflict[0])
+    return _Stored(len(inserted), processed - len(inserted), conflict)
+
+
+def _conflict_error(batch_id: str, item: OutcomeInput, differences: list[str]) -> ConflictError:
+    return ConflictError(
+        f"job {item.job_id!r} attempt {item.attempt} of batch {batch_id!r} is already "
+        f"recorded with a different {', '.join(differences)}; outcomes are never "
+        "overwritten (record a new --attempt instead)"
+    )
 
 
 def _count_tags(results: Iterable[Classification]) -> dict[str, int]:
@@ -503,16 +563,12 @@ class Preflight:
         now = self._clock()
         with self.database.write() as session:
             batch = self._batch_for_outcomes(session, batch_id, account, now)
-            stored = outcome_rows_by_key(session, batch, [item.job_id]).get(
-                (item.job_id, item.attempt)
-            )
-            if stored is not None:
-                _refuse_conflict(batch_id, item, stored)
-            else:
-                insert_outcomes(session, [_outcome_row(batch, item, now)])
+            stored = _store_outcomes(session, batch, [(1, item)], now)
+            if stored.conflict is not None:
+                raise stored.conflict[1]
             batch.last_activity_at = now
             account_name = batch.account.name
-        created = stored is None
+        created = stored.inserted == 1
         snapshot_id: int | None = None
         snapshot_error: str | None = None
         if created and item.quota_failure and snapshot:
@@ -563,37 +619,16 @@ class Preflight:
             if not pending:
                 return
             now = self._clock()
-            conflict: PreflightError | None = None
             with self.database.write() as session:
                 batch = self._batch_for_outcomes(session, batch_id, account, now)
-                stored = outcome_rows_by_key(session, batch, {i.job_id for _, i in pending})
-                rows: list[dict[str, Any]] = []
-                in_chunk: dict[tuple[str, int], OutcomeInput] = {}
-                for line_no, item in pending:
-                    key = (item.job_id, item.attempt)
-                    try:
-                        if key in stored:
-                            _refuse_conflict(batch_id, item, stored[key])
-                        elif key in in_chunk:
-                            if in_chunk[key] != item:
-                                raise ConflictError(
-                                    f"job {item.job_id!r} attempt {item.attempt} appears "
-                                    "twice with different values"
-                                )
-                        else:
-                            in_chunk[key] = item
-                            rows.append(_outcome_row(batch, item, now))
-                            continue
-                    except ConflictError as exc:
-                        conflict = UsageError(f"line {line_no}: {exc}")
-                        break
-                    counts["duplicates"] += 1
-                insert_outcomes(session, rows)
+                stored = _store_outcomes(session, batch, pending, now)
                 batch.last_activity_at = now
-                counts["inserted"] += len(rows)
+            counts["inserted"] += stored.inserted
+            counts["duplicates"] += stored.duplicates
             pending.clear()
-            if conflict is not None:
-                raise conflict
+            if stored.conflict is not None:
+                line_no, error = stored.conflict
+                raise UsageError(f"line {line_no}: {error}")
 
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():

@@ -79,9 +79,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("batch_pk", "job_id", "attempt", name="uq_outcomes_batch_job_attempt"),
     )
     with op.batch_alter_table("outcomes", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_outcomes_batch_occurred", ["batch_pk", "occurred_at"], unique=False
-        )
         batch_op.create_index("ix_outcomes_occurred", ["occurred_at"], unique=False)
 
     op.create_table(
@@ -187,7 +184,6 @@ def downgrade() -> None:
     op.drop_table("snapshots")
     with op.batch_alter_table("outcomes", schema=None) as batch_op:
         batch_op.drop_index("ix_outcomes_occurred")
-        batch_op.drop_index("ix_outcomes_batch_occurred")
 
     op.drop_table("outcomes")
     with op.batch_alter_table("batches", schema=None) as batch_op:

@@ -137,8 +137,10 @@ class Outcome(Base):
     recorded_at: Mapped[datetime]
 
     __table_args__ = (
+        # Also the index of every per-batch query. No (batch_pk, occurred_at) index on
+        # purpose: with it, PostgreSQL planned the bulk import's duplicate lookup on the
+        # wrong index and each chunk got slower as the batch grew.
         UniqueConstraint("batch_pk", "job_id", "attempt", name="uq_outcomes_batch_job_attempt"),
-        Index("ix_outcomes_batch_occurred", "batch_pk", "occurred_at"),
         Index("ix_outcomes_occurred", "occurred_at"),
     )
 
@@ -171,4 +173,83 @@ class TagSnapshot(Base):
     )
     snapshot_id: Mapped[int] = mapped_column(
         ForeignKey("snapshots.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+
+
+# ---------------------------------------------------------------- scheduled audit
+
+
+class AuditClaim(Base):
+    """One account's audit period, claimed by exactly one replica at a time.
+
+    Inserted with ON CONFLICT DO NOTHING on (account, period_start): the replica whose
+    insert wins runs the period; every later write of its run first renews the lease
+    and aborts if the lease lapsed, so a claim whose holder died can be taken over
+    (``running`` with an expired lease, or ``abandoned`` on a graceful shutdown).
+    """
+
+    __tablename__ = "audit_claims"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    period_start: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))  # running | done | failed | abandoned
+    holder: Mapped[str] = mapped_column(String(200))  # replica id: host:pid:random
+    lease_expires_at: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    # The audit snapshot taken under this claim: a replica taking the period over reuses
+    # it instead of taking a second one.
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id", ondelete="SET NULL"))
+
+    __table_args__ = (
+        UniqueConstraint("account_id", "period_start", name="uq_audit_claims_account_period"),
+        Index("ix_audit_claims_status_lease", "status", "lease_expires_at"),
+    )
+
+
+class AuditRun(Base):
+    """One completed audit of one account: written with its findings in one transaction."""
+
+    __tablename__ = "audit_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    # Unique: a claimed period has at most one run. None for a --force run (no claim).
+    claim_id: Mapped[int | None] = mapped_column(ForeignKey("audit_claims.id"), unique=True)
+    period_start: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))  # ok | partial | auth_failed | skipped
+    # Per step: {"ok": bool, "error": text, ...}; never a token, at most its fingerprint.
+    steps: Mapped[dict[str, Any]] = mapped_column(JSON)
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id", ondelete="SET NULL"))
+    # Unexplained consumption was checked for snapshot windows ending up to here.
+    checked_until: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_audit_runs_account_started", "account_id", "started_at"),)
+
+
+class Finding(Base):
+    """Something an audit run noticed. ``key`` makes it reported once, not every tick."""
+
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audit_run_id: Mapped[int] = mapped_column(
+        ForeignKey("audit_runs.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(200))
+    amount: Mapped[Decimal | None]
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    batches: Mapped[list[str]] = mapped_column(JSON)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("account_id", "kind", "key", name="uq_findings_account_kind_key"),
+        Index("ix_findings_created", "created_at"),
     )
