@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Final
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from preflight.db.session import is_sqlite, translate_db_errors
 from preflight.errors import SchemaMissingError
+
+#: The newest migration. Every command compares the database against it, and reading it
+#: from Alembic's script directory would import Alembic (~0.1 s) on every start-up;
+#: tests/integration/test_migrations.py pins it to Alembic's actual head.
+SCHEMA_HEAD: Final = "0002"
 
 
 def migrations_dir() -> Path:
@@ -30,7 +36,8 @@ def _config(connection: Connection | None = None):  # type: ignore[no-untyped-de
 
 
 @cache
-def head_revision() -> str:
+def alembic_head() -> str:
+    """The head according to the migration scripts themselves (slow: imports Alembic)."""
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(_config()).get_current_head()
@@ -73,7 +80,7 @@ def ensure_schema(engine: Engine) -> None:
     """
     with translate_db_errors(), engine.connect() as connection:
         current = current_revision(connection)
-    head = head_revision()
+    head = SCHEMA_HEAD
     if current == head:
         return
     if is_sqlite(engine):

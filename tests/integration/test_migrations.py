@@ -23,7 +23,7 @@ def test_upgrade_matches_models_then_downgrades(database_url: str) -> None:
         migrate.upgrade(engine)
         assert _tables(engine) == set(Base.metadata.tables)
         with engine.connect() as connection:
-            assert migrate.current_revision(connection) == migrate.head_revision()
+            assert migrate.current_revision(connection) == migrate.alembic_head()
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             diff = compare_metadata(context, Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
@@ -31,6 +31,10 @@ def test_upgrade_matches_models_then_downgrades(database_url: str) -> None:
         assert _tables(engine) == set()
     finally:
         engine.dispose()
+
+
+def test_schema_head_constant_is_alembics_head() -> None:
+    assert migrate.alembic_head() == migrate.SCHEMA_HEAD
 
 
 def test_sqlite_upgrades_itself_on_first_use(sqlite_url: str) -> None:
