@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CursorResult, Insert, Table, delete, insert, or_, select
+from sqlalchemy import Insert, Table, delete, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,9 +40,9 @@ def _insert_ignoring_conflicts(
         statement = postgresql.insert(model).values(**values).on_conflict_do_nothing()
     else:
         statement = sqlite.insert(model).values(**values).on_conflict_do_nothing()
-    result = session.execute(statement)
-    assert isinstance(result, CursorResult)
-    return bool(result.rowcount)
+    # RETURNING, not rowcount: psycopg 3 reports -1 for an INSERT's rowcount.
+    table = model.__table__
+    return session.execute(statement.returning(*table.primary_key.columns)).first() is not None
 
 
 def get_or_create_account(session: Session, name: str, *, now: datetime) -> Account:

@@ -223,3 +223,23 @@ def test_a_balance_equal_to_a_long_need_is_go(
 
     assert result.balance == amount
     assert result.verdict is Verdict.GO, result.reason
+
+
+def test_insert_ignoring_conflicts_says_whether_it_inserted(database_url: str) -> None:
+    # psycopg 3 reports rowcount -1 for an INSERT: the answer must not come from there.
+    from datetime import UTC, datetime
+
+    from preflight.db.migrate import upgrade
+    from preflight.db.models import Account
+    from preflight.db.repositories import _insert_ignoring_conflicts
+    from preflight.db.session import Database
+
+    database = Database.from_url(database_url)
+    try:
+        upgrade(database.engine)
+        values = {"name": "racing", "created_at": datetime.now(UTC)}
+        with database.write() as session:
+            assert _insert_ignoring_conflicts(session, Account, values) is True
+            assert _insert_ignoring_conflicts(session, Account, values) is False
+    finally:
+        database.dispose()
