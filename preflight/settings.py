@@ -26,6 +26,8 @@ from preflight.secret import Secret
 ENV_PREFIX: Final = "PREFLIGHT_"
 DEFAULT_ACCOUNT: Final = "default"
 METERS: Final = ("credits", "api_quota_remaining")
+# What the scheduled audit reports (docs/audit.md); alerts may be limited to some of them.
+FINDING_KINDS: Final = ("unexplained_consumption", "low_balance", "stale_batch")
 
 
 def default_database_url(environ: Mapping[str, str]) -> str:
@@ -70,6 +72,21 @@ class Settings:
     # Logging.
     log_level: str = "warning"
     log_format: str = "auto"
+    # Scheduled audit (docs/audit.md has the table).
+    audit_interval: timedelta = timedelta(minutes=15)
+    audit_cron: str | None = None  # a 5-field crontab in UTC; wins over audit_interval
+    audit_lease: timedelta = timedelta(minutes=2)
+    audit_accounts: tuple[str, ...] | None = None  # None: every account with a token
+    low_balance_threshold: Decimal | None = None
+    runway_threshold: timedelta = timedelta(hours=24)
+    burn_window: timedelta = timedelta(hours=6)
+    stale_after: timedelta = timedelta(hours=6)
+    auto_finish_stale: bool = False
+    retention_horizon: timedelta = timedelta(days=30)
+    alert_webhook_url: str | None = None
+    alert_kinds: tuple[str, ...] = FINDING_KINDS
+    alert_timeout: float = 5.0
+    alert_attempts: int = 3
 
     def account_settings(self, name: str | None = None) -> AccountSettings:
         name = name or self.account
@@ -141,6 +158,59 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _positive_duration(text: Any) -> timedelta:
+    value = parse_duration(text)
+    if value <= timedelta(0):
+        raise ValueError(f"must be a positive duration: {text!r}")
+    return value
+
+
+def _names(text: Any) -> tuple[str, ...]:
+    """A TOML list or a comma-separated string of names, in order, without duplicates."""
+    items = text if isinstance(text, list | tuple) else str(text).split(",")
+    names = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+    if not names:
+        raise ValueError(f"needs at least one name: {text!r}")
+    return names
+
+
+def _finding_kinds(text: Any) -> tuple[str, ...]:
+    if isinstance(text, str) and text.strip().lower() == "none":
+        return ()
+    kinds = _names(text)
+    unknown = [kind for kind in kinds if kind not in FINDING_KINDS]
+    if unknown:
+        raise ValueError(
+            f"unknown finding kind(s) {', '.join(unknown)}: use {', '.join(FINDING_KINDS)}"
+        )
+    return kinds
+
+
+def _crontab(text: Any) -> str:
+    from apscheduler.triggers.cron import CronTrigger  # deferred: only when a cron is set
+
+    expression = " ".join(str(text).split())
+    try:
+        CronTrigger.from_crontab(expression)
+    except ValueError as exc:
+        raise ValueError(f"not a 5-field crontab ({exc}): {text!r}") from None
+    return expression
+
+
+def _http_url(text: Any) -> str:
+    from urllib.parse import urlsplit
+
+    url = str(text).strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
+        # Not echoed: a webhook URL often carries its own secret in the path.
+        raise ValueError("must be an http(s) URL with a host")
+    return url
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": str,
     "vendor_url": str,
@@ -161,6 +231,20 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "tolerance": parse_amount,
     "log_level": _choice("debug", "info", "warning", "error"),
     "log_format": _choice("auto", "json", "console"),
+    "audit_interval": _positive_duration,
+    "audit_cron": _crontab,
+    "audit_lease": _positive_duration,
+    "audit_accounts": _names,
+    "low_balance_threshold": parse_amount,
+    "runway_threshold": parse_duration,
+    "burn_window": _positive_duration,
+    "stale_after": _positive_duration,
+    "auto_finish_stale": _parse_bool,
+    "retention_horizon": _positive_duration,
+    "alert_webhook_url": _http_url,
+    "alert_kinds": _finding_kinds,
+    "alert_timeout": _positive(float),
+    "alert_attempts": _positive(int),
 }
 
 
