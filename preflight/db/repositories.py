@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Insert, Table, delete, insert, or_, select
+from sqlalchemy import Table, delete, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -31,24 +31,22 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _insert_ignoring_conflicts(
-    session: Session, model: type[Any], values: Mapping[str, Any]
-) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING, so racing writers do not fail. True if inserted."""
-    statement: Insert
-    if _dialect(session) == "postgresql":
-        statement = postgresql.insert(model).values(**values).on_conflict_do_nothing()
-    else:
-        statement = sqlite.insert(model).values(**values).on_conflict_do_nothing()
-    # RETURNING, not rowcount: psycopg 3 reports -1 for an INSERT's rowcount.
-    table = model.__table__
-    return session.execute(statement.returning(*table.primary_key.columns)).first() is not None
+def insert_if_absent(session: Session, model: type[Any], values: Mapping[str, Any]) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING: the new row's id, or None when it already existed.
+
+    Racing writers (other processes, other hosts) never fail on the conflict. The answer
+    comes from RETURNING: psycopg 3 reports rowcount -1 for an INSERT.
+    """
+    dialect_insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    statement = dialect_insert(model).values(**values).on_conflict_do_nothing()
+    inserted: int | None = session.scalar(statement.returning(model.id))
+    return inserted
 
 
 def get_or_create_account(session: Session, name: str, *, now: datetime) -> Account:
     account = session.scalar(select(Account).where(Account.name == name))
     if account is None:
-        _insert_ignoring_conflicts(session, Account, {"name": name, "created_at": now})
+        insert_if_absent(session, Account, {"name": name, "created_at": now})
         account = session.scalars(select(Account).where(Account.name == name)).one()
     return account
 
@@ -72,8 +70,11 @@ def get_or_create_batch(
         "created_at": now,
         "last_activity_at": now,
     }
-    created = _insert_ignoring_conflicts(
-        session, Batch, {**defaults, **values, "batch_id": batch_id, "account_id": account.id}
+    created = (
+        insert_if_absent(
+            session, Batch, {**defaults, **values, "batch_id": batch_id, "account_id": account.id}
+        )
+        is not None
     )
     return session.scalars(select(Batch).where(Batch.batch_id == batch_id)).one(), created
 

@@ -231,7 +231,7 @@ def test_insert_ignoring_conflicts_says_whether_it_inserted(database_url: str) -
 
     from preflight.db.migrate import upgrade
     from preflight.db.models import Account
-    from preflight.db.repositories import _insert_ignoring_conflicts
+    from preflight.db.repositories import insert_if_absent
     from preflight.db.session import Database
 
     database = Database.from_url(database_url)
@@ -239,7 +239,7 @@ def test_insert_ignoring_conflicts_says_whether_it_inserted(database_url: str) -
         upgrade(database.engine)
         values = {"name": "racing", "created_at": datetime.now(UTC)}
         with database.write() as session:
-            assert _insert_ignoring_conflicts(session, Account, values) is True
-            assert _insert_ignoring_conflicts(session, Account, values) is False
+            assert insert_if_absent(session, Account, values) is not None
+            assert insert_if_absent(session, Account, values) is None
     finally:
         database.dispose()
