@@ -43,6 +43,7 @@ from preflight.domain.batch import BatchStatus, Meter, SnapshotKind, choose_mete
 from preflight.domain.classify import Classification, Tag, classify
 from preflight.domain.outcome import OutcomeInput, build_outcome, parse_json_line
 from preflight.domain.verdict import NO_GO, Assessment, Verdict, assess
+from preflight.domain.wire import amount_text
 from preflight.errors import (
     AuthError,
     BillingBlockedError,
@@ -109,10 +110,10 @@ class CheckResult:
             "verdict": self.verdict.value,
             "reason": self.reason,
             "meter": self.meter,
-            "balance": _dec(self.balance),
-            "need": _dec(self.need),
-            "reserve": _dec(self.reserve),
-            "outstanding_other": _dec(self.outstanding_other),
+            "balance": amount_text(self.balance),
+            "need": amount_text(self.need),
+            "reserve": amount_text(self.reserve),
+            "outstanding_other": amount_text(self.outstanding_other),
             "snapshot_id": self.snapshot_id,
             "snapshot_kind": self.snapshot_kind,
             "checked_at": self.checked_at.isoformat(),
@@ -140,8 +141,8 @@ class ProfileReading:
             "taken_at": self.taken_at.isoformat(),
             "user_id": self.profile.user_id,
             "tier": self.profile.tier,
-            "credits": _dec(self.profile.credits),
-            "api_quota_remaining": _dec(self.profile.api_quota_remaining),
+            "credits": amount_text(self.profile.credits),
+            "api_quota_remaining": amount_text(self.profile.api_quota_remaining),
             "latency_ms": self.profile.latency_ms,
             "raw": self.profile.raw,
         }
@@ -301,10 +302,6 @@ def _conflict_error(batch_id: str, item: OutcomeInput, differences: list[str]) -
 
 def _count_tags(results: Iterable[Classification]) -> dict[str, int]:
     return dict(Counter(result.tag.value for result in results))
-
-
-def _dec(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
 
 
 def _amount(name: str, value: Decimal | str | int | None) -> Decimal | None:
@@ -526,8 +523,8 @@ class Preflight:
             "check_completed",
             verdict=verdict.value,
             meter=chosen,
-            balance=_dec(balance),
-            need=_dec(result.need),
+            balance=amount_text(balance),
+            need=amount_text(result.need),
             snapshot_id=result.snapshot_id,
         )
         return result
@@ -693,7 +690,7 @@ class Preflight:
             batch.finished_at = now
             batch.last_activity_at = now
             summary = batch_spend_summary(session, batch)
-        log.info("batch_finished", batch_id=batch_id, own_cost=_dec(summary.own_cost))
+        log.info("batch_finished", batch_id=batch_id, own_cost=amount_text(summary.own_cost))
         return FinishResult(batch_id, now, summary, snapshot_error)
 
     # ------------------------------------------------------------ post-mortems

@@ -57,13 +57,12 @@ from preflight.domain.audit import (
     FindingKind,
     Point,
     RecordedCost,
-    _dec,
-    _iso,
     low_balance,
     retention_doomed,
     unexplained_consumption,
 )
 from preflight.domain.batch import BatchStatus, SnapshotKind
+from preflight.domain.wire import amount_text, time_text
 from preflight.errors import AuthError, ConfigError, PreflightError, VendorError
 from preflight.settings import FINDING_KINDS, Settings
 
@@ -233,7 +232,7 @@ def finding_to_dict(finding: Finding, account: str) -> dict[str, Any]:
         "id": finding.id,
         "kind": finding.kind,
         "account": account,
-        "amount": _dec(finding.amount),
+        "amount": amount_text(finding.amount),
         "window_start": finding.window_start.isoformat(),
         "window_end": finding.window_end.isoformat(),
         "batches": list(finding.batches),
@@ -651,7 +650,7 @@ class _AccountRun:
             )
             if len(points) < 2:
                 self.checked_until = points[-1].taken_at if points else cursor
-                return {"windows": 0, "checked_until": _iso(self.checked_until)}
+                return {"windows": 0, "checked_until": time_text(self.checked_until)}
             start, end = points[0].taken_at, points[-1].taken_at
             costs = [
                 RecordedCost(batch_id, meter, at, cost or ZERO)
@@ -685,7 +684,7 @@ class _AccountRun:
         self.drafts.extend(drafts)
         self.checked_until = end
         windows = sum(1 for _, e in pairwise(points) if e.taken_at > after)
-        return {"windows": windows, "checked_until": _iso(end), "rises": rises}
+        return {"windows": windows, "checked_until": time_text(end), "rises": rises}
 
     def _low_balance(self, history: Sequence[AuditRun]) -> dict[str, Any]:
         now = self.clock()
@@ -768,7 +767,7 @@ class _AccountRun:
                     batches=(batch_id,),
                     detail={
                         "last_activity_at": active.isoformat(),
-                        "stale_after_hours": _dec(
+                        "stale_after_hours": amount_text(
                             Decimal(str(self.settings.stale_after.total_seconds())) / 3600
                         ),
                         "auto_finished": auto_finish,
@@ -836,7 +835,7 @@ class _AccountRun:
                     )
                 )
                 deleted += _rowcount(result)
-        return {"deleted": deleted, "older_than": _iso(now - horizon)}
+        return {"deleted": deleted, "older_than": time_text(now - horizon)}
 
     # ------------------------------------------------------------ finish
 

@@ -11,14 +11,7 @@ from sqlalchemy.orm import Session
 
 from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot
 from preflight.db.session import decimal_sum
-
-
-def _dec(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+from preflight.domain.wire import amount_text, time_text
 
 
 def batch_row(batch: Batch) -> dict[str, Any]:
@@ -29,12 +22,12 @@ def batch_row(batch: Batch) -> dict[str, Any]:
         "verdict": batch.verdict,
         "verified": batch.verified,
         "meter": batch.meter,
-        "need": _dec(batch.need),
-        "reserve": _dec(batch.reserve),
+        "need": amount_text(batch.need),
+        "reserve": amount_text(batch.reserve),
         "labels": batch.labels,
-        "created_at": _iso(batch.created_at),
-        "checked_at": _iso(batch.checked_at),
-        "finished_at": _iso(batch.finished_at),
+        "created_at": time_text(batch.created_at),
+        "checked_at": time_text(batch.checked_at),
+        "finished_at": time_text(batch.finished_at),
     }
 
 
@@ -43,16 +36,16 @@ def _failure_row(outcome: Outcome, tag: FailureTag | None, batch_id: str) -> dic
         "batch_id": batch_id,
         "job_id": outcome.job_id,
         "attempt": outcome.attempt,
-        "failed_at": _iso(outcome.occurred_at),
+        "failed_at": time_text(outcome.occurred_at),
         "http_status": outcome.http_status,
         "error": outcome.error,
         "tag": tag.tag if tag else None,
         "reason": tag.reason if tag else "not classified yet",
         "evidence": tag.evidence if tag else {},
         "attribution": tag.attribution if tag else [],
-        "unattributed": _dec(tag.unattributed) if tag else None,
+        "unattributed": amount_text(tag.unattributed) if tag else None,
         "classifier_version": tag.classifier_version if tag else None,
-        "classified_at": _iso(tag.classified_at) if tag else None,
+        "classified_at": time_text(tag.classified_at) if tag else None,
     }
 
 
@@ -76,7 +69,7 @@ def _totals(session: Session, batch_pks: list[int]) -> dict[int, dict[str, Any]]
             "succeeded": total - (n_failed or 0),
             "failed": n_failed or 0,
             "quota_failures": n_quota or 0,
-            "cost": _dec(cost or Decimal(0)),
+            "cost": amount_text(cost or Decimal(0)),
         }
         for pk, total, n_failed, n_quota, cost in rows
     }
@@ -106,10 +99,10 @@ def show_batch(session: Session, batch: Batch) -> dict[str, Any]:
             {
                 "id": s.id,
                 "kind": s.kind,
-                "taken_at": _iso(s.taken_at),
-                "credits": _dec(s.credits),
-                "api_quota_remaining": _dec(s.api_quota_remaining),
-                "balance": _dec(s.meter(batch.meter)) if batch.meter else None,
+                "taken_at": time_text(s.taken_at),
+                "credits": amount_text(s.credits),
+                "api_quota_remaining": amount_text(s.api_quota_remaining),
+                "balance": amount_text(s.meter(batch.meter)) if batch.meter else None,
             }
             for s in snapshots
         ],

@@ -25,6 +25,7 @@ from preflight.domain.classify import (
 )
 from preflight.domain.exact import exact
 from preflight.domain.verdict import outstanding_need
+from preflight.domain.wire import amount_text
 
 
 def _dialect(session: Session) -> str:
@@ -333,16 +334,13 @@ class SpendSummary:
         return self.start.balance - self.end.balance
 
     def to_dict(self) -> dict[str, Any]:
-        def dec(value: Decimal | None) -> str | None:
-            return None if value is None else format(value, "f")
-
         return {
             "meter": self.meter,
-            "own_cost": dec(self.own_cost),
-            "preflight_balance": dec(self.start.balance) if self.start else None,
-            "finish_balance": dec(self.end.balance) if self.end else None,
-            "balance_drop": dec(self.drop),
-            "foreign_consumption": dec(self.foreign.amount) if self.foreign else None,
+            "own_cost": amount_text(self.own_cost),
+            "preflight_balance": amount_text(self.start.balance) if self.start else None,
+            "finish_balance": amount_text(self.end.balance) if self.end else None,
+            "balance_drop": amount_text(self.drop),
+            "foreign_consumption": amount_text(self.foreign.amount) if self.foreign else None,
             "foreign_is_lower_bound": self.foreign.is_lower_bound if self.foreign else False,
             "snapshot_ids": list(self.foreign.snapshot_ids) if self.foreign else [],
         }

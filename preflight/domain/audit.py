@@ -16,6 +16,7 @@ from itertools import pairwise
 from typing import Any, Final
 
 from preflight.domain.exact import exact
+from preflight.domain.wire import amount_text
 from preflight.settings import FINDING_KINDS, METERS
 
 ZERO: Final = Decimal(0)
@@ -72,14 +73,6 @@ class FindingDraft:
     detail: Mapping[str, Any]
 
 
-def _dec(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 @exact
 def unexplained_consumption(
     points: Sequence[Point],
@@ -132,11 +125,11 @@ def unexplained_consumption(
                     batches=tuple(sorted(active)),
                     detail={
                         "meter": meter,
-                        "balance_before": _dec(start_balance),
-                        "balance_after": _dec(end_balance),
-                        "drop": _dec(drop),
-                        "recorded_cost": _dec(recorded),
-                        "tolerance": _dec(tolerance),
+                        "balance_before": amount_text(start_balance),
+                        "balance_after": amount_text(end_balance),
+                        "drop": amount_text(drop),
+                        "recorded_cost": amount_text(recorded),
+                        "tolerance": amount_text(tolerance),
                         "snapshot_ids": [before.snapshot_id, end.snapshot_id],
                     },
                 )
@@ -182,10 +175,10 @@ def low_balance(
     measured: dict[str, Any] = {"meter": meter, "snapshot_id": latest.snapshot_id}
     if balance is None:
         return False, {**measured, "balance": None}, None
-    measured["balance"] = _dec(balance)
+    measured["balance"] = amount_text(balance)
     reasons: list[str] = []
     if threshold is not None:
-        measured["threshold"] = _dec(threshold)
+        measured["threshold"] = amount_text(threshold)
         if balance < threshold:
             reasons.append(f"balance {balance} is below the threshold {threshold}")
     burn = burn_rate(points, meter)
@@ -193,9 +186,9 @@ def low_balance(
         consumed, span = burn
         seconds = Decimal(str(span.total_seconds()))
         runway_seconds = balance * seconds / consumed
-        measured["burn_per_hour"] = _dec(round(consumed * 3600 / seconds, 6))
-        measured["runway_hours"] = _dec(round(runway_seconds / 3600, 2))
-        measured["runway_threshold_hours"] = _dec(
+        measured["burn_per_hour"] = amount_text(round(consumed * 3600 / seconds, 6))
+        measured["runway_hours"] = amount_text(round(runway_seconds / 3600, 2))
+        measured["runway_threshold_hours"] = amount_text(
             Decimal(str(runway_threshold.total_seconds())) / 3600
         )
         if runway_seconds < Decimal(str(runway_threshold.total_seconds())):

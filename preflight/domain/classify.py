@@ -33,6 +33,7 @@ from itertools import pairwise
 from typing import Any, Final
 
 from preflight.domain.exact import exact
+from preflight.domain.wire import amount_text, time_text
 
 CLASSIFIER_VERSION: Final = "1"
 ZERO: Final = Decimal(0)
@@ -101,21 +102,15 @@ class Evidence:
     snapshot_ids: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        def dec(value: Decimal | None) -> str | None:
-            return None if value is None else format(value, "f")
-
-        def iso(value: datetime | None) -> str | None:
-            return None if value is None else value.isoformat()
-
         return {
-            "b0": dec(self.b0),
-            "t0": iso(self.t0),
-            "ba": dec(self.ba),
-            "ta": iso(self.ta),
-            "own": dec(self.own),
-            "expected_cost": dec(self.expected_cost),
+            "b0": amount_text(self.b0),
+            "t0": time_text(self.t0),
+            "ba": amount_text(self.ba),
+            "ta": time_text(self.ta),
+            "own": amount_text(self.own),
+            "expected_cost": amount_text(self.expected_cost),
             "expected_cost_source": self.expected_cost_source,
-            "foreign": dec(self.foreign),
+            "foreign": amount_text(self.foreign),
             "foreign_is_lower_bound": self.foreign_is_lower_bound,
             "before_failure": self.before_failure,
             "topup": bool(self.topups),

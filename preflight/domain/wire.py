@@ -1,0 +1,15 @@
+"""How amounts and times appear in JSON output: decimal strings and ISO 8601 UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+
+def amount_text(value: Decimal | None) -> str | None:
+    """``Decimal("1200.50")`` → ``"1200.50"``: exact, never a float, never an exponent."""
+    return None if value is None else format(value, "f")
+
+
+def time_text(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
