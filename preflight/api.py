@@ -14,7 +14,8 @@ transaction (a slow vendor never holds SQLite's write lock), then commits once.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -42,13 +43,14 @@ from preflight.db.repositories import (
 from preflight.domain.batch import BatchStatus, Meter, SnapshotKind, choose_meter, validate_batch_id
 from preflight.domain.classify import Classification, Tag, classify
 from preflight.domain.outcome import OutcomeInput, build_outcome, parse_json_line
-from preflight.domain.verdict import NO_GO, Assessment, Verdict, assess
+from preflight.domain.verdict import NO_GO, Assessment, Verdict, assess, exit_code
 from preflight.domain.wire import amount_text
 from preflight.errors import (
     AuthError,
     BillingBlockedError,
     ConfigError,
     ConflictError,
+    NoGoError,
     UsageError,
     VendorError,
     VendorUnavailableError,
@@ -146,6 +148,18 @@ class ProfileReading:
             "latency_ms": self.profile.latency_ms,
             "raw": self.profile.raw,
         }
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """The handle ``Preflight.batch()`` yields: the check's answer and a way to record."""
+
+    app: Preflight
+    check: CheckResult
+
+    def record(self, job_id: str, status: str, **fields: object) -> RecordResult:
+        """Record one outcome of this batch (same fields as ``Preflight.record``)."""
+        return self.app.record(self.check.batch_id, {"job_id": job_id, "status": status, **fields})
 
 
 @dataclass(frozen=True)
@@ -540,6 +554,34 @@ class Preflight:
                 session, account_row, profile, now=now, kind=SnapshotKind.MANUAL
             )
         return ProfileReading(account_name, snapshot.id, now, profile)
+
+    @contextmanager
+    def batch(
+        self,
+        batch_id: str,
+        *,
+        need: Decimal | str | int | None = None,
+        strict: bool = False,
+        **check_options: Any,
+    ) -> Iterator[BatchRun]:
+        """Check, run, finish: ``with pf.batch("B", need=60) as run: run.record(...)``.
+
+        Raises :class:`NoGoError` before the block runs when the verdict is a no-go (or
+        ``at_risk`` with ``strict``); the batch is finished when the block exits, even on
+        an exception, so its finish snapshot and foreign consumption are always recorded.
+        """
+        result = self.check(batch_id, need=need, **check_options)
+        refused = not result.go or (strict and result.verdict is Verdict.AT_RISK)
+        if refused:
+            raise NoGoError(
+                f"batch {batch_id!r} not started: {result.verdict.value}: {result.reason}",
+                verdict=result.verdict.value,
+                exit_code=exit_code(result.verdict, strict=strict, fail_open=result.fail_open),
+            )
+        try:
+            yield BatchRun(self, result)
+        finally:
+            self.finish(batch_id)
 
     def record(
         self,

@@ -1,6 +1,7 @@
 """Every error preflight raises on purpose, under one root.
 
     PreflightError                      exit 1 unless a subclass says otherwise
+    ├── NoGoError                       the verdict's code: a batch refused to start
     ├── UsageError                      exit 2   bad arguments or bad input
     │   ├── ConfigError                          bad settings or TOML file
     │   └── ConflictError                        e.g. a different outcome for a recorded key
@@ -27,6 +28,7 @@ __all__ = [
     "BillingBlockedError",
     "ConfigError",
     "ConflictError",
+    "NoGoError",
     "PreflightError",
     "SchemaMissingError",
     "StorageError",
@@ -100,6 +102,15 @@ class VendorUnavailableError(VendorError):
 
 class UnusableResponseError(VendorUnavailableError):
     """The body is not a JSON object, is too large, or a known field has an unusable value."""
+
+
+class NoGoError(PreflightError):
+    """``Preflight.batch()`` refused to start: the check's verdict was a no-go."""
+
+    def __init__(self, message: str, *, verdict: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+        self.exit_code = exit_code  # type: ignore[misc]  # per instance: the verdict's code
 
 
 class StorageError(PreflightError):
