@@ -8,65 +8,35 @@ Heavy imports (SQLAlchemy, httpx) happen inside commands so ``--help`` stays fas
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from preflight.cli_support import (
+    FORMAT_OPTION,
+    SINCE_OPTION,
+    emit_json,
+    load_cli_settings,
+    open_app,
+    parse_since,
+    print_table,
+)
 from preflight.errors import PreflightError
 from preflight.secret import scrub
 
 if TYPE_CHECKING:
-    from preflight.api import Preflight
-    from preflight.settings import Settings
+    pass
 
 INTERNAL_ERROR_EXIT = 1
-
-FORMAT_OPTION = click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for programs.",
-)
 
 
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"preflight: error: {scrub(message)}", err=True)
     sys.exit(code)
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, default=_json_default, ensure_ascii=False))
-
-
-def _settings() -> Settings:
-    from preflight.logs import configure_logging
-    from preflight.settings import load_settings
-
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
-
-
-def _app(settings: Settings | None = None) -> Preflight:
-    from preflight.api import Preflight
-
-    return Preflight(settings or _settings())
 
 
 class _Group(click.Group):
@@ -145,7 +115,7 @@ def check(
     from preflight.domain.verdict import exit_code
 
     label_map = _parse_labels(labels)
-    with _app() as app:
+    with open_app() as app:
         result = app.check(
             batch_id,
             need=need,
@@ -259,7 +229,7 @@ def record(
     if source is not None:
         if job_id or status:
             raise click.UsageError("give either JOB_ID with --status, or --from, not both")
-        with _app() as app, source as stream:
+        with open_app() as app, source as stream:
             result = app.record_many(batch_id, stream, account=account)
         if output_format == "json":
             emit_json(result.to_dict())
@@ -283,7 +253,7 @@ def record(
         "error": error,
         "quota_failure": quota_failure,
     }
-    with _app() as app:
+    with open_app() as app:
         outcome = app.record(
             batch_id,
             {k: v for k, v in fields.items() if v is not None},
@@ -313,7 +283,7 @@ def finish(batch_id: str, no_snapshot: bool, output_format: str) -> int:
     preflight and finish snapshots: what others spent during the batch, even when
     nothing failed.
     """
-    with _app() as app:
+    with open_app() as app:
         result = app.finish(batch_id, snapshot=not no_snapshot)
     data = result.to_dict()
     if output_format == "json":
@@ -340,7 +310,7 @@ def classify_command(batch_id: str | None, all_: bool, output_format: str) -> in
     """Rerun the classifier over stored quota failures (idempotent)."""
     if bool(batch_id) == all_:
         raise click.UsageError("give exactly one of --batch BATCH_ID or --all")
-    with _app() as app:
+    with open_app() as app:
         counts = app.classify(batch_id)
     if output_format == "json":
         emit_json({"classified": sum(counts.values()), "tags": counts})
@@ -353,39 +323,12 @@ def classify_command(batch_id: str | None, all_: bool, output_format: str) -> in
 # ---------------------------------------------------------------- post-mortems
 
 
-SINCE_OPTION = click.option(
-    "--since", metavar="ISO8601|DURATION", help="Only newer than this time, or e.g. 24h, 7d."
-)
-
-
-def _since(value: str | None) -> datetime | None:
-    from datetime import UTC
-
-    from preflight.domain.outcome import parse_timestamp
-    from preflight.errors import UsageError
-    from preflight.settings import parse_duration
-
-    if value is None:
-        return None
-    try:
-        return datetime.now(UTC) - parse_duration(value)
-    except ValueError:
-        pass
-    try:
-        return parse_timestamp(value, "--since")
-    except UsageError:
-        raise click.BadParameter(
-            f"{value!r} is neither an ISO 8601 time nor a duration like 24h",
-            param_hint="--since",
-        ) from None
-
-
 @cli.command()
 @click.argument("batch_id")
 @FORMAT_OPTION
 def show(batch_id: str, output_format: str) -> int:
     """Post-mortem of BATCH_ID: snapshots, outcome totals, tagged quota failures."""
-    with _app() as app:
+    with open_app() as app:
         data = app.show(batch_id)
     if output_format == "json":
         emit_json(data)
@@ -402,7 +345,7 @@ def _print_show(data: dict[str, Any]) -> None:
         f"meter {data['meter'] or '-'}  need {need}"
     )
     click.echo("\nsnapshots")
-    _table(
+    print_table(
         ["id", "kind", "taken_at", "balance", "credits", "api_quota_remaining"],
         [
             [
@@ -450,14 +393,6 @@ def _echo_failure(failure: dict[str, Any]) -> None:
         click.echo(f"  unattributed (recorded by no batch): {failure['unattributed']}")
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> None:
-    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-
-
 @cli.command()
 @SINCE_OPTION
 @click.option(
@@ -469,12 +404,12 @@ def _table(headers: list[str], rows: list[list[Any]]) -> None:
 @FORMAT_OPTION
 def failures(since: str | None, tag: str | None, account: str | None, output_format: str) -> int:
     """Quota failures across batches, with their tags."""
-    with _app() as app:
-        rows = app.failures(since=_since(since), tag=tag, account=account)
+    with open_app() as app:
+        rows = app.failures(since=parse_since(since), tag=tag, account=account)
     if output_format == "json":
         emit_json(rows)
     else:
-        _table(
+        print_table(
             ["failed_at", "batch_id", "job_id", "attempt", "tag", "foreign", "unattributed"],
             [
                 [
@@ -500,12 +435,12 @@ def failures(since: str | None, tag: str | None, account: str | None, output_for
 @FORMAT_OPTION
 def batches(since: str | None, status: str | None, output_format: str) -> int:
     """Recent batches with their verdicts and failure counts."""
-    with _app() as app:
-        rows = app.batches(since=_since(since), status=status)
+    with open_app() as app:
+        rows = app.batches(since=parse_since(since), status=status)
     if output_format == "json":
         emit_json(rows)
     else:
-        _table(
+        print_table(
             [
                 "created_at",
                 "batch_id",
@@ -554,11 +489,11 @@ def demo(database_url: str | None, output_format: str) -> int:
     """
     from preflight.demo import default_demo_database, run_demo
 
-    settings = _settings()
+    settings = load_cli_settings()
     url = database_url or default_demo_database()
     say = (lambda _line: None) if output_format == "json" else click.echo
     result = run_demo(url, say=say)
-    with _app(replace(settings, database_url=url)) as app:
+    with open_app(replace(settings, database_url=url)) as app:
         reports = [app.show(batch_id) for batch_id in result.batch_ids]
     if output_format == "json":
         emit_json({"database_url": url, "batches": reports})
@@ -584,7 +519,7 @@ def profile() -> None:
 @FORMAT_OPTION
 def profile_show(account: str | None, output_format: str) -> int:
     """Print the current profile and keep it as a `manual` snapshot."""
-    with _app() as app:
+    with open_app() as app:
         reading = app.profile(account)
     if output_format == "json":
         emit_json(reading.to_dict())
@@ -612,7 +547,7 @@ def db_upgrade(revision: str) -> int:
     from preflight.db import migrate
     from preflight.db.session import build_engine
 
-    engine = build_engine(_settings().database_url)
+    engine = build_engine(load_cli_settings().database_url)
     try:
         migrate.upgrade(engine, revision)
         from preflight.db.session import translate_db_errors

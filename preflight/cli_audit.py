@@ -1,9 +1,8 @@
 """CLI commands of the scheduled audit (``audit``, ``worker``, ``findings``, ``profile update``).
 
-preflight/cli.py imports this module at its end and calls :func:`register`. Its helpers
-(``_app``, ``emit_json``, ``_since``, ``_table``) are imported inside the commands, since a
-module-level import of preflight.cli from here would be circular; heavy modules
-(SQLAlchemy, httpx, APScheduler) are imported there too, so ``--help`` stays fast.
+preflight/cli.py imports this module at its end and calls :func:`register`; the helpers
+both share live in preflight/cli_support.py. Heavy modules (SQLAlchemy, httpx,
+APScheduler) are imported inside the commands, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,20 +12,12 @@ from urllib.parse import urlsplit
 
 import click
 
+from preflight.cli_support import FORMAT_OPTION, emit_json, open_app, parse_since, print_table
 from preflight.errors import UsageError
 from preflight.settings import FINDING_KINDS
 
 if TYPE_CHECKING:
     from preflight.audit import AuditOutcome
-
-_FORMAT_OPTION = click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for programs.",
-)
 
 
 def register(group: click.Group) -> None:
@@ -53,7 +44,7 @@ def register(group: click.Group) -> None:
     is_flag=True,
     help="Run even if this period was audited: an extra run without a claim (by hand only).",
 )
-@_FORMAT_OPTION
+@FORMAT_OPTION
 def audit(account: str | None, force: bool, output_format: str) -> int:
     """Run one audit now, claiming the current period exactly as the worker does.
 
@@ -63,9 +54,8 @@ def audit(account: str | None, force: bool, output_format: str) -> int:
     worker) does nothing, says so, and exits 0. Findings: `preflight findings`.
     """
     from preflight.audit import run_audit
-    from preflight.cli import _app, emit_json
 
-    with _app() as app:
+    with open_app() as app:
         outcomes = run_audit(app, account=account, force=force)
     if output_format == "json":
         emit_json([outcome.to_dict() for outcome in outcomes])
@@ -122,10 +112,9 @@ def worker() -> int:
     the database, so exactly one replica audits it, and a period whose replica died is
     completed by another once its lease (PREFLIGHT_AUDIT_LEASE) expires.
     """
-    from preflight.cli import _app
     from preflight.worker import run_worker
 
-    with _app() as app:
+    with open_app() as app:
         run_worker(app)
     return 0
 
@@ -139,18 +128,17 @@ def worker() -> int:
 )
 @click.option("--kind", type=click.Choice(FINDING_KINDS), help="Only findings of this kind.")
 @click.option("--account", help="Only this configured account.")
-@_FORMAT_OPTION
+@FORMAT_OPTION
 def findings(since: str | None, kind: str | None, account: str | None, output_format: str) -> int:
     """What the audit found, oldest first: unexplained consumption, low balance, stale batches."""
     from preflight.audit import list_findings
-    from preflight.cli import _app, _since, _table, emit_json
 
-    with _app() as app:
-        rows = list_findings(app, since=_since(since), kind=kind, account=account)
+    with open_app() as app:
+        rows = list_findings(app, since=parse_since(since), kind=kind, account=account)
     if output_format == "json":
         emit_json(rows)
     else:
-        _table(
+        print_table(
             ["created_at", "account", "kind", "amount", "window_start", "window_end", "batches"],
             [
                 [
@@ -194,7 +182,7 @@ def validate_webhook_url(url: str, *, allow_http: bool = False) -> str:
 @click.option("--webhook-url", required=True, metavar="URL", help="The new webhookUrl.")
 @click.option("--allow-http", is_flag=True, help="Accept an http:// URL (local testing only).")
 @click.option("--account", envvar="PREFLIGHT_ACCOUNT", show_envvar=True, help="Configured account.")
-@_FORMAT_OPTION
+@FORMAT_OPTION
 def profile_update(
     webhook_url: str, allow_http: bool, account: str | None, output_format: str
 ) -> int:
@@ -208,10 +196,8 @@ def profile_update(
     """
     import json
 
-    from preflight.cli import _app, emit_json
-
     url = validate_webhook_url(webhook_url, allow_http=allow_http)
-    with _app() as app:
+    with open_app() as app:
         name = app.settings.account_settings(account).name
         profile = app.vendor(name).update_profile({"webhookUrl": url})
     try:

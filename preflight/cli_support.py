@@ -1,0 +1,91 @@
+"""Helpers shared by the CLI modules: output formats, JSON, tables, settings, the app.
+
+Kept apart from ``preflight.cli`` so that ``preflight.cli_audit`` can import them at
+module level without a circular import. Heavy modules are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from preflight.api import Preflight
+    from preflight.settings import Settings
+
+FORMAT_OPTION = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for programs.",
+)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, default=_json_default, ensure_ascii=False))
+
+
+def load_cli_settings() -> Settings:
+    """Read the settings once and set up logging from them."""
+    from preflight.logs import configure_logging
+    from preflight.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def open_app(settings: Settings | None = None) -> Preflight:
+    """The Python API object a command works through (close it, or use ``with``)."""
+    from preflight.api import Preflight
+
+    return Preflight(settings or load_cli_settings())
+
+
+SINCE_OPTION = click.option(
+    "--since", metavar="ISO8601|DURATION", help="Only newer than this time, or e.g. 24h, 7d."
+)
+
+
+def parse_since(value: str | None) -> datetime | None:
+    from datetime import UTC
+
+    from preflight.domain.outcome import parse_timestamp
+    from preflight.errors import UsageError
+    from preflight.settings import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        return parse_timestamp(value, "--since")
+    except UsageError:
+        raise click.BadParameter(
+            f"{value!r} is neither an ISO 8601 time nor a duration like 24h",
+            param_hint="--since",
+        ) from None
+
+
+def print_table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
