@@ -615,10 +615,10 @@ class Preflight:
                 snapshot_id = self._take_snapshot(
                     account_name, SnapshotKind.FAILURE, batch_id=batch_id
                 ).id
-            except VendorError as exc:
+            except (VendorError, ConfigError) as exc:
                 # The outcome is stored; the audit job reclassifies once a snapshot exists.
                 snapshot_error = str(exc)
-                log.warning("failure_snapshot_failed", batch_id=batch_id, error=snapshot_error)
+                log.info("failure_snapshot_failed", batch_id=batch_id, error=snapshot_error)
         tag: Classification | None = None
         if item.quota_failure:
             tags = self._classify_batches([batch_id], job=(item.job_id, item.attempt))
@@ -637,7 +637,7 @@ class Preflight:
     def record_many(
         self,
         batch_id: str,
-        lines: Iterable[str],
+        lines: Iterable[str | bytes],
         *,
         account: str | None = None,
         chunk_size: int = 1000,
@@ -669,7 +669,13 @@ class Preflight:
                 line_no, error = stored.conflict
                 raise UsageError(f"line {line_no}: {error}")
 
-        for line_no, line in enumerate(lines, start=1):
+        for line_no, raw in enumerate(lines, start=1):
+            try:
+                # Bytes are decoded line by line, so a bad byte is blamed on its own line.
+                line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            except UnicodeDecodeError:
+                flush()
+                raise UsageError(f"line {line_no}: not UTF-8 text") from None
             if not line.strip():
                 continue
             counts["lines"] += 1
@@ -721,9 +727,9 @@ class Preflight:
         if snapshot:
             try:
                 self._take_snapshot(account_name, SnapshotKind.FINISH, batch_id=batch_id)
-            except VendorError as exc:
+            except (VendorError, ConfigError) as exc:
                 snapshot_error = str(exc)
-                log.warning("finish_snapshot_failed", batch_id=batch_id, error=snapshot_error)
+                log.info("finish_snapshot_failed", batch_id=batch_id, error=snapshot_error)
         now = self._clock()
         with self.database.write() as session:
             batch = find_batch(session, batch_id)

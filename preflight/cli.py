@@ -189,7 +189,7 @@ def _parse_labels(labels: Sequence[str]) -> dict[str, str]:
 @click.option(
     "--from",
     "source",
-    type=click.File("r", encoding="utf-8", lazy=True),
+    type=click.File("rb", lazy=True),
     metavar="FILE|-",
     help="Record many outcomes from JSON Lines (see below).",
 )

@@ -257,3 +257,36 @@ def test_text_listings_with_no_rows_print_an_empty_table(cli: Cli) -> None:
         for args in [("failures",), ("batches", "--status", "finished"), ("show", "B")]
     }
     assert {name: (run.code, run.err) for name, run in runs.items()} == dict.fromkeys(runs, (0, ""))
+
+
+def test_a_file_that_is_not_utf8_is_a_usage_error_naming_the_line(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    good = jsonl([{"job_id": "j1", "status": "succeeded", "cost": "1"}])
+    path.write_bytes(good.encode() + '{"job_id": "j\xe9", "status": "failed"}\n'.encode("latin-1"))
+    error = one_error_line(cli("record", "B", "--from", str(path)))
+    assert "line 2" in error
+    assert "UTF-8" in error
+    assert outcomes_of(cli, "B")["total"] == 1
+
+
+def test_a_live_quota_failure_without_a_token_is_stored_with_a_warning(cli: Cli) -> None:
+    # No token: the failure snapshot cannot be taken, but the outcome must not be lost
+    # or reported as an error; the audit reclassifies it once a snapshot exists.
+    run = cli(
+        "record",
+        "B",
+        "J",
+        "--status",
+        "failed",
+        "--http-status",
+        "402",
+        "--format",
+        "json",
+        env={"PREFLIGHT_API_TOKEN": ""},
+    )
+    stored = as_json(run)
+    assert stored["created"] is True
+    assert stored["tag"] == "inconclusive"
+    assert "no vendor token" in stored["snapshot_error"]
+    assert run.err.startswith("preflight: warning: no failure snapshot")
+    assert outcomes_of(cli, "B")["failed"] == 1
