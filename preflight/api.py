@@ -42,7 +42,12 @@ from preflight.db.repositories import (
 )
 from preflight.domain.batch import BatchStatus, Meter, SnapshotKind, choose_meter, validate_batch_id
 from preflight.domain.classify import Classification, Tag, classify
-from preflight.domain.outcome import OutcomeInput, build_outcome, parse_json_line
+from preflight.domain.outcome import (
+    MAX_LINE_BYTES,
+    OutcomeInput,
+    build_outcome,
+    parse_json_line,
+)
 from preflight.domain.verdict import NO_GO, Assessment, Verdict, assess, exit_code
 from preflight.domain.wire import amount_text
 from preflight.errors import (
@@ -676,6 +681,9 @@ class Preflight:
             except UnicodeDecodeError:
                 flush()
                 raise UsageError(f"line {line_no}: not UTF-8 text") from None
+            if len(line.rstrip("\r\n")) > MAX_LINE_BYTES:
+                flush()
+                raise UsageError(f"line {line_no}: longer than {MAX_LINE_BYTES} bytes")
             if not line.strip():
                 continue
             counts["lines"] += 1

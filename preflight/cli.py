@@ -19,6 +19,7 @@ import click
 from preflight.cli_support import (
     FORMAT_OPTION,
     SINCE_OPTION,
+    bounded_lines,
     emit_json,
     load_cli_settings,
     open_app,
@@ -229,8 +230,11 @@ def record(
     if source is not None:
         if job_id or status:
             raise click.UsageError("give either JOB_ID with --status, or --from, not both")
+        from preflight.domain.outcome import MAX_LINE_BYTES
+
         with open_app() as app, source as stream:
-            result = app.record_many(batch_id, stream, account=account)
+            lines = bounded_lines(stream, MAX_LINE_BYTES)
+            result = app.record_many(batch_id, lines, account=account)
         if output_format == "json":
             emit_json(result.to_dict())
         else:

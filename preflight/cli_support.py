@@ -7,9 +7,10 @@ module level without a circular import. Heavy modules are imported inside functi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
@@ -54,6 +55,18 @@ def open_app(settings: Settings | None = None) -> Preflight:
     from preflight.api import Preflight
 
     return Preflight(settings or load_cli_settings())
+
+
+def bounded_lines(stream: BinaryIO, limit: int) -> Iterator[bytes]:
+    """The lines of ``stream``, each read with at most ``limit`` + 1 bytes in memory.
+
+    A longer line comes out cut (so the caller sees it is too long) and nothing after
+    it is read.
+    """
+    while line := stream.readline(limit + 1):
+        yield line
+        if len(line) > limit and not line.endswith(b"\n"):
+            return
 
 
 SINCE_OPTION = click.option(

@@ -27,6 +27,9 @@ FIELDS: Final = frozenset(
     }
 )
 MAX_ERROR_CHARS: Final = 4000
+#: One outcome is a few hundred bytes (an error text is cut at 4000 characters): a longer
+#: line is a broken file, and reading it whole would let one line take all memory.
+MAX_LINE_BYTES: Final = 64 * 1024
 
 
 class OutcomeStatus(StrEnum):

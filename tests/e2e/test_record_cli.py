@@ -290,3 +290,13 @@ def test_a_live_quota_failure_without_a_token_is_stored_with_a_warning(cli: Cli)
     assert "no vendor token" in stored["snapshot_error"]
     assert run.err.startswith("preflight: warning: no failure snapshot")
     assert outcomes_of(cli, "B")["failed"] == 1
+
+
+def test_an_overlong_line_is_refused_without_reading_it_whole(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "huge.jsonl"
+    good = jsonl([{"job_id": "j1", "status": "succeeded", "cost": "1"}])
+    huge = json.dumps({"job_id": "j2", "status": "failed", "error": "x" * 200_000})
+    path.write_text(good + huge + "\n" + good.replace("j1", "j3"))
+    error = one_error_line(cli("record", "B", "--from", str(path)))
+    assert "line 2: longer than 65536 bytes" in error
+    assert outcomes_of(cli, "B")["total"] == 1
