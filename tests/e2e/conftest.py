@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
@@ -76,3 +77,14 @@ def cli_any_db(request: pytest.FixtureRequest, cli: Cli, cli_env: dict[str, str]
         upgraded = cli("db", "upgrade")
         assert upgraded.code == 0, upgraded.err
     return cli
+
+
+def paid_job(sandbox: SandboxServer, cost: str) -> int:
+    """Run one paid job on the sandbox vendor; its HTTP status (200, or 402 when short)."""
+    response = httpx.post(
+        f"{sandbox.url}/api/open/v1/jobs",
+        json={"cost": cost},
+        headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"},
+        timeout=5,
+    )
+    return response.status_code

@@ -11,34 +11,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 
-from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
-
-Run = Any  # tests/e2e/conftest.py's Run: code, out, err
-Cli = Callable[..., Run]
+from preflight.sandbox import SandboxServer
+from tests.e2e.conftest import Cli, Run, paid_job
 
 pytestmark = pytest.mark.slow
 
 JOBS = "/api/open/v1/jobs"
-
-
-def paid_job(sandbox: SandboxServer, cost: str) -> int:
-    """Run one paid job on the sandbox vendor; its HTTP status (200, or 402 when short)."""
-    response = httpx.post(
-        f"{sandbox.url}{JOBS}",
-        json={"cost": cost},
-        headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"},
-        timeout=5,
-        verify=False,
-    )
-    return response.status_code
 
 
 def ok(run: Run) -> Run:

@@ -4,32 +4,17 @@ bad line in the middle), finish, and the post-mortem listings (failures, batches
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
-
-Run = Any  # tests/e2e/conftest.py's Run: code, out, err
-Cli = Callable[..., Run]
+from preflight.sandbox import SandboxServer
+from tests.e2e.conftest import Cli, Run, paid_job
 
 pytestmark = pytest.mark.slow
-
-
-def paid_job(sandbox: SandboxServer, cost: str) -> int:
-    response = httpx.post(
-        f"{sandbox.url}/api/open/v1/jobs",
-        json={"cost": cost},
-        headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"},
-        timeout=5,
-        verify=False,
-    )
-    return response.status_code
 
 
 def as_json(run: Run) -> Any:
