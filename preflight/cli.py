@@ -599,13 +599,16 @@ def simulate(host: str, port: int, credits_: str, quota: str, token: str | None)
     """
     from preflight.sandbox import DEFAULT_TOKEN, serve_forever
 
-    serve_forever(
-        host=host,
-        port=port,
-        credits=_optional_amount(credits_, "--credits"),
-        quota=_optional_amount(quota, "--quota"),
-        token=token or DEFAULT_TOKEN,
-    )
+    try:
+        serve_forever(
+            host=host,
+            port=port,
+            credits=_optional_amount(credits_, "--credits"),
+            quota=_optional_amount(quota, "--quota"),
+            token=token or DEFAULT_TOKEN,
+        )
+    except OSError as exc:
+        raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     return 0
 
 
@@ -656,7 +659,18 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _log_internal_error(error: Exception) -> None:
+    import os
+
     import structlog
 
+    from preflight.logs import configure_logging
+
+    if not structlog.is_configured():
+        # A command that failed before reading its settings: structlog's defaults would
+        # print this debug event, traceback and all, whatever the level.
+        configure_logging(
+            os.environ.get("PREFLIGHT_LOG_LEVEL", "warning").strip().lower(),
+            os.environ.get("PREFLIGHT_LOG_FORMAT", "auto").strip().lower(),
+        )
     logger: Callable[..., Any] = structlog.get_logger("preflight").debug
     logger("internal_error", exc_info=error)
