@@ -18,6 +18,10 @@ _known: set[str] = set()
 _known_lock = threading.Lock()
 _pattern: re.Pattern[str] | None = None
 
+# Scrubbing every occurrence of a very short "token" would garble every message (a
+# one-letter token redacts that letter everywhere); such a value is no real secret.
+MIN_SCRUBBED_LENGTH: Final = 6
+
 # Whatever the token, never echo what follows "Bearer" in a header-like text.
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",;]+")
 
@@ -56,6 +60,8 @@ class Secret:
 
 def _remember(value: str) -> None:
     global _pattern
+    if len(value) < MIN_SCRUBBED_LENGTH:
+        return
     with _known_lock:
         if value in _known:
             return

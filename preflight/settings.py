@@ -213,7 +213,7 @@ def _http_url(text: Any) -> str:
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": str,
-    "vendor_url": str,
+    "vendor_url": _http_url,
     "account": str,
     "connect_timeout": _positive(float),
     "read_timeout": _positive(float),
@@ -262,6 +262,15 @@ def _read_token(*, value: str | None, file: str | None, where: str) -> Secret | 
     if value:
         return Secret(value.strip())
     return None
+
+
+def _account_vendor_url(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        return _http_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"[accounts.{name}] vendor_url: {exc}") from None
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -327,7 +336,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                 file=table.get("token_file"),
                 where=f"[accounts.{name}]",
             ),
-            vendor_url=table.get("vendor_url"),
+            vendor_url=_account_vendor_url(name, table.get("vendor_url")),
         )
     values["accounts"] = accounts
     settings = Settings(**values)

@@ -109,3 +109,14 @@ def test_scrub_removes_known_secrets_and_bearer_values() -> None:
     Secret("s3cr3t-token-value")
     text = "token=s3cr3t-token-value; Authorization: Bearer anything-else"
     assert scrub(text) == "token=[REDACTED]; Authorization: Bearer [REDACTED]"
+
+
+@pytest.mark.parametrize("url", ["ftp://vendor", "vendor.example", "", "http://"])
+def test_a_vendor_url_must_be_http_or_https(url: str) -> None:
+    with pytest.raises(ConfigError, match="PREFLIGHT_VENDOR_URL"):
+        load_settings({"PREFLIGHT_VENDOR_URL": url or " "})
+
+
+def test_a_trivially_short_secret_does_not_garble_messages() -> None:
+    Secret("x")
+    assert scrub("exit 2: invalid batch id 'xx'") == "exit 2: invalid batch id 'xx'"
