@@ -34,6 +34,7 @@ from preflight.db.repositories import (
     get_or_create_batch,
     insert_new_outcomes,
     load_quota_failures,
+    outcome_id,
     outcome_rows_by_key,
     outstanding_need_of_others,
     preflight_snapshot,
@@ -177,6 +178,7 @@ class RecordResult:
     tag: Classification | None
     snapshot_id: int | None
     snapshot_error: str | None
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,6 +192,7 @@ class RecordResult:
             "reason": self.tag.reason if self.tag else None,
             "snapshot_id": self.snapshot_id,
             "snapshot_error": self.snapshot_error,
+            "warnings": list(self.warnings),
         }
 
 
@@ -202,6 +205,7 @@ class ImportResult:
     inserted: int
     duplicates: int
     tags: Mapping[str, int]
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,6 +214,7 @@ class ImportResult:
             "inserted": self.inserted,
             "duplicates": self.duplicates,
             "tags": dict(self.tags),
+            "warnings": list(self.warnings),
         }
 
 
@@ -221,6 +226,7 @@ class FinishResult:
     finished_at: datetime
     summary: SpendSummary
     snapshot_error: str | None
+    already_finished: bool = False  # a repeated finish: the first one's numbers
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -229,6 +235,7 @@ class FinishResult:
             "finished_at": self.finished_at.isoformat(),
             **self.summary.to_dict(),
             "snapshot_error": self.snapshot_error,
+            "already_finished": self.already_finished,
         }
 
 
@@ -612,13 +619,17 @@ class Preflight:
                 raise stored.conflict[1]
             batch.last_activity_at = now
             account_name = batch.account.name
+            warnings = _lifecycle_warnings(batch)
         created = stored.inserted == 1
         snapshot_id: int | None = None
         snapshot_error: str | None = None
         if created and item.quota_failure and snapshot:
             try:
                 snapshot_id = self._take_snapshot(
-                    account_name, SnapshotKind.FAILURE, batch_id=batch_id
+                    account_name,
+                    SnapshotKind.FAILURE,
+                    batch_id=batch_id,
+                    outcome=(item.job_id, item.attempt),
                 ).id
             except (VendorError, ConfigError) as exc:
                 # The outcome is stored; the audit job reclassifies once a snapshot exists.
@@ -637,7 +648,7 @@ class Preflight:
             created=created,
             tag=tag.tag.value if tag else None,
         )
-        return RecordResult(batch_id, item, created, tag, snapshot_id, snapshot_error)
+        return RecordResult(batch_id, item, created, tag, snapshot_id, snapshot_error, warnings)
 
     def record_many(
         self,
@@ -658,6 +669,7 @@ class Preflight:
         counts = {"lines": 0, "inserted": 0, "duplicates": 0}
         pending: list[tuple[int, OutcomeInput]] = []
         quota_failures_seen = 0
+        warnings: dict[str, None] = {}
 
         def flush() -> None:
             if not pending:
@@ -667,6 +679,7 @@ class Preflight:
                 batch = self._batch_for_outcomes(session, batch_id, account, now)
                 stored = _store_outcomes(session, batch, pending, now)
                 batch.last_activity_at = now
+                warnings.update(dict.fromkeys(_lifecycle_warnings(batch)))
             counts["inserted"] += stored.inserted
             counts["duplicates"] += stored.duplicates
             pending.clear()
@@ -704,6 +717,7 @@ class Preflight:
             inserted=counts["inserted"],
             duplicates=counts["duplicates"],
             tags=_count_tags(tags),
+            warnings=tuple(warnings),
         )
 
     def classify(
@@ -724,12 +738,24 @@ class Preflight:
 
     def finish(self, batch_id: str, *, snapshot: bool = True) -> FinishResult:
         """Take a ``finish`` snapshot, mark the batch finished, and compare its own cost
-        with the balance drop since its preflight snapshot (foreign consumption)."""
+        with the balance drop since its preflight snapshot (foreign consumption).
+
+        Idempotent: finishing a finished batch takes no snapshot and answers the first
+        finish's numbers (outcomes recorded after it are late and not counted).
+        """
         validate_batch_id(batch_id)
         with self.database.read() as session:
             batch = find_batch(session, batch_id)
             if batch is None:
                 raise UsageError(f"no batch {batch_id!r}: check or record it first")
+            if batch.finished_at is not None:
+                return FinishResult(
+                    batch_id,
+                    batch.finished_at,
+                    batch_spend_summary(session, batch),
+                    None,
+                    already_finished=True,
+                )
             account_name = batch.account.name
         snapshot_error: str | None = None
         if snapshot:
@@ -742,6 +768,10 @@ class Preflight:
         with self.database.write() as session:
             batch = find_batch(session, batch_id)
             assert batch is not None
+            if batch.finished_at is not None:  # a concurrent finish won: its numbers stand
+                return FinishResult(
+                    batch_id, batch.finished_at, batch_spend_summary(session, batch), None, True
+                )
             batch.status = BatchStatus.FINISHED.value
             batch.finished_at = now
             batch.last_activity_at = now
@@ -794,17 +824,26 @@ class Preflight:
         return batch
 
     def _take_snapshot(
-        self, account: str, kind: SnapshotKind, *, batch_id: str | None = None
+        self,
+        account: str,
+        kind: SnapshotKind,
+        *,
+        batch_id: str | None = None,
+        outcome: tuple[str, int] | None = None,
     ) -> Snapshot:
-        """Read the profile (outside any transaction) and store it."""
+        """Read the profile (outside any transaction) and store it; ``outcome`` (job id,
+        attempt) names the quota failure a live ``failure`` snapshot measures."""
         profile = self.vendor(account).get_profile()
         now = self._clock()
         with self.database.write() as session:
             account_row = get_or_create_account(session, account, now=now)
             batch = find_batch(session, batch_id) if batch_id else None
-            return self._store_snapshot(
+            snapshot = self._store_snapshot(
                 session, account_row, profile, now=now, kind=kind, batch=batch
             )
+            if batch is not None and outcome is not None:
+                snapshot.outcome_id = outcome_id(session, batch, *outcome)
+            return snapshot
 
     def _classify_batches(
         self,
@@ -866,6 +905,21 @@ class Preflight:
         session.add(snapshot)
         session.flush()
         return snapshot
+
+
+def _lifecycle_warnings(batch: Batch) -> tuple[str, ...]:
+    """What a caller recording outcomes of ``batch`` should hear (on stderr, exit 0)."""
+    warnings: list[str] = []
+    if batch.checked_at is None:
+        warnings.append(
+            f"batch {batch.batch_id!r} was never checked: "
+            "its quota failures stay inconclusive (no preflight snapshot)"
+        )
+    if batch.finished_at is not None:
+        warnings.append(
+            f"batch {batch.batch_id!r} is finished: the outcome is stored and shown as late"
+        )
+    return tuple(warnings)
 
 
 def _meters_of(profile: Profile) -> dict[str, object]:

@@ -49,7 +49,11 @@ from preflight.db.models import (
     Snapshot,
     TagSnapshot,
 )
-from preflight.db.repositories import get_or_create_account, insert_if_absent
+from preflight.db.repositories import (
+    get_or_create_account,
+    insert_if_absent,
+    needs_classification,
+)
 from preflight.domain.audit import (
     ZERO,
     BatchSpan,
@@ -62,6 +66,7 @@ from preflight.domain.audit import (
     unexplained_consumption,
 )
 from preflight.domain.batch import BatchStatus, SnapshotKind
+from preflight.domain.classify import Tag
 from preflight.domain.wire import amount_text, time_text
 from preflight.errors import AuthError, ConfigError, PreflightError, VendorError
 from preflight.settings import FINDING_KINDS, Settings
@@ -792,7 +797,7 @@ class _AccountRun:
                             .outerjoin(FailureTag, FailureTag.outcome_id == Outcome.id)
                             .where(
                                 Outcome.quota_failure.is_(True),
-                                or_(FailureTag.tag == "inconclusive", FailureTag.id.is_(None)),
+                                needs_classification([Tag.INCONCLUSIVE.value]),
                             )
                         ),
                     )

@@ -175,8 +175,18 @@ def _parse_labels(labels: Sequence[str]) -> dict[str, str]:
 @click.option(
     "--status", type=click.Choice(["succeeded", "failed"]), help="Outcome of the job attempt."
 )
-@click.option("--cost", metavar="AMOUNT", help="Units of the batch's meter actually consumed.")
-@click.option("--expected-cost", metavar="AMOUNT", help="What the job was expected to cost.")
+@click.option(
+    "--cost",
+    metavar="AMOUNT",
+    help="Units of the batch's meter the job consumed. On a quota failure (402) nothing "
+    "was consumed: the cost is read as its expected cost. A failure that is not a quota "
+    "failure keeps its cost as consumed (the vendor charged a job that then failed).",
+)
+@click.option(
+    "--expected-cost",
+    metavar="AMOUNT",
+    help="What the job was expected to cost (on a quota failure, the same as --cost).",
+)
 @click.option("--http-status", type=int, metavar="CODE", help="The vendor's HTTP status.")
 @click.option("--attempt", type=int, default=1, show_default=True, help="Attempt number (>= 1).")
 @click.option(
@@ -218,6 +228,9 @@ def record(
     same (batch, job, attempt) is refused with exit 2. A failure with HTTP 402 (or
     --quota-failure) takes a `failure` snapshot and is classified at once.
 
+    A batch that was never checked, or is already finished, still gets its outcomes
+    stored (exit 0), with a warning on stderr; outcomes after `finish` show as late.
+
     \b
     Bulk: --from FILE (or - for stdin), one JSON object per line with the fields
       job_id, status, cost, expected_cost, http_status, attempt, at, error, quota_failure
@@ -243,6 +256,7 @@ def record(
                 f"batch {result.batch_id}: {result.lines} lines, {result.inserted} recorded, "
                 f"{result.duplicates} already recorded; quota failures classified: {tags}"
             )
+        _warn(result.warnings)
         return 0
     if not job_id or not status:
         raise click.UsageError("JOB_ID and --status are required (or use --from FILE)")
@@ -271,9 +285,15 @@ def record(
         click.echo(f"{batch_id} {job_id} attempt {attempt}: {status}, {state}")
         if outcome.tag is not None:
             click.echo(f"quota failure: {outcome.tag.tag.value}: {outcome.tag.reason}")
+    _warn(outcome.warnings)
     if outcome.snapshot_error:
         click.echo(f"preflight: warning: no failure snapshot: {outcome.snapshot_error}", err=True)
     return 0
+
+
+def _warn(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        click.echo(f"preflight: warning: {warning}", err=True)
 
 
 @cli.command()
@@ -283,9 +303,10 @@ def record(
 def finish(batch_id: str, no_snapshot: bool, output_format: str) -> int:
     """Take a `finish` snapshot, mark BATCH_ID finished, and report foreign consumption.
 
-    Compares the batch's own recorded cost with the balance drop between its
+    Compares the batch's own consumed cost with the balance drop between its
     preflight and finish snapshots: what others spent during the batch, even when
-    nothing failed.
+    nothing failed. Finishing a finished batch takes no snapshot and prints the first
+    finish's numbers.
     """
     with open_app() as app:
         result = app.finish(batch_id, snapshot=not no_snapshot)
@@ -293,7 +314,8 @@ def finish(batch_id: str, no_snapshot: bool, output_format: str) -> int:
     if output_format == "json":
         emit_json(data)
     else:
-        click.echo(f"batch {batch_id} finished at {data['finished_at']}")
+        again = " (already finished: the first finish's numbers)" if result.already_finished else ""
+        click.echo(f"batch {batch_id} finished at {data['finished_at']}{again}")
         click.echo(
             f"own recorded cost {data['own_cost']}; balance {data['preflight_balance'] or '-'} "
             f"-> {data['finish_balance'] or '-'} (drop {data['balance_drop'] or '-'})"
@@ -366,8 +388,14 @@ def _print_show(data: dict[str, Any]) -> None:
     totals = data["outcomes"]
     click.echo(
         f"\noutcomes: {totals['total']} total, {totals['succeeded']} succeeded, "
-        f"{totals['failed']} failed ({totals['quota_failures']} for quota), cost {totals['cost']}"
+        f"{totals['failed']} failed ({totals['quota_failures']} for quota), "
+        f"consumed {totals['cost']}"
     )
+    for late in data["late_outcomes"]:
+        click.echo(
+            f"late: job {late['job_id']} attempt {late['attempt']} ({late['status']}) "
+            f"recorded {late['recorded_at']}, after the batch was finished"
+        )
     for failure in data["quota_failures"]:
         _echo_failure(failure)
 
@@ -385,11 +413,13 @@ def _echo_failure(failure: dict[str, Any]) -> None:
             "  evidence  "
             + ", ".join(
                 f"{key}={evidence.get(key)}"
-                for key in ("b0", "ba", "own", "expected_cost", "foreign")
+                for key in ("b0", "ba", "own", "expected_cost", "foreign", "foreign_before_failure")
                 if evidence.get(key) is not None
             )
             + (" (top-up seen: foreign is a lower bound)" if evidence.get("topup") else "")
         )
+        if evidence.get("attributed_exceeds_measured"):
+            click.echo("  note      other batches recorded more than the balance drop shows")
         click.echo(f"  snapshots {', '.join(str(i) for i in evidence.get('snapshot_ids', []))}")
     for item in failure["attribution"]:
         click.echo(f"  spent by  {item['batch_id']}: {item['cost']}")

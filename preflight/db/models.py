@@ -89,6 +89,8 @@ class Snapshot(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     batch_pk: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)
+    # The quota failure a live ``failure`` snapshot was taken for: it measures that failure.
+    outcome_id: Mapped[int | None] = mapped_column(ForeignKey("outcomes.id"))
     kind: Mapped[str] = mapped_column(String(16))
     taken_at: Mapped[datetime]
     credits: Mapped[Decimal | None]
@@ -128,6 +130,8 @@ class Outcome(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     http_status: Mapped[int | None] = mapped_column(Integer)
+    # What the job consumed. A quota failure consumed nothing: 0 when it declared a cost
+    # (that cost is then its expected_cost), else absent.
     cost: Mapped[Decimal | None]
     # What the job was expected to cost (the classifier's c), when the caller knows.
     expected_cost: Mapped[Decimal | None]

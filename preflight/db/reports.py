@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Integer, case, func, select
+from sqlalchemy import ColumnElement, Integer, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot
@@ -52,14 +52,17 @@ def _failure_row(outcome: Outcome, tag: FailureTag | None, batch_id: str) -> dic
 def _totals(session: Session, batch_pks: list[int]) -> dict[int, dict[str, Any]]:
     failed = func.sum(case((Outcome.status == "failed", 1), else_=0), type_=Integer)
     quota = func.sum(case((Outcome.quota_failure.is_(True), 1), else_=0), type_=Integer)
+    late = func.sum(case((_late(), 1), else_=0), type_=Integer)
     rows = session.execute(
         select(
             Outcome.batch_pk,
             func.count(Outcome.id),
             failed,
             quota,
+            late,
             decimal_sum(Outcome.cost),
         )
+        .join(Batch, Batch.id == Outcome.batch_pk)
         .where(Outcome.batch_pk.in_(batch_pks))
         .group_by(Outcome.batch_pk)
     )
@@ -69,13 +72,27 @@ def _totals(session: Session, batch_pks: list[int]) -> dict[int, dict[str, Any]]
             "succeeded": total - (n_failed or 0),
             "failed": n_failed or 0,
             "quota_failures": n_quota or 0,
+            "late": n_late or 0,
+            # Consumed cost: a quota failure consumed nothing (its cost is expected cost).
             "cost": amount_text(cost or Decimal(0)),
         }
-        for pk, total, n_failed, n_quota, cost in rows
+        for pk, total, n_failed, n_quota, n_late, cost in rows
     }
 
 
-_NO_OUTCOMES = {"total": 0, "succeeded": 0, "failed": 0, "quota_failures": 0, "cost": "0"}
+def _late() -> ColumnElement[bool]:
+    """Over Outcome ⋈ Batch: recorded after the batch was finished."""
+    return and_(Batch.finished_at.is_not(None), Outcome.recorded_at > Batch.finished_at)
+
+
+_NO_OUTCOMES = {
+    "total": 0,
+    "succeeded": 0,
+    "failed": 0,
+    "quota_failures": 0,
+    "late": 0,
+    "cost": "0",
+}
 
 
 def show_batch(session: Session, batch: Batch) -> dict[str, Any]:
@@ -107,6 +124,20 @@ def show_batch(session: Session, batch: Batch) -> dict[str, Any]:
             for s in snapshots
         ],
         "outcomes": _totals(session, [batch.id]).get(batch.id, dict(_NO_OUTCOMES)),
+        "late_outcomes": [
+            {
+                "job_id": o.job_id,
+                "attempt": o.attempt,
+                "status": o.status,
+                "recorded_at": time_text(o.recorded_at),
+            }
+            for o in session.scalars(
+                select(Outcome)
+                .join(Batch, Batch.id == Outcome.batch_pk)
+                .where(Outcome.batch_pk == batch.id, _late())
+                .order_by(Outcome.recorded_at, Outcome.id)
+            )
+        ],
         "quota_failures": quota_failures,
         "overlapping_batches": overlapping,
     }

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, or_, select
+from sqlalchemy import ColumnElement, Table, delete, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,7 @@ from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot, T
 from preflight.db.session import decimal_sum
 from preflight.domain.batch import BatchStatus, SnapshotKind
 from preflight.domain.classify import (
+    CLASSIFIER_VERSION,
     Classification,
     ForeignConsumption,
     QuotaFailure,
@@ -89,7 +90,11 @@ def preflight_snapshot(session: Session, batch: Batch) -> Snapshot | None:
 
 
 def recorded_cost(session: Session, batch: Batch) -> Decimal:
-    total = session.scalar(select(decimal_sum(Outcome.cost)).where(Outcome.batch_pk == batch.id))
+    """The batch's consumed cost; for a finished batch, as of its finish (later is late)."""
+    query = select(decimal_sum(Outcome.cost)).where(Outcome.batch_pk == batch.id)
+    if batch.finished_at is not None:
+        query = query.where(Outcome.recorded_at <= batch.finished_at)
+    total = session.scalar(query)
     return total or Decimal(0)
 
 
@@ -123,6 +128,14 @@ def outstanding_need_of_others(
 
 
 # ---------------------------------------------------------------- outcomes
+
+
+def outcome_id(session: Session, batch: Batch, job_id: str, attempt: int) -> int | None:
+    return session.scalar(
+        select(Outcome.id).where(
+            Outcome.batch_pk == batch.id, Outcome.job_id == job_id, Outcome.attempt == attempt
+        )
+    )
 
 
 def outcome_rows_by_key(
@@ -168,9 +181,20 @@ def insert_new_outcomes(
     return {(job_id, attempt) for job_id, attempt in result}
 
 
+def needs_classification(only_tags: Collection[str]) -> ColumnElement[bool]:
+    """Over Outcome ⟕ FailureTag: quota failures never tagged, tagged by an older
+    classifier version, or tagged with one of ``only_tags``."""
+    return or_(
+        FailureTag.id.is_(None),
+        FailureTag.classifier_version != CLASSIFIER_VERSION,
+        FailureTag.tag.in_(only_tags),
+    )
+
+
 def quota_failures(
     session: Session, batch: Batch, *, only_tags: Collection[str] | None = None
 ) -> list[Outcome]:
+    """The batch's quota failures; with ``only_tags``, those that need (re)classifying."""
     query = (
         select(Outcome)
         .where(Outcome.batch_pk == batch.id, Outcome.quota_failure.is_(True))
@@ -178,7 +202,7 @@ def quota_failures(
     )
     if only_tags is not None:
         query = query.outerjoin(FailureTag, FailureTag.outcome_id == Outcome.id).where(
-            or_(FailureTag.tag.in_(only_tags), FailureTag.id.is_(None))
+            needs_classification(only_tags)
         )
     return list(session.scalars(query))
 
@@ -205,7 +229,16 @@ def load_quota_failures(
         return []
     start = preflight_snapshot(session, batch)
     meter = batch.meter
-    horizon = max(f.occurred_at for f in failures) + staleness_window
+    live = {
+        snapshot.outcome_id: _reading(snapshot, meter)
+        for snapshot in session.scalars(
+            select(Snapshot).where(Snapshot.outcome_id.in_([f.id for f in failures]))
+        )
+    }
+    horizon = max(
+        [f.occurred_at + staleness_window for f in failures]
+        + [reading.taken_at for reading in live.values()]
+    )
     timeline: list[Reading] = []
     own: list[Spend] = []
     others: list[Spend] = []
@@ -254,6 +287,8 @@ def load_quota_failures(
             own=own,
             others=others,
             declared_cost=failure.expected_cost,
+            live=live.get(failure.id),
+            meter=meter or "the meter",
             staleness_window=staleness_window,
             tolerance=tolerance,
         )
@@ -350,10 +385,11 @@ def batch_spend_summary(session: Session, batch: Batch) -> SpendSummary:
     """Own cost, and foreign consumption from the preflight to the latest batch snapshot."""
     own_total = recorded_cost(session, batch)
     start = preflight_snapshot(session, batch)
+    # The first finish snapshot: a repeated finish answers the first one's numbers.
     end = session.scalar(
         select(Snapshot)
         .where(Snapshot.batch_pk == batch.id, Snapshot.kind == SnapshotKind.FINISH.value)
-        .order_by(Snapshot.taken_at.desc(), Snapshot.id.desc())
+        .order_by(Snapshot.taken_at, Snapshot.id)
         .limit(1)
     )
     meter = batch.meter
@@ -383,6 +419,7 @@ def batch_spend_summary(session: Session, batch: Batch) -> SpendSummary:
                 Outcome.batch_pk == batch.id,
                 Outcome.occurred_at > start.taken_at,
                 Outcome.occurred_at <= end.taken_at,
+                *([Outcome.recorded_at <= batch.finished_at] if batch.finished_at else []),
             )
         )
     ]

@@ -1,24 +1,27 @@
 """Why did a job fail for quota? A pure function from stored rows to a tag.
 
-For a quota failure of batch B at time tf, on B's meter (design.md, "Classifying a
-quota failure"):
+For a quota failure of batch B at time tf, on B's meter (docs/classification.md):
 
-- b0: the balance in B's preflight snapshot, at t0;
-- own(t0, t]: B's recorded cost of outcomes in (t0, t];
-- c: the failed job's expected cost (declared, else B's mean cost per succeeded job, else 0);
-- F: foreign consumption, summed segment by segment over the account's snapshot
-  timeline from t0 to the evidence snapshot: each segment's balance drop minus B's own
-  cost in it. A segment whose balance rose is a top-up (or a period reset): it is
-  never read as negative consumption, contributes nothing, and makes F a lower bound.
-
-Evidence: the latest snapshot in (t0, tf] bounds the foreign consumption *before* the
-failure and is preferred when it already shows F above tolerance; otherwise the first
-snapshot at or after tf (within the staleness window) is used.
+- b0 at t0: the balance in B's preflight snapshot. A failure before t0 has no
+  preflight evidence and is ``inconclusive``.
+- ba at ta: the snapshot that *measures* the failure: the failure snapshot taken live
+  when the 402 was recorded; else the first snapshot at or after tf within the
+  staleness window; else the latest one in (t0, tf], and F is then a lower bound.
+- own(t0, t]: B's consumed cost in (t0, t]. A quota failure consumed nothing: the
+  cost it declares is its expected cost (normalised in :mod:`preflight.domain.outcome`
+  before anything is stored), so the ``cost`` of a :class:`Spend` is consumption.
+- c: the failed job's expected cost (declared, else B's mean per succeeded job, else 0).
+- F: foreign consumption from t0 to ta, segment by segment over the account's
+  timeline: each segment's drop minus B's own cost in it, never below zero. A segment
+  whose balance rose is a top-up (or a period reset): it contributes nothing and makes
+  F a lower bound.
+- foreign_before_failure: the same walk up to the latest snapshot strictly between t0
+  and tf, when there is one: consumption that certainly came before the failure.
 
 Tags: ``pre_existing_low_balance`` when b0 < own(t0, tf] + c; else
 ``concurrent_consumption`` when F > tolerance; else ``inconclusive`` with the reason.
-F is attributed to the other batches that recorded cost in the evidence window,
-largest first; the rest is unattributed (spend that nothing recorded).
+F is attributed to the other batches that consumed in (t0, ta], largest first; the rest
+is unattributed (spend that nothing recorded).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any, Final
 from preflight.domain.exact import exact
 from preflight.domain.wire import amount_text, time_text
 
-CLASSIFIER_VERSION: Final = "1"
+CLASSIFIER_VERSION: Final = "2"
 ZERO: Final = Decimal(0)
 
 
@@ -57,7 +60,7 @@ class Reading:
 
 @dataclass(frozen=True)
 class Spend:
-    """One recorded outcome's cost on the account (``cost`` None: not recorded)."""
+    """One recorded outcome's consumed cost on the account (``cost`` None: not recorded)."""
 
     batch_id: str
     at: datetime
@@ -76,6 +79,9 @@ class QuotaFailure:
     own: Sequence[Spend]
     others: Sequence[Spend]
     declared_cost: Decimal | None = None
+    #: The ``failure`` snapshot taken when this 402 was recorded, if one was.
+    live: Reading | None = None
+    meter: str = "the meter"
     staleness_window: timedelta = timedelta(hours=1)
     tolerance: Decimal = ZERO
 
@@ -97,7 +103,9 @@ class Evidence:
     expected_cost_source: str | None = None  # declared | mean_succeeded | unknown
     foreign: Decimal | None = None  # F over (t0, ta]
     foreign_is_lower_bound: bool = False
-    before_failure: bool = False  # ta <= tf: F bounds consumption before the failure
+    foreign_before_failure: Decimal | None = None  # F up to the last snapshot before tf
+    before_failure: bool = False  # ta < tf: no snapshot after the failure measured it
+    attributed_exceeds_measured: bool = False  # recorded costs of others > F
     topups: tuple[tuple[int, int], ...] = ()  # (from snapshot, to snapshot) where it rose
     snapshot_ids: tuple[int, ...] = ()
 
@@ -112,7 +120,9 @@ class Evidence:
             "expected_cost_source": self.expected_cost_source,
             "foreign": amount_text(self.foreign),
             "foreign_is_lower_bound": self.foreign_is_lower_bound,
+            "foreign_before_failure": amount_text(self.foreign_before_failure),
             "before_failure": self.before_failure,
+            "attributed_exceeds_measured": self.attributed_exceeds_measured,
             "topup": bool(self.topups),
             "topups": [list(pair) for pair in self.topups],
             "snapshot_ids": list(self.snapshot_ids),
@@ -167,9 +177,18 @@ def foreign_consumption(
     """F from ``start`` to ``end`` through every reading in between, split at top-ups.
 
     Each segment's balance drop minus the batch's own cost in it; a segment whose
-    balance rose contributes nothing and makes the total a lower bound.
+    balance rose contributes nothing and makes the total a lower bound. Readings
+    without the meter are skipped.
     """
-    path = [start, *[r for r in readings if start.taken_at < r.taken_at < end.taken_at], end]
+    between = sorted(
+        (
+            r
+            for r in readings
+            if r.balance is not None and start.taken_at < r.taken_at < end.taken_at
+        ),
+        key=lambda r: (r.taken_at, r.snapshot_id),
+    )
+    path = [start, *between, end]
     total = ZERO
     topups: list[tuple[int, int]] = []
     for before, after in pairwise(path):
@@ -180,77 +199,116 @@ def foreign_consumption(
             continue
         drop = before.balance - after.balance
         own_cost = _sum_costs(own, before.taken_at, after.taken_at)
-        # Own cost recorded a little late can exceed a segment's drop: not negative spend.
+        # Own cost the vendor billed later than the outcome says (so after this
+        # segment's closing snapshot) can exceed the drop: never negative spend.
         total += max(drop - own_cost, ZERO)
     return ForeignConsumption(total, end, tuple(topups), tuple(r.snapshot_id for r in path))
+
+
+@dataclass(frozen=True)
+class _Measure:
+    reading: Reading
+    before_failure: bool  # no snapshot at or after tf: the latest one before it
+
+
+def _measuring(failure: QuotaFailure, start: Reading) -> _Measure | None:
+    """The snapshot that measures the failure (see the module docstring)."""
+    if failure.live is not None:
+        return _Measure(failure.live, before_failure=False)
+    tf = failure.failed_at
+    others = sorted(
+        (r for r in failure.timeline if r.snapshot_id != start.snapshot_id),
+        key=lambda r: (r.taken_at, r.snapshot_id),
+    )
+    after = [r for r in others if tf <= r.taken_at <= tf + failure.staleness_window]
+    if after:
+        return _Measure(after[0], before_failure=False)
+    if any(r.taken_at >= tf for r in others):
+        # Later snapshots exist, all too stale to measure: a reading before the failure
+        # is a fallback only for a failure that nothing has measured yet.
+        return None
+    before = [r for r in others if start.taken_at < r.taken_at < tf]
+    return _Measure(before[-1], before_failure=True) if before else None
+
+
+def _any_after(failure: QuotaFailure, start: Reading) -> bool:
+    return any(
+        r.taken_at >= failure.failed_at and r.snapshot_id != start.snapshot_id
+        for r in failure.timeline
+    )
 
 
 @exact
 def classify(failure: QuotaFailure) -> Classification:
     """Tag one quota failure. Deterministic: the same rows always give the same answer."""
-    b0_reading = failure.preflight
-    if b0_reading is None:
+    start = failure.preflight
+    if start is None:
         return Classification(
             Tag.INCONCLUSIVE, "no preflight snapshot: the batch was never checked", Evidence()
         )
-    if b0_reading.balance is None:
+    t0, tf = start.taken_at, failure.failed_at
+    if tf < t0:
         return Classification(
             Tag.INCONCLUSIVE,
-            "the meter is absent from the preflight snapshot",
-            Evidence(t0=b0_reading.taken_at, snapshot_ids=(b0_reading.snapshot_id,)),
+            "the failure happened before the batch was checked",
+            Evidence(t0=t0, snapshot_ids=(start.snapshot_id,)),
         )
-    b0, t0, tf = b0_reading.balance, b0_reading.taken_at, failure.failed_at
+    if start.balance is None:
+        return Classification(
+            Tag.INCONCLUSIVE,
+            f"{failure.meter} is absent from the preflight snapshot {start.snapshot_id}",
+            Evidence(t0=t0, snapshot_ids=(start.snapshot_id,)),
+        )
+    b0 = start.balance
     unknown = [s for s in failure.own if s.succeeded and s.cost is None and t0 < s.at <= tf]
     own = _sum_costs(failure.own, t0, tf)
     c, c_source = _expected_cost(failure)
-
-    usable = sorted(
-        (
-            r
-            for r in failure.timeline
-            if r.balance is not None and r.snapshot_id != b0_reading.snapshot_id
-        ),
-        key=lambda r: (r.taken_at, r.snapshot_id),
-    )
-    before = [r for r in usable if t0 < r.taken_at <= tf]
-    after = [r for r in usable if tf < r.taken_at <= tf + failure.staleness_window]
-    candidates: list[ForeignConsumption] = []
-    if before:
-        candidates.append(foreign_consumption(b0_reading, before[-1], usable, failure.own))
-    if after:
-        candidates.append(foreign_consumption(b0_reading, after[0], usable, failure.own))
-    # The snapshot before the failure is preferred when it already shows foreign spend.
-    foreign = next(
-        (f for f in candidates if f.amount > failure.tolerance),
-        candidates[-1] if after else None,
-    )
-
     evidence = Evidence(
         b0=b0,
         t0=t0,
         own=own,
         expected_cost=c,
         expected_cost_source=c_source,
-        snapshot_ids=(b0_reading.snapshot_id,),
+        snapshot_ids=(start.snapshot_id,),
     )
     attribution: tuple[Attributed, ...] = ()
     unattributed: Decimal | None = None
-    if foreign is not None:
+    measure = _measuring(failure, start)
+    measurable = measure is not None and measure.reading.balance is not None
+    if measure is not None and measurable:
+        foreign = foreign_consumption(start, measure.reading, failure.timeline, failure.own)
+        before_tf = [
+            r
+            for r in failure.timeline
+            if r.balance is not None and t0 < r.taken_at < tf and r.snapshot_id != start.snapshot_id
+        ]
+        bound = (
+            foreign_consumption(
+                start,
+                max(before_tf, key=lambda r: (r.taken_at, r.snapshot_id)),
+                failure.timeline,
+                failure.own,
+            ).amount
+            if before_tf
+            else None
+        )
+        attribution, unattributed, exceeds = _attribute(failure.others, t0, foreign)
         evidence = Evidence(
             b0=b0,
             t0=t0,
-            ba=foreign.end.balance,
-            ta=foreign.end.taken_at,
+            ba=measure.reading.balance,
+            ta=measure.reading.taken_at,
             own=own,
             expected_cost=c,
             expected_cost_source=c_source,
             foreign=foreign.amount,
-            foreign_is_lower_bound=bool(foreign.topups),
-            before_failure=foreign.end.taken_at <= tf,
+            foreign_is_lower_bound=bool(foreign.topups) or measure.before_failure,
+            foreign_before_failure=bound,
+            before_failure=measure.before_failure,
+            attributed_exceeds_measured=exceeds,
             topups=foreign.topups,
             snapshot_ids=foreign.snapshot_ids,
         )
-        attribution, unattributed = _attribute(failure.others, t0, foreign)
 
     def result(tag: Tag, reason: str) -> Classification:
         return Classification(tag, reason, evidence, attribution, unattributed)
@@ -261,25 +319,33 @@ def classify(failure: QuotaFailure) -> Classification:
             f"costs unknown: {len(unknown)} succeeded job(s) of the batch recorded no cost",
         )
     if b0 < own + c:
-        also = f"; foreign consumption {foreign.amount} was also seen" if foreign else ""
+        also = f"; foreign consumption {evidence.foreign} was also seen" if evidence.foreign else ""
         return result(
             Tag.PRE_EXISTING_LOW_BALANCE,
             f"balance at the check {b0} could not cover the batch's own cost {own} "
             f"plus this job's expected {c}{also}",
         )
-    if foreign is None:
+    if measure is None:
         return result(
             Tag.INCONCLUSIVE,
             "no usable snapshot after the check "
-            f"(none at or after the failure within {failure.staleness_window})",
+            f"(none at or after the failure within {failure.staleness_window}"
+            f"{'; later ones are too stale' if _any_after(failure, start) else ''})",
         )
-    if foreign.amount > failure.tolerance:
-        bound = " at least" if foreign.topups else ""
+    if not measurable:
+        return result(
+            Tag.INCONCLUSIVE,
+            f"{failure.meter} is absent from snapshot {measure.reading.snapshot_id}, "
+            "which would measure the failure",
+        )
+    assert evidence.foreign is not None
+    if evidence.foreign > failure.tolerance:
+        bound_text = " at least" if evidence.foreign_is_lower_bound else ""
+        until = "the failure" if measure.before_failure else "the snapshot that measured it"
         return result(
             Tag.CONCURRENT_CONSUMPTION,
             f"balance at the check {b0} covered own cost {own} + expected {c}, but others "
-            f"spent{bound} {foreign.amount} between the check and "
-            f"{'the failure' if foreign.end.taken_at <= tf else 'the snapshot after it'}",
+            f"spent{bound_text} {evidence.foreign} between the check and {until}",
         )
     return result(
         Tag.INCONCLUSIVE,
@@ -290,7 +356,9 @@ def classify(failure: QuotaFailure) -> Classification:
 
 def _attribute(
     others: Sequence[Spend], t0: datetime, foreign: ForeignConsumption
-) -> tuple[tuple[Attributed, ...], Decimal]:
+) -> tuple[tuple[Attributed, ...], Decimal, bool]:
+    """Other batches' consumption in (t0, ta], largest first; the unattributed rest of F,
+    and whether what others recorded exceeds F (recorded late, or vendor rounding)."""
     per_batch: dict[str, Decimal] = defaultdict(lambda: ZERO)
     for spend in others:
         if spend.cost and t0 < spend.at <= foreign.end.taken_at:
@@ -300,4 +368,4 @@ def _attribute(
         for batch_id, cost in sorted(per_batch.items(), key=lambda item: (-item[1], item[0]))
     )
     attributed = sum((a.cost for a in ranked), ZERO)
-    return ranked, max(foreign.amount - attributed, ZERO)
+    return ranked, max(foreign.amount - attributed, ZERO), attributed > foreign.amount

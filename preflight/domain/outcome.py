@@ -39,7 +39,14 @@ class OutcomeStatus(StrEnum):
 
 @dataclass(frozen=True)
 class OutcomeInput:
-    """A validated outcome. ``at`` None means "now" and is not part of the identity."""
+    """A validated outcome. ``at`` None means "now" and is not part of the identity.
+
+    ``cost`` is what the job *consumed*. A quota failure consumed nothing: a cost it
+    declares is its expected cost (exactly like ``expected_cost``), and its consumed
+    cost becomes 0. (A declared cost of 0 says just that and declares nothing.) A
+    failure that is not a quota failure keeps a declared cost as consumed: the vendor
+    charged a job that then failed.
+    """
 
     job_id: str
     status: OutcomeStatus
@@ -50,6 +57,19 @@ class OutcomeInput:
     error: str | None = None
     marked_quota: bool = False
     at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not self.quota_failure or not self.cost:
+            return
+        if self.expected_cost is not None and self.expected_cost != self.cost:
+            raise UsageError(
+                f"cost: a quota failure consumed nothing, so its cost is its expected cost, "
+                f"but expected_cost says otherwise ({self.cost} vs {self.expected_cost})"
+            )
+        # Frozen, but normalised once here so that every way in (JSON Lines, the CLI,
+        # the Python API, an OutcomeInput built by hand) stores the same row.
+        object.__setattr__(self, "expected_cost", self.cost)
+        object.__setattr__(self, "cost", Decimal(0))
 
     @property
     def quota_failure(self) -> bool:

@@ -32,6 +32,7 @@ from preflight.db.models import (
     TagSnapshot,
 )
 from preflight.db.session import build_engine
+from preflight.domain.classify import CLASSIFIER_VERSION
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 from preflight.settings import load_settings
 
@@ -441,7 +442,7 @@ def test_retention_thins_old_audit_snapshots_but_never_a_cited_one(
             reason="test",
             evidence={},
             attribution=[],
-            classifier_version="1",
+            classifier_version=CLASSIFIER_VERSION,
             classified_at=old_hour,
         )
         session.add(tag)

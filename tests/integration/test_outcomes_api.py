@@ -16,6 +16,7 @@ from preflight.api import Preflight
 from preflight.db import migrate
 from preflight.db.models import FailureTag, TagSnapshot
 from preflight.db.session import build_engine
+from preflight.domain.classify import CLASSIFIER_VERSION
 from preflight.errors import UsageError
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 from preflight.settings import load_settings
@@ -164,7 +165,7 @@ def test_a_late_failure_is_reclassified_when_a_snapshot_arrives(
     assert evidence["snapshot_ids"] == [check.snapshot_id, reading.snapshot_id]
     assert (evidence["b0"], evidence["ba"], evidence["foreign"]) == ("100", "40", "60")
     assert failure_row["unattributed"] == "60"
-    assert failure_row["classifier_version"] == "1"
+    assert failure_row["classifier_version"] == CLASSIFIER_VERSION == "2"
 
 
 def test_classify_twice_stores_the_same_tags(
@@ -184,7 +185,8 @@ def test_classify_twice_stores_the_same_tags(
 
     before = stored_tags(app)
     assert [row[2] for row in before] == ["concurrent_consumption", "inconclusive"]
-    assert {row[7] for row in before} == {"1"}  # the classifier's version, stored with each tag
+    # The classifier's version is stored with each tag.
+    assert {row[7] for row in before} == {CLASSIFIER_VERSION}
 
     clock.now = T0 + timedelta(minutes=3)
     assert app.classify() == {"concurrent_consumption": 1, "inconclusive": 1}

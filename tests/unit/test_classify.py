@@ -16,6 +16,8 @@ from preflight.domain.classify import (
     Tag,
     classify,
 )
+from preflight.domain.outcome import OutcomeStatus, build_outcome
+from preflight.errors import UsageError
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -36,6 +38,24 @@ def other(batch: str, minutes: float, cost: str) -> Spend:
     return Spend(batch, at(minutes), D(cost))
 
 
+def recorded(batch: str, minutes: float, **fields: object) -> Spend:
+    """An outcome as a worker records it, through the same validation as every input:
+    a quota failure that declares a cost consumed nothing."""
+    item = build_outcome({"job_id": f"j{minutes}", **fields})
+    return Spend(batch, at(minutes), item.cost, item.status is OutcomeStatus.SUCCEEDED)
+
+
+def quota_402(batch: str, minutes: float, **fields: object) -> Spend:
+    return recorded(batch, minutes, status="failed", http_status=402, **fields)
+
+
+def declared(**fields: object) -> D | None:
+    """The failed job's expected cost, as the stored quota failure carries it."""
+    return build_outcome(
+        {"job_id": "failed", "status": "failed", "http_status": 402, **fields}
+    ).expected_cost
+
+
 PREFLIGHT = snap(1, 0, "100", "preflight")
 
 
@@ -47,10 +67,14 @@ def failure(**overrides: object) -> QuotaFailure:
         "timeline": [],
         "own": [],
         "others": [],
+        "meter": "credits",
     }
     values.update(overrides)
     return QuotaFailure(**values)  # type: ignore[arg-type]
 
+
+LIVE_1 = snap(9, 10.5, "50", "failure")
+LIVE_4 = snap(9, 10.5, "75.358", "failure")
 
 CASES = {
     # Own jobs alone exhaust the balance: 100 at the check, 10 jobs of 10, the 11th fails.
@@ -133,7 +157,7 @@ CASES = {
             timeline=[snap(2, 40, "20", "audit"), snap(3, 200, "0", "audit")],
         ),
         Tag.CONCURRENT_CONSUMPTION,
-        {"ba": "20", "foreign": "70"},
+        {"ba": "20", "foreign": "70", "before_failure": False},
         [],
         "70",
     ),
@@ -157,16 +181,59 @@ CASES = {
         [],
         "160",
     ),
-    # The snapshot in [t0, tf] already shows foreign spend: preferred as evidence.
-    "snapshot before the failure preferred": (
+    # A flat balance is not a top-up: 100 → 100 → 60 (others spent 30, own 10).
+    "flat balance is no top-up": (
         failure(
-            own=[own(1, "10")],
-            timeline=[snap(2, 8, "50"), snap(3, 30, "0")],
+            own=[own(6, "10")],
+            timeline=[snap(2, 5, "100"), snap(3, 10.5, "60", "failure")],
         ),
         Tag.CONCURRENT_CONSUMPTION,
-        {"ba": "50", "foreign": "40", "before_failure": True},
+        {"foreign": "30", "foreign_is_lower_bound": False, "topup": False, "topups": []},
+        [],
+        "30",
+    ),
+    # Own cost the vendor billed after the measuring snapshot: the segment's drop is
+    # smaller than the own cost in it, which is not negative foreign spend.
+    "own cost billed late is not negative spend": (
+        failure(own=[own(6, "10")], timeline=[snap(2, 5, "70"), snap(3, 10.5, "70", "failure")]),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"foreign": "30", "foreign_before_failure": "30", "topup": False},
+        [],
+        "30",
+    ),
+    "own cost billed late, nothing else seen": (
+        failure(own=[own(6, "10")], timeline=[snap(3, 10.5, "100", "failure")]),
+        Tag.INCONCLUSIVE,
+        {"foreign": "0"},
+        [],
+        "0",
+    ),
+    # No snapshot at or after the failure: the latest one before it measures, a lower bound.
+    "only a snapshot before the failure": (
+        failure(own=[own(1, "10")], timeline=[snap(2, 3, "80"), snap(3, 8, "50")]),
+        Tag.CONCURRENT_CONSUMPTION,
+        {
+            "ba": "50",
+            "foreign": "40",
+            "before_failure": True,
+            "foreign_is_lower_bound": True,
+            "foreign_before_failure": "40",
+        },
         [],
         "40",
+    ),
+    # Others recorded more than the balance shows (recorded late, or vendor rounding):
+    # the ranked list stays, nothing is unattributed, and the evidence says so.
+    "attributed exceeds measured": (
+        failure(
+            own=[own(1, "10")],
+            others=[other("A", 2, "50")],
+            timeline=[snap(2, 10.5, "60", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"foreign": "30", "attributed_exceeds_measured": True},
+        [Attributed("A", D("50"))],
+        "0",
     ),
     # Enough at the check, no foreign spend seen: nothing explains the 402.
     "no foreign spend seen": (
@@ -196,7 +263,145 @@ CASES = {
         [],
         "0",
     ),
+    # ---- the examples of the issue that made the numbers exact ----
+    # 1. 1000 at the check; two jobs of 100; others spend 750 (never recorded); a 402
+    #    recorded with cost 100: own 200 (not 300), c 100, F 750, all unattributed.
+    "ex1: a 402's declared cost is its expected cost": (
+        failure(
+            preflight=snap(1, 0, "1000", "preflight"),
+            own=[
+                recorded("B", 1, status="succeeded", cost="100"),
+                recorded("B", 2, status="succeeded", cost="100"),
+                quota_402("B", 10, cost="100"),
+            ],
+            declared_cost=declared(cost="100"),
+            live=snap(9, 10.5, "50", "failure"),
+            timeline=[snap(9, 10.5, "50", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {
+            "b0": "1000",
+            "ba": "50",
+            "own": "200",
+            "expected_cost": "100",
+            "expected_cost_source": "declared",
+            "foreign": "750",
+            "foreign_before_failure": None,
+        },
+        [],
+        "750",
+    ),
+    # 2. An earlier 402 of the same batch declared its cost: it spent nothing, so the
+    #    next 402 is concurrent consumption (250 ≥ own 100 + c 100), F 100.
+    "ex2: an earlier 402 is not own spend": (
+        failure(
+            preflight=snap(1, 0, "250", "preflight"),
+            own=[
+                recorded("B", 1, status="succeeded", cost="100"),
+                quota_402("B", 2, cost="100"),
+                quota_402("B", 10, cost="100"),
+            ],
+            declared_cost=declared(cost="100"),
+            live=snap(9, 10.5, "50", "failure"),
+            timeline=[snap(9, 10.5, "50", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"b0": "250", "ba": "50", "own": "100", "expected_cost": "100", "foreign": "100"},
+        [],
+        "100",
+    ),
+    # 2'. ... and another batch's 402 that declared a cost is never attributed spend.
+    "ex2: another batch's 402 spent nothing": (
+        failure(
+            preflight=snap(1, 0, "500", "preflight"),
+            others=[quota_402("X", 1, cost="100")],
+            declared_cost=declared(expected_cost="50"),
+            live=snap(9, 10.5, "20", "failure"),
+            timeline=[snap(9, 10.5, "20", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"b0": "500", "ba": "20", "own": "0", "expected_cost": "50", "foreign": "480"},
+        [],
+        "480",
+    ),
+    # 4. Check; another batch spends 58.378 (recorded); a manual snapshot; an unrecorded
+    #    consumer spends 266.264; a 402 recorded live. The live snapshot measures:
+    #    F 324.642, of which 266.264 unattributed; the manual one bounds what came before.
+    "ex4: the live failure snapshot measures": (
+        failure(
+            preflight=snap(1, 0, "400", "preflight"),
+            others=[other("Y", 2, "58.378")],
+            declared_cost=D("100"),
+            live=LIVE_4,
+            timeline=[snap(2, 4, "341.622", "manual"), LIVE_4],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {
+            "b0": "400",
+            "ba": "75.358",
+            "own": "0",
+            "expected_cost": "100",
+            "foreign": "324.642",
+            "foreign_before_failure": "58.378",
+            "before_failure": False,
+            "snapshot_ids": [1, 2, 9],
+        },
+        [Attributed("Y", D("58.378"))],
+        "266.264",
+    ),
+    # The live snapshot measures even when --at put the failure beyond the staleness
+    # window before it was recorded.
+    "live snapshot measures a failure recorded late": (
+        failure(
+            own=[own(1, "10")],
+            failed_at=at(10),
+            live=snap(9, 300, "20", "failure"),
+            timeline=[snap(9, 300, "20", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"ba": "20", "foreign": "70"},
+        [],
+        "70",
+    ),
+    # 5. A 402 recorded ten minutes before the batch's check: no preflight evidence.
+    "ex5: failure before the check": (
+        failure(
+            failed_at=at(-10),
+            others=[other("A", 2, "60")],
+            timeline=[snap(2, 5, "20")],
+        ),
+        Tag.INCONCLUSIVE,
+        {"b0": None, "foreign": None},
+        [],
+        None,
+    ),
+    # 6. credits dropped from the profile before the failure snapshot.
+    "ex6: meter absent from the measuring snapshot": (
+        failure(
+            own=[own(1, "10")],
+            live=snap(7, 10.5, None, "failure"),
+            timeline=[snap(7, 10.5, None, "failure")],
+        ),
+        Tag.INCONCLUSIVE,
+        {"b0": "100", "ba": None, "foreign": None},
+        [],
+        None,
+    ),
 }
+
+
+REASONS = {
+    "ex5: failure before the check": "the failure happened before the batch was checked",
+    "ex6: meter absent from the measuring snapshot": (
+        "credits is absent from snapshot 7, which would measure the failure"
+    ),
+    "later snapshot too stale": "no usable snapshot after the check",
+}
+
+
+@pytest.mark.parametrize(("name", "reason"), list(REASONS.items()))
+def test_inconclusive_reasons_name_what_is_missing(name: str, reason: str) -> None:
+    assert reason in classify(CASES[name][0]).reason
 
 
 @pytest.mark.parametrize(
@@ -229,7 +434,7 @@ def test_evidence_names_the_snapshots_used() -> None:
     assert "at least" in result.reason
 
 
-def test_a_rise_is_split_out_and_the_reading_before_the_failure_is_preferred() -> None:
+def test_a_rise_is_split_out_and_the_reading_before_the_failure_bounds_what_came_first() -> None:
     # 100 → 40 before the failure (own 10, foreign 50) → topped up → 20 after it.
     case = failure(
         own=[own(1, "10"), own(6, "10")],
@@ -237,10 +442,33 @@ def test_a_rise_is_split_out_and_the_reading_before_the_failure_is_preferred() -
     )
     result = classify(case)
     assert result.tag is Tag.CONCURRENT_CONSUMPTION
-    assert result.evidence.foreign == D("50")
-    assert result.evidence.before_failure
+    # The snapshot after the failure measures: 50 before the top-up, 110 after it.
+    assert result.evidence.foreign == D("160")
+    assert result.evidence.foreign_before_failure == D("50")
+    assert not result.evidence.before_failure
     assert result.evidence.topups == ((2, 3),)
-    assert result.evidence.snapshot_ids == (1, 2, 3)
+    assert result.evidence.snapshot_ids == (1, 2, 3, 4)
+
+
+def test_version_two_is_stored_with_each_tag() -> None:
+    assert CLASSIFIER_VERSION == "2"
+    assert classify(CASES["unrecorded spend"][0]).version == "2"
+
+
+def test_a_402_declaring_a_different_cost_and_expected_cost_is_refused() -> None:
+    with pytest.raises(UsageError, match="expected_cost"):
+        declared(cost="100", expected_cost="90")
+    assert declared(cost="100", expected_cost="100") == D("100")
+
+
+def test_a_failure_that_is_not_for_quota_keeps_its_cost_as_consumed() -> None:
+    item = build_outcome({"job_id": "j", "status": "failed", "http_status": 500, "cost": "7"})
+    assert (item.cost, item.expected_cost) == (D("7"), None)
+    quota = build_outcome({"job_id": "j", "status": "failed", "quota_failure": True, "cost": "7"})
+    assert (quota.cost, quota.expected_cost) == (D("0"), D("7"))
+    # A declared 0 on a quota failure says "consumed nothing" and declares no expected cost.
+    zero = build_outcome({"job_id": "j", "status": "failed", "http_status": 402, "cost": "0"})
+    assert (zero.cost, zero.expected_cost) == (D("0"), None)
 
 
 def test_rerunning_gives_the_same_answer() -> None:

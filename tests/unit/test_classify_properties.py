@@ -1,4 +1,14 @@
-"""Random interleavings on a simulated ledger: the tag is the one the ledger's truth implies."""
+"""Random ledgers against their ground truth: the classifier must recover what happened.
+
+A ledger is played on a simulated account: the batch's own jobs, other batches' jobs,
+spend that nobody records, earlier 402s of any batch (declaring their cost as ``cost``,
+as ``expected_cost`` or not at all), snapshots at random moments (so flat balances and
+snapshots between any two events), own jobs the vendor bills only after the next
+snapshot (recorded "late" relative to the balance), and top-ups. Then the batch's jobs
+run until one gets a 402, which is measured by a live failure snapshot, by a later
+audit snapshot, or by nothing after it. Every outcome goes through the same validation
+as real input, so the consumption rule (a quota failure consumed nothing) is exercised.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +21,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from preflight.domain.classify import QuotaFailure, Reading, Spend, Tag, classify
+from preflight.domain.outcome import OutcomeStatus, build_outcome
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ZERO = Decimal(0)
 amounts = st.integers(min_value=1, max_value=40).map(Decimal)
+declaration = st.sampled_from(["cost", "expected_cost", "none"])
 event = st.one_of(
     st.tuples(st.just("own"), amounts),
     st.tuples(st.just("other"), st.sampled_from(["A", "C"]), amounts),
     st.tuples(st.just("unrecorded"), amounts),
     st.tuples(st.just("snapshot")),
+    st.tuples(st.just("own_402"), declaration, amounts),
+    st.tuples(st.just("other_402"), st.sampled_from(["A", "C"]), declaration, amounts),
 )
+late_event = st.tuples(st.just("own_billed_late"), amounts)
+measures = st.sampled_from(["live", "audit_later", "none"])
+
+
+def quota_fields(how: str, cost: Decimal) -> dict[str, object]:
+    return {} if how == "none" else {how: str(cost)}
 
 
 @dataclass
@@ -30,6 +51,9 @@ class Ledger:
     own: list[Spend] = field(default_factory=list)
     others: list[Spend] = field(default_factory=list)
     foreign_log: list[tuple[datetime, str | None, Decimal]] = field(default_factory=list)
+    unbilled: Decimal = ZERO  # own cost recorded but billed only after the next snapshot
+    late: Decimal = ZERO  # total own cost billed late
+    topped_up: bool = False
 
     def tick(self) -> datetime:
         self.now += 1
@@ -38,104 +62,244 @@ class Ledger:
     def snapshot(self, kind: str = "audit") -> Reading:
         reading = Reading(len(self.snapshots) + 1, self.tick(), self.balance, kind)
         self.snapshots.append(reading)
+        self.balance -= self.unbilled
+        self.unbilled = ZERO
         return reading
 
+    def record(self, batch: str, when: datetime, **fields: object) -> None:
+        item = build_outcome({"job_id": f"j{len(self.own) + len(self.others)}", **fields})
+        spend = Spend(batch, when, item.cost, item.status is OutcomeStatus.SUCCEEDED)
+        (self.own if batch == "B" else self.others).append(spend)
 
-def run(
-    b0: Decimal, events: list[tuple[object, ...]], topups: list[int], last_cost: Decimal
-) -> tuple[Ledger, Decimal, datetime]:
-    """Play the events, then the batch's own jobs of ``last_cost`` until one gets a 402."""
+    def spend(self, batch: str | None, cost: Decimal) -> None:
+        when = self.tick()
+        self.balance -= cost
+        if batch:
+            self.record(batch, when, status="succeeded", cost=str(cost))
+        self.foreign_log.append((when, batch, cost))
+
+
+@dataclass
+class Played:
+    ledger: Ledger
+    failure: QuotaFailure
+
+
+def play(
+    b0: Decimal,
+    events: list[tuple[object, ...]],
+    last: Decimal,
+    how: str,
+    measure: str,
+    after: list[tuple[str | None, Decimal]],
+    topups: frozenset[int] = frozenset(),
+) -> Played:
+    """Play the events, then the batch's own jobs of ``last`` until one gets a 402."""
     ledger = Ledger(b0)
-    ledger.snapshot("preflight")
+    start = ledger.snapshot("preflight")
     for index, (kind, *args) in enumerate(events):
         if index in topups:
             ledger.balance += Decimal(50)
+            ledger.topped_up = True
             ledger.tick()
         if kind == "snapshot":
             ledger.snapshot()
-            continue
-        cost: Decimal = args[-1]  # type: ignore[assignment]
-        if kind == "own":
-            when = ledger.tick()
-            if cost > ledger.balance:
-                return ledger, cost, when  # the vendor answers 402
-            ledger.balance -= cost
-            ledger.own.append(Spend("B", when, cost))
-        elif cost <= ledger.balance:
-            when = ledger.tick()
-            ledger.balance -= cost
-            batch = str(args[0]) if kind == "other" else None
-            if batch:
-                ledger.others.append(Spend(batch, when, cost))
-            ledger.foreign_log.append((when, batch, cost))
-    while True:
-        when = ledger.tick()
-        if last_cost > ledger.balance:
-            return ledger, last_cost, when
-        ledger.balance -= last_cost
-        ledger.own.append(Spend("B", when, last_cost))
-
-
-def failure_of(ledger: Ledger, cost: Decimal, failed_at: datetime) -> QuotaFailure:
-    ledger.snapshot("failure")
-    return QuotaFailure(
-        batch_id="B",
-        failed_at=failed_at,
-        preflight=ledger.snapshots[0],
-        timeline=ledger.snapshots,
-        own=ledger.own,
-        others=ledger.others,
-        declared_cost=cost,
+        elif kind in ("own", "own_billed_late"):
+            cost: Decimal = args[-1]  # type: ignore[assignment]
+            if cost <= ledger.balance - ledger.unbilled:
+                ledger.record("B", ledger.tick(), status="succeeded", cost=str(cost))
+                if kind == "own":
+                    ledger.balance -= cost
+                else:
+                    ledger.unbilled += cost
+                    ledger.late += cost
+        elif kind in ("other", "unrecorded"):
+            cost = args[-1]  # type: ignore[assignment]
+            if cost <= ledger.balance - ledger.unbilled:
+                ledger.spend(str(args[0]) if kind == "other" else None, cost)
+        else:  # an earlier 402 of B or of another batch: it consumed nothing
+            batch = "B" if kind == "own_402" else str(args[0])
+            fields = quota_fields(str(args[-2]), args[-1])  # type: ignore[arg-type]
+            ledger.record(batch, ledger.tick(), status="failed", http_status=402, **fields)
+    # Own cost still unbilled lands after the next snapshot, maybe the measuring one.
+    while last <= ledger.balance - ledger.unbilled:
+        ledger.balance -= last
+        ledger.record("B", ledger.tick(), status="succeeded", cost=str(last))
+    failed_at = ledger.tick()
+    fields = quota_fields(how, last)
+    failed = build_outcome({"job_id": "failed", "status": "failed", "http_status": 402, **fields})
+    ledger.record("B", failed_at, status="failed", http_status=402, **fields)
+    live = None
+    if measure == "live":
+        live = ledger.snapshot("failure")
+    for batch, cost in after:
+        if cost <= ledger.balance - ledger.unbilled:
+            ledger.spend(batch, cost)
+    if measure == "audit_later":
+        ledger.snapshot("audit")
+    return Played(
+        ledger,
+        QuotaFailure(
+            batch_id="B",
+            failed_at=failed_at,
+            preflight=start,
+            timeline=ledger.snapshots,
+            own=ledger.own,
+            others=ledger.others,
+            declared_cost=failed.expected_cost,
+            live=live,
+        ),
     )
 
 
-@settings(max_examples=300, deadline=None)
-@given(b0=st.integers(0, 200).map(Decimal), events=st.lists(event, max_size=30), last=amounts)
-def test_tag_matches_the_ledger(
-    b0: Decimal, events: list[tuple[object, ...]], last: Decimal
+def truth_c(played: Played) -> Decimal:
+    if played.failure.declared_cost is not None:
+        return played.failure.declared_cost
+    paid = [s.cost for s in played.ledger.own if s.succeeded and s.cost is not None]
+    return sum(paid, ZERO) / len(paid) if paid else ZERO
+
+
+def foreign_until(ledger: Ledger, moment: datetime) -> list[tuple[str | None, Decimal]]:
+    return [(batch, cost) for when, batch, cost in ledger.foreign_log if when <= moment]
+
+
+after_failure = st.lists(st.tuples(st.sampled_from(["A", None]), amounts), max_size=3)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    b0=st.integers(0, 200).map(Decimal),
+    events=st.lists(event, max_size=30),
+    last=amounts,
+    how=declaration,
+    measure=measures,
+    after=after_failure,
+)
+def test_numbers_match_the_ledger(
+    b0: Decimal,
+    events: list[tuple[object, ...]],
+    last: Decimal,
+    how: str,
+    measure: str,
+    after: list[tuple[str | None, Decimal]],
 ) -> None:
-    ledger, cost, failed_at = run(b0, events, [], last)
-    result = classify(failure_of(ledger, cost, failed_at))
+    played = play(b0, events, last, how, measure, after)
+    ledger, case = played.ledger, played.failure
+    result = classify(case)
+    evidence = result.evidence
+    tf = case.failed_at
 
-    own_spent = sum((s.cost or Decimal(0) for s in ledger.own), Decimal(0))
-    truly_low = b0 < own_spent + cost
-    expected = Tag.PRE_EXISTING_LOW_BALANCE if truly_low else Tag.CONCURRENT_CONSUMPTION
-    assert result.tag is expected, result.reason
+    own = sum((s.cost or ZERO for s in ledger.own if s.at <= tf), ZERO)
+    c = truth_c(played)
+    assert evidence.own == own
+    assert evidence.expected_cost == c
+    if how != "none":
+        assert evidence.expected_cost_source == "declared"
 
-    # F, its attribution and the unattributed rest are exactly the ledger's foreign spend
-    # up to the evidence snapshot.
-    ta = result.evidence.ta
-    assert ta is not None
-    window = [(batch, amount) for when, batch, amount in ledger.foreign_log if when <= ta]
-    assert result.evidence.foreign == sum((a for _, a in window), Decimal(0))
-    per_batch: dict[str, Decimal] = defaultdict(Decimal)
-    for batch, amount in window:
+    # Which snapshot measures: the live one, else the first after tf, else the latest before.
+    later = [r for r in ledger.snapshots if r.taken_at >= tf]
+    before = [r for r in ledger.snapshots[1:] if r.taken_at < tf]
+    measuring = later[0] if later else (before[-1] if before else None)
+    if measuring is None:
+        expected_tag = Tag.PRE_EXISTING_LOW_BALANCE if b0 < own + c else Tag.INCONCLUSIVE
+        assert result.tag is expected_tag, result.reason
+        assert evidence.foreign is None
+        return
+
+    window = foreign_until(ledger, measuring.taken_at)
+    truth_f = sum((cost for _, cost in window), ZERO)
+    assert evidence.ta == measuring.taken_at
+    assert evidence.ba == measuring.balance
+    assert evidence.before_failure == (not later)
+    assert evidence.topups == ()  # no top-up was played: a flat balance is not one
+
+    if before:
+        truth_before = sum((cost for _, cost in foreign_until(ledger, before[-1].taken_at)), ZERO)
+    if ledger.late:
+        # Own cost billed after the next snapshot shifts consumption between segments:
+        # F stays within the late amount of the truth, and is never negative.
+        assert evidence.foreign is not None
+        assert evidence.foreign >= ZERO
+        assert truth_f - ledger.late <= evidence.foreign <= truth_f + ledger.late
+    else:
+        assert evidence.foreign == truth_f
+        assert evidence.foreign_before_failure == (truth_before if before else None)
+
+    per_batch: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for batch, cost in window:
         if batch:
-            per_batch[batch] += amount
+            per_batch[batch] += cost
     assert {a.batch_id: a.cost for a in result.attribution} == per_batch
     costs = [a.cost for a in result.attribution]
     assert costs == sorted(costs, reverse=True)
-    assert result.unattributed == sum((a for b, a in window if b is None), Decimal(0))
+    if not ledger.late:
+        assert result.unattributed == sum((cost for b, cost in window if b is None), ZERO)
+        assert not evidence.attributed_exceeds_measured
+
+    if b0 < own + c:
+        expected = Tag.PRE_EXISTING_LOW_BALANCE
+    elif truth_f > 0:
+        expected = Tag.CONCURRENT_CONSUMPTION
+    else:
+        expected = Tag.INCONCLUSIVE
+    if ledger.late and expected is Tag.CONCURRENT_CONSUMPTION:
+        assert result.tag in {expected, Tag.INCONCLUSIVE}, result.reason
+    else:
+        assert result.tag is expected, result.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    b0=st.integers(0, 200).map(Decimal),
+    events=st.lists(st.one_of(event, late_event), max_size=30),
+    last=amounts,
+    how=declaration,
+    after=after_failure,
+)
+def test_own_cost_billed_late_is_never_negative_spend(
+    b0: Decimal,
+    events: list[tuple[object, ...]],
+    last: Decimal,
+    how: str,
+    after: list[tuple[str | None, Decimal]],
+) -> None:
+    played = play(b0, events, last, how, "live", after)
+    result = classify(played.failure)
+    assert result.evidence.foreign is not None
+    assert result.evidence.foreign >= ZERO
+    assert played.failure.live is not None
+    measured = foreign_until(played.ledger, played.failure.live.taken_at)
+    truth = sum((cost for _, cost in measured), ZERO)
+    late = played.ledger.late
+    assert truth - late <= result.evidence.foreign <= truth + late
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     b0=st.integers(0, 200).map(Decimal),
     events=st.lists(event, max_size=30),
-    topups=st.lists(st.integers(0, 29), max_size=3),
+    topups=st.frozensets(st.integers(0, 29), max_size=3),
     last=amounts,
+    how=declaration,
 )
 def test_topups_never_invent_consumption(
-    b0: Decimal, events: list[tuple[object, ...]], topups: list[int], last: Decimal
+    b0: Decimal,
+    events: list[tuple[object, ...]],
+    topups: frozenset[int],
+    last: Decimal,
+    how: str,
 ) -> None:
-    ledger, cost, failed_at = run(b0, events, topups, last)
-    result = classify(failure_of(ledger, cost, failed_at))
-    own_spent = sum((s.cost or Decimal(0) for s in ledger.own), Decimal(0))
-    if b0 < own_spent + cost:
+    played = play(b0, events, last, how, "live", [], topups)
+    ledger = played.ledger
+    result = classify(played.failure)
+    own = sum((s.cost or ZERO for s in ledger.own), ZERO)
+    if b0 < own + truth_c(played):
         assert result.tag is Tag.PRE_EXISTING_LOW_BALANCE
     else:
         # Spend hidden inside a top-up segment cannot be seen: never a wrong tag, at worst
         # inconclusive, and F is a lower bound of the truth.
         assert result.tag in {Tag.CONCURRENT_CONSUMPTION, Tag.INCONCLUSIVE}
-    truth = sum((a for _, _, a in ledger.foreign_log), Decimal(0))
-    assert (result.evidence.foreign or Decimal(0)) <= truth
+    truth = sum((a for _, _, a in ledger.foreign_log), ZERO)
+    assert (result.evidence.foreign or ZERO) <= truth
+    if not ledger.topped_up:
+        assert result.evidence.topups == ()
