@@ -20,14 +20,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
+from preflight.domain.vocabulary import FINDING_KINDS, METERS
 from preflight.errors import ConfigError
 from preflight.secret import Secret
 
 ENV_PREFIX: Final = "PREFLIGHT_"
 DEFAULT_ACCOUNT: Final = "default"
-METERS: Final = ("credits", "api_quota_remaining")
-# What the scheduled audit reports (docs/audit.md); alerts may be limited to some of them.
-FINDING_KINDS: Final = ("unexplained_consumption", "low_balance", "stale_batch")
 
 
 def default_database_url(environ: Mapping[str, str]) -> str:

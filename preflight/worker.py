@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from preflight.audit import accounts_to_audit, period_start, replica_id, run_audit
 from preflight.errors import PreflightError
+from preflight.services.audit import accounts_to_audit, current_period, replica_id, run_audit
 
 if TYPE_CHECKING:
-    from preflight.api import Preflight
+    from preflight.services.runtime import Runtime
     from preflight.settings import Settings
 
 __all__ = ["JOB_ID", "build_trigger", "run_worker"]
@@ -59,7 +59,7 @@ def build_trigger(settings: Settings, now: datetime) -> Any:
         return CronTrigger.from_crontab(settings.audit_cron, timezone=UTC)
     return IntervalTrigger(
         seconds=settings.audit_interval.total_seconds(),
-        start_date=period_start(settings, now),
+        start_date=current_period(settings, now),
         timezone=UTC,
     )
 
@@ -70,11 +70,11 @@ def _period_length(trigger: Any, now: datetime) -> timedelta:
     return second - first if first and second else timedelta(minutes=1)
 
 
-def _tick(app: Preflight, replica: str, stop: threading.Event) -> None:
+def _tick(rt: Runtime, replica: str, stop: threading.Event) -> None:
     if stop.is_set():
         return
     try:
-        run_audit(app, replica=replica, stop=stop)
+        run_audit(rt, replica=replica, stop=stop)
     except PreflightError as exc:
         # The next tick tries again; the scheduler must outlive a database hiccup.
         log.error("audit_tick_failed", replica=replica, error=str(exc))
@@ -82,7 +82,7 @@ def _tick(app: Preflight, replica: str, stop: threading.Event) -> None:
         log.error("audit_tick_failed", replica=replica, error=repr(exc), exc_info=True)
 
 
-def run_worker(app: Preflight, *, stop_event: threading.Event | None = None) -> None:
+def run_worker(rt: Runtime, *, stop_event: threading.Event | None = None) -> None:
     """Run the audit on the configured schedule until ``stop_event`` is set or a signal comes.
 
     Signal handlers (SIGTERM, SIGINT) are installed when called from the main thread.
@@ -90,11 +90,11 @@ def run_worker(app: Preflight, *, stop_event: threading.Event | None = None) -> 
     """
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    settings = app.settings
+    settings = rt.settings
     stop = stop_event or threading.Event()
     replica = replica_id()
     accounts = accounts_to_audit(settings)  # bad settings fail now, not at every tick
-    app.database  # noqa: B018 - a missing PostgreSQL schema fails now, too
+    rt.database  # noqa: B018 - a missing PostgreSQL schema fails now, too
     if settings.audit_lease.total_seconds() <= settings.deadline:
         log.warning(
             "audit_lease_short",
@@ -113,7 +113,7 @@ def run_worker(app: Preflight, *, stop_event: threading.Event | None = None) -> 
     scheduler.add_job(
         _tick,
         trigger,
-        args=(app, replica, stop),
+        args=(rt, replica, stop),
         id=JOB_ID,
         name="preflight audit",
         replace_existing=True,

@@ -1,4 +1,5 @@
-"""Queries and inserts over a session that the caller owns. Nothing here commits."""
+"""Queries and inserts of the verbs, over a session that the caller owns. Nothing here
+commits: a service opens the transaction and commits at the edge of its verb."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Table, delete, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,19 +15,18 @@ from sqlalchemy.orm import Session
 
 from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot, TagSnapshot
 from preflight.db.session import decimal_sum
-from preflight.domain.batch import BatchStatus, SnapshotKind
 from preflight.domain.classify import (
     CLASSIFIER_VERSION,
     Classification,
-    ForeignConsumption,
     QuotaFailure,
     Reading,
     Spend,
-    foreign_consumption,
 )
+from preflight.domain.errors import ConflictError
 from preflight.domain.exact import exact
+from preflight.domain.outcome import OutcomeInput
 from preflight.domain.verdict import outstanding_need
-from preflight.domain.wire import amount_text
+from preflight.domain.vocabulary import BatchStatus, SnapshotKind
 
 
 def _dialect(session: Session) -> str:
@@ -350,39 +350,20 @@ def batches_with_quota_failures(session: Session) -> list[str]:
 
 
 @dataclass(frozen=True)
-class SpendSummary:
-    """A batch's own recorded cost against the balance drop between two of its snapshots."""
+class SpendInputs:
+    """What ``finish`` compares: own consumed cost, and the readings and own spends
+    between the batch's preflight snapshot and its first finish snapshot."""
 
     meter: str | None
     own_cost: Decimal
     start: Reading | None
     end: Reading | None
-    foreign: ForeignConsumption | None
-
-    @property
-    @exact
-    def drop(self) -> Decimal | None:
-        if self.start is None or self.end is None:
-            return None
-        if self.start.balance is None or self.end.balance is None:
-            return None
-        return self.start.balance - self.end.balance
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "meter": self.meter,
-            "own_cost": amount_text(self.own_cost),
-            "preflight_balance": amount_text(self.start.balance) if self.start else None,
-            "finish_balance": amount_text(self.end.balance) if self.end else None,
-            "balance_drop": amount_text(self.drop),
-            "foreign_consumption": amount_text(self.foreign.amount) if self.foreign else None,
-            "foreign_is_lower_bound": self.foreign.is_lower_bound if self.foreign else False,
-            "snapshot_ids": list(self.foreign.snapshot_ids) if self.foreign else [],
-        }
+    between: list[Reading]
+    own: list[Spend]
 
 
-def batch_spend_summary(session: Session, batch: Batch) -> SpendSummary:
-    """Own cost, and foreign consumption from the preflight to the latest batch snapshot."""
+def spend_inputs(session: Session, batch: Batch) -> SpendInputs:
+    """Own cost (as of the finish, for a finished batch), and the walk's inputs."""
     own_total = recorded_cost(session, batch)
     start = preflight_snapshot(session, batch)
     # The first finish snapshot: a repeated finish answers the first one's numbers.
@@ -394,23 +375,16 @@ def batch_spend_summary(session: Session, batch: Batch) -> SpendSummary:
     )
     meter = batch.meter
     if start is None or end is None or meter is None:
-        return SpendSummary(meter, own_total, None, None, None)
-    first, last = _reading(start, meter), _reading(end, meter)
-    if first.balance is None or last.balance is None:
-        return SpendSummary(meter, own_total, first, last, None)
+        return SpendInputs(meter, own_total, None, None, [], [])
     between = [
-        reading
-        for reading in (
-            _reading(s, meter)
-            for s in session.scalars(
-                select(Snapshot).where(
-                    Snapshot.account_id == batch.account_id,
-                    Snapshot.taken_at > start.taken_at,
-                    Snapshot.taken_at < end.taken_at,
-                )
+        _reading(s, meter)
+        for s in session.scalars(
+            select(Snapshot).where(
+                Snapshot.account_id == batch.account_id,
+                Snapshot.taken_at > start.taken_at,
+                Snapshot.taken_at < end.taken_at,
             )
         )
-        if reading.balance is not None
     ]
     own = [
         Spend(batch.batch_id, at, cost)
@@ -423,5 +397,152 @@ def batch_spend_summary(session: Session, batch: Batch) -> SpendSummary:
             )
         )
     ]
-    foreign = foreign_consumption(first, last, sorted(between, key=lambda r: r.taken_at), own)
-    return SpendSummary(meter, own_total, first, last, foreign)
+    return SpendInputs(meter, own_total, _reading(start, meter), _reading(end, meter), between, own)
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+class ProfileValues(Protocol):
+    """What a stored snapshot keeps of one profile reading (the vendor's ``Profile``)."""
+
+    @property
+    def raw(self) -> str: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def tier(self) -> str | None: ...
+    @property
+    def credits(self) -> Decimal | None: ...
+    @property
+    def api_quota_remaining(self) -> Decimal | None: ...
+    @property
+    def http_status(self) -> int: ...
+    @property
+    def latency_ms(self) -> int: ...
+
+
+def store_snapshot(
+    session: Session,
+    account: Account,
+    profile: ProfileValues,
+    *,
+    now: datetime,
+    kind: SnapshotKind,
+    batch: Batch | None = None,
+    outcome_id: int | None = None,
+) -> Snapshot:
+    """Insert one snapshot (and learn the account's ``user_id`` on first sight)."""
+    if account.user_id is None and profile.user_id is not None:
+        account.user_id = profile.user_id
+    snapshot = Snapshot(
+        account_id=account.id,
+        batch_pk=batch.id if batch else None,
+        outcome_id=outcome_id,
+        kind=kind.value,
+        taken_at=now,
+        credits=profile.credits,
+        api_quota_remaining=profile.api_quota_remaining,
+        tier=profile.tier,
+        user_id=profile.user_id,
+        raw=profile.raw,
+        http_status=profile.http_status,
+        latency_ms=profile.latency_ms,
+    )
+    session.add(snapshot)
+    session.flush()
+    return snapshot
+
+
+def account_by_id(session: Session, account_id: int) -> Account:
+    return session.get_one(Account, account_id)
+
+
+# ---------------------------------------------------------------- storing outcomes
+
+
+@dataclass(frozen=True)
+class StoredOutcomes:
+    inserted: int
+    duplicates: int
+    conflict: tuple[int, ConflictError] | None  # the first contradicting line, if any
+
+
+def _outcome_row(batch: Batch, item: OutcomeInput, now: datetime) -> dict[str, Any]:
+    return {
+        "batch_pk": batch.id,
+        "job_id": item.job_id,
+        "attempt": item.attempt,
+        "status": item.status.value,
+        "http_status": item.http_status,
+        "cost": item.cost,
+        "expected_cost": item.expected_cost,
+        "error": item.error,
+        "quota_failure": item.quota_failure,
+        "occurred_at": item.at or now,
+        "recorded_at": now,
+    }
+
+
+def _conflict_error(batch_id: str, item: OutcomeInput, differences: list[str]) -> ConflictError:
+    return ConflictError(
+        f"job {item.job_id!r} attempt {item.attempt} of batch {batch_id!r} is already "
+        f"recorded with a different {', '.join(differences)}; outcomes are never "
+        "overwritten (record it as a new attempt instead)"
+    )
+
+
+def store_outcomes(
+    session: Session, batch: Batch, items: Sequence[tuple[int, OutcomeInput]], now: datetime
+) -> StoredOutcomes:
+    """Store numbered outcomes in order, up to the first one that contradicts a stored
+    outcome or an earlier line: that line and every later one are not kept.
+
+    Identical repeats are duplicates, not errors. New keys are inserted without being
+    looked up first; only keys that were already stored are read back and compared.
+    """
+    first: dict[tuple[str, int], tuple[int, OutcomeInput]] = {}
+    conflict: tuple[int, ConflictError] | None = None
+    for line_no, item in items:
+        key = (item.job_id, item.attempt)
+        earlier = first.get(key)
+        if earlier is None:
+            first[key] = (line_no, item)
+        elif earlier[1] != item:
+            conflict = (
+                line_no,
+                ConflictError(
+                    f"job {item.job_id!r} attempt {item.attempt} was given on line {earlier[0]} "
+                    "with different values"
+                ),
+            )
+            break
+    candidates = list(first.values())
+    savepoint = session.begin_nested()
+    inserted = insert_new_outcomes(session, [_outcome_row(batch, i, now) for _, i in candidates])
+    leftovers = [(n, i) for n, i in candidates if (i.job_id, i.attempt) not in inserted]
+    if leftovers:
+        stored = outcome_rows_by_key(session, batch, {i.job_id for _, i in leftovers})
+        for line_no, item in leftovers:
+            differences = item.differences(stored[(item.job_id, item.attempt)])
+            if differences:
+                if conflict is None or line_no < conflict[0]:
+                    conflict = (line_no, _conflict_error(batch.batch_id, item, differences))
+                break
+    if conflict is not None and any(
+        n >= conflict[0] for n, i in candidates if (i.job_id, i.attempt) in inserted
+    ):
+        # Lines after the conflicting one went in with the rest: keep only those before it.
+        savepoint.rollback()
+        inserted = insert_new_outcomes(
+            session,
+            [
+                _outcome_row(batch, i, now)
+                for n, i in candidates
+                if n < conflict[0] and (i.job_id, i.attempt) in inserted
+            ],
+        )
+    else:
+        savepoint.commit()
+    processed = sum(1 for n, _ in items if conflict is None or n < conflict[0])
+    return StoredOutcomes(len(inserted), processed - len(inserted), conflict)

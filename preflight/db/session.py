@@ -18,6 +18,16 @@ from sqlalchemy import Engine, create_engine, event, exc, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = [
+    "Database",
+    "Session",
+    "build_engine",
+    "decimal_sum",
+    "is_sqlite",
+    "normalize_url",
+    "translate_db_errors",
+]
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import GenericFunction
 

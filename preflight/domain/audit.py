@@ -16,19 +16,26 @@ from itertools import pairwise
 from typing import Any, Final
 
 from preflight.domain.exact import exact
+from preflight.domain.vocabulary import METERS, FindingKind
 from preflight.domain.wire import amount_text
-from preflight.settings import FINDING_KINDS, METERS
 
 ZERO: Final = Decimal(0)
 
 
-class FindingKind(StrEnum):
-    UNEXPLAINED_CONSUMPTION = "unexplained_consumption"
-    LOW_BALANCE = "low_balance"
-    STALE_BATCH = "stale_batch"
+class ClaimStatus(StrEnum):
+    """A period claim's state (docs/audit.md)."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
 
 
-assert tuple(FindingKind) == FINDING_KINDS, "settings.FINDING_KINDS and FindingKind disagree"
+class RunStatus(StrEnum):
+    OK = "ok"  # every step succeeded
+    PARTIAL = "partial"  # some step failed (e.g. the vendor was down); the rest ran
+    AUTH_FAILED = "auth_failed"  # the vendor said 401: nothing else was done
+    SKIPPED = "skipped"  # the same token was rejected before: the vendor was not called
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,15 @@
-"""Words of the contract that every layer shares: batch ids, meters, statuses, snapshot kinds."""
+"""Batch ids and the choice of a batch's meter."""
 
 from __future__ import annotations
 
 import re
-from enum import StrEnum
+from collections.abc import Mapping
 from typing import Final
 
-from preflight.errors import UsageError
+from preflight.domain.errors import UsageError
+from preflight.domain.vocabulary import Meter
 
 BATCH_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:\-/]{1,200}")
-
-
-class Meter(StrEnum):
-    CREDITS = "credits"
-    API_QUOTA_REMAINING = "api_quota_remaining"
-
-
-class BatchStatus(StrEnum):
-    OPEN = "open"
-    BLOCKED = "blocked"
-    FINISHED = "finished"
-
-
-class SnapshotKind(StrEnum):
-    PREFLIGHT = "preflight"
-    RECHECK = "recheck"
-    FAILURE = "failure"
-    FINISH = "finish"
-    AUDIT = "audit"
-    MANUAL = "manual"
 
 
 def validate_batch_id(batch_id: str) -> str:
@@ -41,7 +22,7 @@ def validate_batch_id(batch_id: str) -> str:
     return batch_id
 
 
-def choose_meter(requested: str, present: dict[str, object]) -> Meter | None:
+def choose_meter(requested: str, present: Mapping[str, object]) -> Meter | None:
     """The meter a check reads: the requested one, or for ``auto`` credits before the legacy quota.
 
     ``present`` maps meter names to the profile's values (None when absent).

@@ -31,21 +31,29 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
-from enum import StrEnum
 from itertools import pairwise
 from typing import Any, Final
 
 from preflight.domain.exact import exact
+from preflight.domain.vocabulary import Tag
 from preflight.domain.wire import amount_text, time_text
+
+__all__ = [
+    "CLASSIFIER_VERSION",
+    "Attributed",
+    "Classification",
+    "Evidence",
+    "ForeignConsumption",
+    "QuotaFailure",
+    "Reading",
+    "Spend",
+    "Tag",
+    "classify",
+    "foreign_consumption",
+]
 
 CLASSIFIER_VERSION: Final = "2"
 ZERO: Final = Decimal(0)
-
-
-class Tag(StrEnum):
-    PRE_EXISTING_LOW_BALANCE = "pre_existing_low_balance"
-    CONCURRENT_CONSUMPTION = "concurrent_consumption"
-    INCONCLUSIVE = "inconclusive"
 
 
 @dataclass(frozen=True)

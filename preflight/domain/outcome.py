@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from typing import Any, Final
 
-from preflight.errors import UsageError
+from preflight.domain.errors import UsageError
+from preflight.domain.vocabulary import OutcomeStatus
 
 QUOTA_HTTP_STATUS: Final = 402
 FIELDS: Final = frozenset(
@@ -30,11 +30,6 @@ MAX_ERROR_CHARS: Final = 4000
 #: One outcome is a few hundred bytes (an error text is cut at 4000 characters): a longer
 #: line is a broken file, and reading it whole would let one line take all memory.
 MAX_LINE_BYTES: Final = 64 * 1024
-
-
-class OutcomeStatus(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)

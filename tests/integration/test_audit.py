@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from preflight.api import Preflight
-from preflight.audit import ALREADY_AUDITED, AUTH_SKIP, list_findings, run_audit
+from preflight.services.audit import ALREADY_AUDITED, AUTH_SKIP
 from preflight.db import migrate
 from preflight.db.models import (
     Account,
@@ -123,24 +123,24 @@ def _audit_snapshots(app: Preflight) -> int:
 def test_a_second_run_in_the_period_is_a_no_op_and_force_runs_anyway(
     app: Preflight, clock: Clock, sandbox: SandboxServer
 ) -> None:
-    [first] = run_audit(app, replica="a")
+    [first] = app.audit(replica="a")
     assert not first.skipped
     assert first.status == "ok"
     assert first.snapshot_id is not None
     assert first.period_start == datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
     clock.advance(minutes=5)
-    [second] = run_audit(app, replica="b")
+    [second] = app.audit(replica="b")
     assert second.skipped
     assert second.reason == ALREADY_AUDITED
     assert second.audit_run_id is None
 
-    [forced] = run_audit(app, replica="b", force=True)
+    [forced] = app.audit(replica="b", force=True)
     assert not forced.skipped
     assert forced.snapshot_id != first.snapshot_id
 
     clock.advance(minutes=10)
-    [next_period] = run_audit(app, replica="b")
+    [next_period] = app.audit(replica="b")
     assert next_period.period_start == first.period_start + timedelta(minutes=15)
     assert not next_period.skipped
     assert sandbox.request_counts[PROFILE] == 3
@@ -152,18 +152,18 @@ def test_a_replica_whose_lease_lapsed_stops_writing(
     make_app: AppFactory, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slow, other = make_app(), make_app()
-    real_vendor = slow.vendor
+    real_vendor = slow.runtime.vendor
     taken_over: list[Any] = []
 
     class StalledVendor:
         def get_profile(self) -> Any:
             # While replica A waits on the vendor, its lease (2m) lapses and B takes over.
             clock.advance(minutes=3)
-            taken_over.extend(run_audit(other, replica="replica-b"))
+            taken_over.extend(other.audit(replica="replica-b"))
             return real_vendor().get_profile()
 
-    monkeypatch.setattr(slow, "vendor", lambda _name=None: StalledVendor())
-    [outcome] = run_audit(slow, replica="replica-a")
+    monkeypatch.setattr(slow.runtime, "vendor", lambda _name=None: StalledVendor())
+    [outcome] = slow.audit(replica="replica-a")
     assert outcome.skipped
     assert "lease" in (outcome.reason or "")
     [b_outcome] = taken_over
@@ -181,22 +181,22 @@ def test_stop_abandons_at_a_step_boundary_and_another_replica_takes_over(
     app: Preflight, make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stop = threading.Event()
-    real_vendor = app.vendor
+    real_vendor = app.runtime.vendor
 
     class SignalledDuringFetch:
         def get_profile(self) -> Any:
             stop.set()  # SIGTERM arrives while the vendor call is in flight
             return real_vendor().get_profile()
 
-    monkeypatch.setattr(app, "vendor", lambda _name=None: SignalledDuringFetch())
-    [outcome] = run_audit(app, replica="a", stop=stop)
+    monkeypatch.setattr(app.runtime, "vendor", lambda _name=None: SignalledDuringFetch())
+    [outcome] = app.audit(replica="a", stop=stop)
     assert outcome.skipped
     assert "abandoned" in (outcome.reason or "")
     assert _count(app, AuditRun) == 0
     assert _audit_snapshots(app) == 0
     assert _count(app, AuditClaim, AuditClaim.status == "abandoned") == 1
 
-    [resumed] = run_audit(make_app(), replica="b")
+    [resumed] = make_app().audit(replica="b")
     assert resumed.takeover
     assert resumed.status == "ok"
     assert _count(app, AuditClaim, AuditClaim.status == "done") == 1
@@ -220,11 +220,11 @@ def test_a_lapsed_claim_of_an_earlier_period_is_completed_at_the_next_tick(
                 started_at=clock.now,
             )
         )
-    [busy] = run_audit(app, replica="b")  # same period, lease still valid
+    [busy] = app.audit(replica="b")  # same period, lease still valid
     assert busy.skipped
     assert "another replica" in (busy.reason or "")
     clock.advance(minutes=15)
-    current, recovered = run_audit(app, replica="b")
+    current, recovered = app.audit(replica="b")
     assert current.period_start == datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
     assert recovered.period_start == datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     assert recovered.takeover
@@ -239,7 +239,7 @@ def test_a_lapsed_claim_of_an_earlier_period_is_completed_at_the_next_tick(
 def test_unexplained_consumption_has_the_exact_amount_and_window(
     app: Preflight, clock: Clock, sandbox: SandboxServer
 ) -> None:
-    run_audit(app)  # the first audit snapshot
+    app.audit()  # the first audit snapshot
     clock.advance(minutes=1)
     check = app.check("render-1", need="300")
     clock.advance(minutes=1)
@@ -247,25 +247,27 @@ def test_unexplained_consumption_has_the_exact_amount_and_window(
     app.record("render-1", {"job_id": "j1", "status": "succeeded", "cost": "120"})
     sandbox.consume(Decimal("37.25"), "credits")  # ...and spend nobody recorded
     clock.advance(minutes=13)
-    [second] = run_audit(app)
+    [second] = app.audit()
 
     [finding] = second.findings
-    assert finding["kind"] == "unexplained_consumption"
-    assert finding["amount"] == "37.25"
-    assert finding["window_start"] == check.checked_at.isoformat()
-    assert finding["window_end"] == clock.now.isoformat()
-    assert finding["batches"] == ["render-1"]
-    assert finding["detail"]["meter"] == "credits"
-    assert finding["audit_run_id"] == second.audit_run_id
+    assert finding.to_dict()["kind"] == "unexplained_consumption"
+    assert finding.to_dict()["amount"] == "37.25"
+    assert finding.to_dict()["window_start"] == check.checked_at.isoformat()
+    assert finding.to_dict()["window_end"] == clock.now.isoformat()
+    assert finding.to_dict()["batches"] == ["render-1"]
+    assert finding.to_dict()["detail"]["meter"] == "credits"
+    assert finding.to_dict()["audit_run_id"] == second.audit_run_id
 
     # Spend that the batch recorded is not reported.
     clock.advance(minutes=1)
     sandbox.consume(Decimal("50"), "credits")
     app.record("render-1", {"job_id": "j2", "status": "succeeded", "cost": "50"})
     clock.advance(minutes=14)
-    [third] = run_audit(app)
+    [third] = app.audit()
     assert third.findings == ()
-    assert [f["amount"] for f in list_findings(app, kind="unexplained_consumption")] == ["37.25"]
+    assert [f.to_dict()["amount"] for f in app.findings(kind="unexplained_consumption")] == [
+        "37.25"
+    ]
 
 
 def test_a_late_inconclusive_failure_is_reclassified_once_the_audit_snapshot_exists(
@@ -280,13 +282,13 @@ def test_a_late_inconclusive_failure_is_reclassified_once_the_audit_snapshot_exi
     imported = app.record_many("late-1", [json.dumps(line)])
     assert imported.tags == {"inconclusive": 1}
 
-    [outcome] = run_audit(app)
+    [outcome] = app.audit()
     assert outcome.steps["reclassify"] == {
         "ok": True,
         "batches": 1,
         "tags": {"concurrent_consumption": 1},
     }
-    [failure] = app.failures()
+    [failure] = [f.to_dict() for f in app.failures()]
     assert failure["tag"] == "concurrent_consumption"
     assert outcome.snapshot_id in failure["evidence"]["snapshot_ids"]
 
@@ -297,20 +299,20 @@ def test_stale_batches_are_reported_once_and_optionally_finished(
     app = make_app()
     app.check("forgotten", need="10")
     clock.advance(hours=7)
-    [first] = run_audit(app)
-    [stale] = [f for f in first.findings if f["kind"] == "stale_batch"]
-    assert stale["batches"] == ["forgotten"]
-    assert stale["amount"] is None
+    [first] = app.audit()
+    [stale] = [f for f in first.findings if f.to_dict()["kind"] == "stale_batch"]
+    assert stale.to_dict()["batches"] == ["forgotten"]
+    assert stale.to_dict()["amount"] is None
     clock.advance(minutes=15)
-    [second] = run_audit(app)
-    assert not [f for f in second.findings if f["kind"] == "stale_batch"]
-    assert app.show("forgotten")["status"] == "open"
+    [second] = app.audit()
+    assert not [f for f in second.findings if f.to_dict()["kind"] == "stale_batch"]
+    assert app.show("forgotten").to_dict()["status"] == "open"
 
     finishing = make_app(auto_finish_stale="true")
     clock.advance(minutes=15)
-    run_audit(finishing)
-    assert finishing.show("forgotten")["status"] == "finished"
-    assert len(list_findings(app, kind="stale_batch")) == 1
+    finishing.audit()
+    assert finishing.show("forgotten").to_dict()["status"] == "finished"
+    assert len(app.findings(kind="stale_batch")) == 1
 
 
 def test_low_balance_is_reported_when_it_becomes_low_not_every_tick(
@@ -318,20 +320,22 @@ def test_low_balance_is_reported_when_it_becomes_low_not_every_tick(
 ) -> None:
     app = make_app(low_balance_threshold="1000")
     sandbox.set_balance(credits=Decimal("900"))
-    [low] = run_audit(app)
+    [low] = app.audit()
     [finding] = low.findings
-    assert (finding["kind"], finding["amount"]) == ("low_balance", "900")
+    assert (finding.to_dict()["kind"], finding.to_dict()["amount"]) == ("low_balance", "900")
     clock.advance(minutes=15)
-    [still_low] = run_audit(app)
+    [still_low] = app.audit()
     assert still_low.findings == ()
     assert still_low.steps["low_balance"]["already_reported"]
     sandbox.set_balance(credits=Decimal("5000"))
     clock.advance(minutes=15)
-    run_audit(app)
+    app.audit()
     sandbox.set_balance(credits=Decimal("800"))
     clock.advance(minutes=15)
-    [low_again] = run_audit(app)
-    assert [f["amount"] for f in low_again.findings if f["kind"] == "low_balance"] == ["800"]
+    [low_again] = app.audit()
+    assert [
+        f.to_dict()["amount"] for f in low_again.findings if f.to_dict()["kind"] == "low_balance"
+    ] == ["800"]
 
 
 # ---------------------------------------------------------------- vendor errors
@@ -342,7 +346,7 @@ def test_a_rejected_token_is_loud_and_skipped_until_the_token_changes(
 ) -> None:
     bad = make_app(token="not-the-token-4711")
     with capture_logs() as logs:
-        [failed] = run_audit(bad)
+        [failed] = bad.audit()
     assert failed.status == "auth_failed"
     [event] = [e for e in logs if e["event"] == "audit_auth_failed"]
     assert event["log_level"] == "error"
@@ -350,13 +354,13 @@ def test_a_rejected_token_is_loud_and_skipped_until_the_token_changes(
     assert fingerprint.startswith("sha256:")
 
     clock.advance(minutes=15)
-    [skipped] = run_audit(bad)
+    [skipped] = bad.audit()
     assert skipped.skipped
     assert skipped.reason == AUTH_SKIP
     assert sandbox.request_counts[PROFILE] == 1  # the bad token was not sent again
 
     clock.advance(minutes=15)
-    [fixed] = run_audit(make_app())
+    [fixed] = make_app().audit()
     assert fixed.status == "ok"
     with bad.database.read() as session:
         stored = json.dumps([run.steps for run in session.scalars(sa.select(AuditRun))])
@@ -367,7 +371,7 @@ def test_a_vendor_outage_is_a_failed_step_not_a_crash(
     app: Preflight, sandbox: SandboxServer
 ) -> None:
     sandbox.inject({"status": 500, "count": -1})
-    [outcome] = run_audit(app)
+    [outcome] = app.audit()
     assert outcome.status == "partial"
     assert not outcome.steps["snapshot"]["ok"]
     assert "HTTP 500" in outcome.steps["snapshot"]["error"]
@@ -449,7 +453,7 @@ def test_retention_thins_old_audit_snapshots_but_never_a_cited_one(
         session.flush()
         session.add(TagSnapshot(tag_id=tag.id, snapshot_id=cited))
 
-    [outcome_] = run_audit(app)
+    [outcome_] = app.audit()
     assert outcome_.steps["retention"]["deleted"] == 2
     with app.database.read() as session:
         left = set(session.scalars(sa.select(Snapshot.id)))
@@ -492,10 +496,10 @@ def test_findings_are_posted_to_the_alert_webhook(
 ) -> None:
     hook, bodies = receiver
     app = make_app(alert_webhook_url=hook, alert_kinds="unexplained_consumption")
-    run_audit(app)
+    app.audit()
     sandbox.consume(Decimal("42"), "credits")
     clock.advance(minutes=15)
-    [outcome] = run_audit(app)
+    [outcome] = app.audit()
     [body] = bodies
     assert body["event"] == "audit_findings"
     [posted] = body["findings"]
@@ -508,12 +512,12 @@ def test_a_dead_alert_webhook_never_fails_the_audit(
     make_app: AppFactory, clock: Clock, sandbox: SandboxServer
 ) -> None:
     app = make_app(alert_webhook_url="http://127.0.0.1:9/dead", alert_attempts="1")
-    run_audit(app)
+    app.audit()
     sandbox.consume(Decimal("42"), "credits")
     clock.advance(minutes=15)
     with capture_logs() as logs:
-        [outcome] = run_audit(app)
+        [outcome] = app.audit()
     assert outcome.status == "ok"
-    assert [f["amount"] for f in outcome.findings] == ["42"]
+    assert [f.to_dict()["amount"] for f in outcome.findings] == ["42"]
     assert [e["event"] for e in logs if e["event"] == "alert_failed"] == ["alert_failed"]
     assert _count(app, Finding) == 1

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from preflight.api import Preflight
+from preflight.cli.exit_codes import exit_code_of
 from preflight.errors import NoGoError
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 from preflight.settings import load_settings
@@ -40,7 +41,7 @@ def test_a_go_batch_runs_records_and_is_finished(app: tuple[Preflight, SandboxSe
         assert run.check.verdict == "go"
         run.record("job-1", "succeeded", cost="10")
         sandbox.consume(Decimal(25), "credits")  # someone else spends
-    shown = preflight.show("ctx-go")
+    shown = preflight.show("ctx-go").to_dict()
     assert shown["status"] == "finished"
     assert shown["outcomes"]["total"] == 1
     assert [s["kind"] for s in shown["snapshots"]] == ["preflight", "finish"]
@@ -52,7 +53,7 @@ def test_the_batch_is_finished_even_when_the_block_raises(
     preflight, _ = app
     with pytest.raises(RuntimeError, match="worker crashed"), preflight.batch("ctx-crash"):
         raise RuntimeError("worker crashed")
-    assert preflight.show("ctx-crash")["status"] == "finished"
+    assert preflight.show("ctx-crash").to_dict()["status"] == "finished"
 
 
 def test_a_no_go_refuses_to_start_with_the_verdicts_exit_code(
@@ -64,8 +65,8 @@ def test_a_no_go_refuses_to_start_with_the_verdicts_exit_code(
         entered = True
     assert not entered
     assert refused.value.verdict == "insufficient"
-    assert refused.value.exit_code == 10
-    assert preflight.show("ctx-short")["status"] == "blocked"
+    assert exit_code_of(refused.value) == 10
+    assert preflight.show("ctx-short").to_dict()["status"] == "blocked"
 
 
 def test_strict_refuses_at_risk(app: tuple[Preflight, SandboxServer]) -> None:
@@ -74,4 +75,4 @@ def test_strict_refuses_at_risk(app: tuple[Preflight, SandboxServer]) -> None:
     with pytest.raises(NoGoError) as refused, preflight.batch("ctx-risky", need="50", strict=True):
         pass
     assert refused.value.verdict == "at_risk"
-    assert refused.value.exit_code == 14
+    assert exit_code_of(refused.value) == 14

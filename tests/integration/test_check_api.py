@@ -104,7 +104,7 @@ def test_go_then_rechecks_keep_the_first_snapshot(
     assert third.snapshot_kind == "recheck"
     assert third.need == Decimal(10)  # the declared need is kept by a recheck without one
 
-    shown = make_preflight().show("nightly")  # a fresh instance reads what was stored
+    shown = make_preflight().show("nightly").to_dict()  # a fresh instance reads what was stored
     assert [(s["id"], s["kind"], s["credits"]) for s in shown["snapshots"]] == [
         (first.snapshot_id, "preflight", "1200"),
         (second.snapshot_id, "recheck", "1150"),
@@ -195,7 +195,7 @@ def test_amounts_round_trip_exactly(
     assert format(summed.outstanding_other, "f") == "0.699999999999"
     assert exact.to_dict()["balance"] == "1200.000000000001"
 
-    shown = make_preflight().show("exact")
+    shown = make_preflight().show("exact").to_dict()
     assert shown["need"] == "1200.000000000001"
     assert [s["credits"] for s in shown["snapshots"]] == ["1200.000000000001"]
 

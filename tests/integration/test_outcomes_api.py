@@ -102,14 +102,14 @@ def test_record_many_streams_a_large_generator(
         for n in range(count):
             if n == count // 2:
                 # The import commits as it goes: half-way, earlier lines are already stored.
-                committed_midway.append(app.show("big")["outcomes"]["total"])
+                committed_midway.append(app.show("big").to_dict()["outcomes"]["total"])
             yield line(f"job-{n:06d}", cost="0.25", http_status=200)
 
     result = app.record_many("big", lines())
     assert (result.lines, result.inserted, result.duplicates) == (count, count, 0)
     assert result.tags == {}
     assert 0 < committed_midway[0] < count
-    totals = app.show("big")["outcomes"]
+    totals = app.show("big").to_dict()["outcomes"]
     assert totals["total"] == count
     assert totals["succeeded"] == count
     assert Decimal(totals["cost"]) == Decimal("0.25") * count
@@ -121,7 +121,7 @@ def test_a_bad_line_keeps_every_line_before_it(app: Preflight) -> None:
     lines = [*good[: bad - 1], line("oops", cost="-3"), *good[bad:]]
     with pytest.raises(UsageError, match=f"^line {bad}: cost"):
         app.record_many("B", iter(lines))
-    totals = app.show("B")["outcomes"]
+    totals = app.show("B").to_dict()["outcomes"]
     kept = bad - 1
     assert totals["total"] == kept
     assert Decimal(totals["cost"]) == kept * (kept + 1) // 2
@@ -132,7 +132,7 @@ def test_a_contradicting_duplicate_in_the_file_keeps_the_lines_before_it(app: Pr
     lines[6] = line("j2", cost="2")  # line 7 contradicts line 2
     with pytest.raises(UsageError, match=r"^line 7: "):
         app.record_many("B", lines)
-    assert app.show("B")["outcomes"]["total"] == 6
+    assert app.show("B").to_dict()["outcomes"]["total"] == 6
 
 
 # ---------------------------------------------------------------- classification
@@ -151,7 +151,7 @@ def test_a_late_failure_is_reclassified_when_a_snapshot_arrives(
     )
     imported = app.record_many("late", [failure])
     assert imported.tags == {"inconclusive": 1}
-    first = app.show("late")["quota_failures"][0]
+    first = app.show("late").to_dict()["quota_failures"][0]
     assert first["tag"] == "inconclusive"
     assert "no usable snapshot" in first["reason"]
 
@@ -159,7 +159,7 @@ def test_a_late_failure_is_reclassified_when_a_snapshot_arrives(
     reading = app.profile()
     assert app.classify("late") == {"concurrent_consumption": 1}
 
-    failure_row = app.show("late")["quota_failures"][0]
+    failure_row = app.show("late").to_dict()["quota_failures"][0]
     assert failure_row["tag"] == "concurrent_consumption"
     evidence = failure_row["evidence"]
     assert evidence["snapshot_ids"] == [check.snapshot_id, reading.snapshot_id]
@@ -194,7 +194,7 @@ def test_classify_twice_stores_the_same_tags(
     assert app.classify("B") == {"concurrent_consumption": 1}
     assert stored_tags(app) == before
 
-    concurrent = app.show("B")["quota_failures"][0]
+    concurrent = app.show("B").to_dict()["quota_failures"][0]
     assert concurrent["attribution"] == [{"batch_id": "A", "cost": "30"}]
     assert concurrent["unattributed"] == "25"
     with app.database.read() as session:

@@ -22,7 +22,6 @@ import pytest
 import sqlalchemy as sa
 
 from preflight.api import Preflight
-from preflight.audit import run_audit
 from preflight.db import migrate
 from preflight.db.session import build_engine
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
@@ -213,7 +212,7 @@ def test_sigterm_during_a_run_exits_0_and_leaves_no_partial_run(
 
     # The abandoned period is not lost: the next replica to tick completes it.
     with Preflight(load_settings(env)) as app:
-        [completed] = run_audit(app)
+        [completed] = app.audit()
     assert completed.takeover
     assert completed.status == "ok"
     assert [c.status for c in _claims(engine)] == ["done"]

@@ -11,8 +11,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from preflight.alerts import send_alerts
-from preflight.audit import accounts_to_audit, period_start, token_fingerprint
-from preflight.cli_audit import validate_webhook_url
+from preflight.services.audit import accounts_to_audit, current_period, token_fingerprint
+from preflight.services.profile import validate_webhook_url
 from preflight.domain.audit import (
     FindingKind,
     Point,
@@ -47,21 +47,21 @@ def _point(sid: int, minutes: float, credits: str | None, quota: str | None = No
 
 def test_interval_periods_are_aligned_to_the_epoch_in_utc() -> None:
     settings = _settings()
-    assert period_start(settings, T0 + timedelta(minutes=14, seconds=59)) == T0
-    assert period_start(settings, T0 + timedelta(minutes=15)) == T0 + timedelta(minutes=15)
+    assert current_period(settings, T0 + timedelta(minutes=14, seconds=59)) == T0
+    assert current_period(settings, T0 + timedelta(minutes=15)) == T0 + timedelta(minutes=15)
     # Another offset, the same instant: the same period on every host.
     plus_two = datetime(2026, 3, 2, 12, 7, tzinfo=UTC).astimezone(timezone(timedelta(hours=2)))
-    assert period_start(settings, plus_two) == datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    assert current_period(settings, plus_two) == datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
     two_seconds = _settings(PREFLIGHT_AUDIT_INTERVAL="2s")
-    assert period_start(two_seconds, T0 + timedelta(seconds=5.5)) == T0 + timedelta(seconds=4)
+    assert current_period(two_seconds, T0 + timedelta(seconds=5.5)) == T0 + timedelta(seconds=4)
 
 
 def test_cron_period_is_the_latest_fire_time_and_wins_over_the_interval() -> None:
     settings = _settings(PREFLIGHT_AUDIT_CRON="5 */6 * * *", PREFLIGHT_AUDIT_INTERVAL="1m")
-    assert period_start(settings, T0) == datetime(2026, 3, 2, 6, 5, tzinfo=UTC)
-    assert period_start(settings, T0.replace(hour=12, minute=5)) == T0.replace(hour=12, minute=5)
+    assert current_period(settings, T0) == datetime(2026, 3, 2, 6, 5, tzinfo=UTC)
+    assert current_period(settings, T0.replace(hour=12, minute=5)) == T0.replace(hour=12, minute=5)
     yearly = _settings(PREFLIGHT_AUDIT_CRON="0 0 1 1 *")
-    assert period_start(yearly, T0) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert current_period(yearly, T0) == datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- settings
@@ -228,7 +228,7 @@ def test_retention_keeps_the_first_per_hour_then_the_first_per_day() -> None:
 def test_webhook_url_validation() -> None:
     assert validate_webhook_url("https://example.com/hook") == "https://example.com/hook"
     assert validate_webhook_url("http://localhost:9000/h", allow_http=True)
-    with pytest.raises(UsageError, match=r"must be an https URL .*--allow-http"):
+    with pytest.raises(UsageError, match=r"webhook_url: must be an https URL .*allow_http"):
         validate_webhook_url("http://example.com/hook")
     with pytest.raises(UsageError, match="needs a host"):
         validate_webhook_url("https:///nohost")

@@ -1,33 +1,21 @@
-"""CLI commands of the scheduled audit (``audit``, ``worker``, ``findings``, ``profile update``).
+"""CLI commands of the scheduled audit: ``audit``, ``worker``, ``findings``.
 
-preflight/cli.py imports this module at its end and calls :func:`register`; the helpers
-both share live in preflight/cli_support.py. Heavy modules (SQLAlchemy, httpx,
-APScheduler) are imported inside the commands, so ``--help`` stays fast.
+Heavy modules (SQLAlchemy, httpx, APScheduler) are imported inside the commands, so
+``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import click
 
-from preflight.cli_support import FORMAT_OPTION, emit_json, open_app, parse_since, print_table
-from preflight.errors import UsageError
-from preflight.settings import FINDING_KINDS
+from preflight.cli.render import print_table
+from preflight.cli.support import FORMAT_OPTION, SINCE_OPTION, emit_json, open_app, parse_since
+from preflight.domain.vocabulary import FINDING_KINDS
 
 if TYPE_CHECKING:
-    from preflight.audit import AuditOutcome
-
-
-def register(group: click.Group) -> None:
-    """Add the audit commands to the ``preflight`` group (and ``update`` to ``profile``)."""
-    group.add_command(audit)
-    group.add_command(worker)
-    group.add_command(findings)
-    profile = group.commands["profile"]
-    assert isinstance(profile, click.Group)
-    profile.add_command(profile_update)
+    from preflight.services.results import AuditOutcome
 
 
 # ---------------------------------------------------------------- audit
@@ -53,10 +41,8 @@ def audit(account: str | None, force: bool, output_format: str) -> int:
     of old audit snapshots. A second run in the same period (another host's cron, a
     worker) does nothing, says so, and exits 0. Findings: `preflight findings`.
     """
-    from preflight.audit import run_audit
-
     with open_app() as app:
-        outcomes = run_audit(app, account=account, force=force)
+        outcomes = app.audit(account=account, force=force)
     if output_format == "json":
         emit_json([outcome.to_dict() for outcome in outcomes])
     else:
@@ -86,7 +72,7 @@ def _echo_outcome(outcome: AuditOutcome) -> None:
     if outcome.reason:
         click.echo(f"  {outcome.reason}")
     for finding in outcome.findings:
-        click.echo(f"  {_describe(finding)}")
+        click.echo(f"  {_describe(finding.to_dict())}")
 
 
 def _describe(finding: dict[str, Any]) -> str:
@@ -115,7 +101,7 @@ def worker() -> int:
     from preflight.worker import run_worker
 
     with open_app() as app:
-        run_worker(app)
+        run_worker(app.runtime)
     return 0
 
 
@@ -123,18 +109,15 @@ def worker() -> int:
 
 
 @click.command()
-@click.option(
-    "--since", metavar="ISO8601|DURATION", help="Only newer than this time, or e.g. 24h, 7d."
-)
+@SINCE_OPTION
 @click.option("--kind", type=click.Choice(FINDING_KINDS), help="Only findings of this kind.")
 @click.option("--account", help="Only this configured account.")
 @FORMAT_OPTION
 def findings(since: str | None, kind: str | None, account: str | None, output_format: str) -> int:
     """What the audit found, oldest first: unexplained consumption, low balance, stale batches."""
-    from preflight.audit import list_findings
-
     with open_app() as app:
-        rows = list_findings(app, since=parse_since(since), kind=kind, account=account)
+        found = app.findings(since=parse_since(since), kind=kind, account=account)
+        rows = [finding.to_dict() for finding in found]
     if output_format == "json":
         emit_json(rows)
     else:
@@ -153,65 +136,4 @@ def findings(since: str | None, kind: str | None, account: str | None, output_fo
                 for r in rows
             ],
         )
-    return 0
-
-
-# ---------------------------------------------------------------- profile update
-
-
-def validate_webhook_url(url: str, *, allow_http: bool = False) -> str:
-    """``url`` if it is an https (or, allowed, http) URL with a host; else a UsageError.
-
-    The URL is not echoed in the error: webhook URLs often carry a secret.
-    """
-    allowed = ("https", "http") if allow_http else ("https",)
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-    except ValueError:
-        raise UsageError("--webhook-url is not a valid URL") from None
-    if parts.scheme.lower() not in allowed:
-        hint = "" if allow_http else " (--allow-http permits http:// for local use)"
-        raise UsageError(f"--webhook-url must be an {' or '.join(allowed)} URL{hint}")
-    if not host or any(char.isspace() or ord(char) < 0x20 for char in url.strip()):
-        raise UsageError("--webhook-url needs a host and no spaces or control characters")
-    return url.strip()
-
-
-@click.command("update")
-@click.option("--webhook-url", required=True, metavar="URL", help="The new webhookUrl.")
-@click.option("--allow-http", is_flag=True, help="Accept an http:// URL (local testing only).")
-@click.option("--account", envvar="PREFLIGHT_ACCOUNT", show_envvar=True, help="Configured account.")
-@FORMAT_OPTION
-def profile_update(
-    webhook_url: str, allow_http: bool, account: str | None, output_format: str
-) -> int:
-    """Set the profile's webhookUrl (POST /api/open/v1/profile).
-
-    \b
-    Kept apart from batch work: check, record and the audit never call it, so a
-    validation error here can never block a batch.
-    Exit codes: 0 updated, 2 the URL is refused (here or by the vendor), 11 the
-    vendor said 401, 13 the vendor is unavailable.
-    """
-    import json
-
-    url = validate_webhook_url(webhook_url, allow_http=allow_http)
-    with open_app() as app:
-        name = app.settings.account_settings(account).name
-        profile = app.vendor(name).update_profile({"webhookUrl": url})
-    try:
-        echoed = json.loads(profile.raw).get("webhookUrl")
-    except (ValueError, AttributeError):
-        echoed = None
-    data = {
-        "account": name,
-        "webhook_url": echoed if isinstance(echoed, str) else url,
-        "user_id": profile.user_id,
-        "tier": profile.tier,
-    }
-    if output_format == "json":
-        emit_json(data)
-    else:
-        click.echo(f"{name}: webhookUrl updated")
     return 0

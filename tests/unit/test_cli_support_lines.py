@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import io
 
-from preflight.cli_support import bounded_lines
+from preflight.cli.support import bounded_lines
 
 
 def test_bounded_lines_cuts_a_long_line_and_stops() -> None:

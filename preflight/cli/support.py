@@ -1,7 +1,6 @@
-"""Helpers shared by the CLI modules: output formats, JSON, tables, settings, the app.
+"""Helpers shared by the command modules: options, JSON output, settings, the app.
 
-Kept apart from ``preflight.cli`` so that ``preflight.cli_audit`` can import them at
-module level without a circular import. Heavy modules are imported inside functions.
+Heavy modules are imported inside functions, so ``preflight --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -94,11 +93,3 @@ def parse_since(value: str | None) -> datetime | None:
             f"{value!r} is neither an ISO 8601 time nor a duration like 24h",
             param_hint="--since",
         ) from None
-
-
-def print_table(headers: list[str], rows: list[list[Any]]) -> None:
-    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,45 @@
+"""Exit codes of the CLI, in one table (README, "Exit codes").
+
+Errors carry no exit code: each edge maps the error tree to its own codes, the CLI here,
+the HTTP app to statuses. A verdict's code comes from :func:`preflight.domain.verdict.exit_code`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from preflight.errors import (
+    AuthError,
+    BillingBlockedError,
+    NoGoError,
+    PreflightError,
+    StorageError,
+    UsageError,
+    VendorRejectedError,
+    VendorUnavailableError,
+)
+
+OK: Final = 0
+INTERNAL: Final = 1
+USAGE: Final = 2
+STORAGE: Final = 3
+INTERRUPTED: Final = 130
+
+#: Most specific first: the first class an error is an instance of gives its code.
+_BY_ERROR: Final[tuple[tuple[type[PreflightError], int], ...]] = (
+    (UsageError, USAGE),
+    (AuthError, 11),
+    (BillingBlockedError, 12),
+    (VendorRejectedError, USAGE),
+    (VendorUnavailableError, 13),
+    (StorageError, STORAGE),
+)
+
+
+def exit_code_of(error: PreflightError) -> int:
+    """The documented exit code of ``error``."""
+    if isinstance(error, NoGoError):
+        from preflight.domain.verdict import Verdict, exit_code
+
+        return exit_code(Verdict(error.verdict), strict=error.strict)
+    return next((code for kind, code in _BY_ERROR if isinstance(error, kind)), INTERNAL)

@@ -1,0 +1,82 @@
+"""Text output for people: tables and the post-mortem of one batch (``--format text``).
+
+JSON output is each result's ``to_dict()``, printed by :func:`preflight.cli.support.emit_json`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def print_table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def print_show(data: dict[str, Any]) -> None:
+    need = data["need"] or "-"
+    click.echo(
+        f"batch {data['batch_id']}  account {data['account']}  status {data['status']}"
+        f"{'' if data['verified'] else ' (unverified)'}  verdict {data['verdict'] or '-'}  "
+        f"meter {data['meter'] or '-'}  need {need}"
+    )
+    click.echo("\nsnapshots")
+    print_table(
+        ["id", "kind", "taken_at", "balance", "credits", "api_quota_remaining"],
+        [
+            [
+                s["id"],
+                s["kind"],
+                s["taken_at"],
+                s["balance"],
+                s["credits"],
+                s["api_quota_remaining"],
+            ]
+            for s in data["snapshots"]
+        ],
+    )
+    totals = data["outcomes"]
+    click.echo(
+        f"\noutcomes: {totals['total']} total, {totals['succeeded']} succeeded, "
+        f"{totals['failed']} failed ({totals['quota_failures']} for quota), "
+        f"consumed {totals['cost']}"
+    )
+    for late in data["late_outcomes"]:
+        click.echo(
+            f"late: job {late['job_id']} attempt {late['attempt']} ({late['status']}) "
+            f"recorded {late['recorded_at']}, after the batch was finished"
+        )
+    for failure in data["quota_failures"]:
+        echo_failure(failure)
+
+
+def echo_failure(failure: dict[str, Any]) -> None:
+    evidence = failure["evidence"] or {}
+    click.echo(
+        f"\nquota failure: job {failure['job_id']} attempt {failure['attempt']} "
+        f"at {failure['failed_at']} ({failure['batch_id']})"
+    )
+    click.echo(f"  tag       {failure['tag'] or '-'}")
+    click.echo(f"  reason    {failure['reason']}")
+    if evidence:
+        click.echo(
+            "  evidence  "
+            + ", ".join(
+                f"{key}={evidence.get(key)}"
+                for key in ("b0", "ba", "own", "expected_cost", "foreign", "foreign_before_failure")
+                if evidence.get(key) is not None
+            )
+            + (" (top-up seen: foreign is a lower bound)" if evidence.get("topup") else "")
+        )
+        if evidence.get("attributed_exceeds_measured"):
+            click.echo("  note      other batches recorded more than the balance drop shows")
+        click.echo(f"  snapshots {', '.join(str(i) for i in evidence.get('snapshot_ids', []))}")
+    for item in failure["attribution"]:
+        click.echo(f"  spent by  {item['batch_id']}: {item['cost']}")
+    if failure["unattributed"] is not None:
+        click.echo(f"  unattributed (recorded by no batch): {failure['unattributed']}")

@@ -1,0 +1,239 @@
+"""``finish`` a batch, and the post-mortem reads: ``show``, ``failures``, ``batches``,
+``findings``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import structlog
+
+from preflight.db import reports
+from preflight.db import repositories as repo
+from preflight.domain.batch import validate_batch_id
+from preflight.domain.classify import Attributed, foreign_consumption
+from preflight.domain.vocabulary import FINDING_KINDS, BatchStatus, SnapshotKind, Tag
+from preflight.domain.wire import amount_text
+from preflight.errors import ConfigError, UsageError, VendorError
+from preflight.services.results import (
+    BatchListing,
+    BatchReport,
+    BatchView,
+    FailureView,
+    FindingView,
+    FinishResult,
+    LateOutcome,
+    OutcomeTotals,
+    SnapshotView,
+    SpendSummary,
+)
+from preflight.services.runtime import Runtime
+from preflight.services.snapshots import take_snapshot
+
+if TYPE_CHECKING:
+    from preflight.db.models import Batch, FailureTag, Finding, Outcome, Snapshot
+    from preflight.db.session import Session
+
+log = structlog.get_logger("preflight")
+
+
+def finish(rt: Runtime, batch_id: str, *, snapshot: bool = True) -> FinishResult:
+    """Take a ``finish`` snapshot, mark the batch finished, and compare its own cost
+    with the balance drop since its preflight snapshot (foreign consumption).
+
+    Idempotent: finishing a finished batch takes no snapshot and answers the first
+    finish's numbers (outcomes recorded after it are late and not counted).
+    """
+    validate_batch_id(batch_id)
+    with rt.database.read() as session:
+        batch = _existing(session, batch_id, hint=": check or record it first")
+        if batch.finished_at is not None:
+            return FinishResult(
+                batch_id, batch.finished_at, _summary(session, batch), None, already_finished=True
+            )
+        account_name = batch.account.name
+    snapshot_error: str | None = None
+    if snapshot:
+        try:
+            take_snapshot(rt, account_name, SnapshotKind.FINISH, batch_id=batch_id)
+        except (VendorError, ConfigError) as exc:
+            snapshot_error = str(exc)
+            log.info("finish_snapshot_failed", batch_id=batch_id, error=snapshot_error)
+    now = rt.clock()
+    with rt.database.write() as session:
+        batch = _existing(session, batch_id)
+        if batch.finished_at is not None:  # a concurrent finish won: its numbers stand
+            return FinishResult(
+                batch_id, batch.finished_at, _summary(session, batch), None, already_finished=True
+            )
+        batch.status = BatchStatus.FINISHED.value
+        batch.finished_at = now
+        batch.last_activity_at = now
+        summary = _summary(session, batch)
+    log.info("batch_finished", batch_id=batch_id, own_cost=amount_text(summary.own_cost))
+    return FinishResult(batch_id, now, summary, snapshot_error)
+
+
+def show(rt: Runtime, batch_id: str) -> BatchReport:
+    """One batch: status, snapshots in time order, outcome totals, tagged quota failures."""
+    validate_batch_id(batch_id)
+    with rt.database.read() as session:
+        batch = _existing(session, batch_id)
+        totals = reports.totals(session, [batch.id]).get(batch.id)
+        return BatchReport(
+            batch=batch_view(batch),
+            snapshots=[
+                _snapshot_view(s, batch.meter) for s in reports.batch_snapshots(session, batch)
+            ],
+            outcomes=_totals_view(totals),
+            late_outcomes=[
+                LateOutcome(o.job_id, o.attempt, o.status, o.recorded_at)
+                for o in reports.late_outcomes(session, batch)
+            ],
+            quota_failures=[failure_view(*row) for row in reports.batch_failures(session, batch)],
+        )
+
+
+def failures(
+    rt: Runtime,
+    *,
+    since: datetime | None = None,
+    tag: str | None = None,
+    account: str | None = None,
+) -> list[FailureView]:
+    """Quota failures across batches, oldest first."""
+    if tag is not None and tag not in set(Tag):
+        raise UsageError(f"tag: must be one of {', '.join(Tag)}, not {tag!r}")
+    with rt.database.read() as session:
+        rows = reports.failures(session, since=since, tag=tag, account=account)
+        return [failure_view(*row) for row in rows]
+
+
+def batches(
+    rt: Runtime,
+    *,
+    since: datetime | None = None,
+    status: str | None = None,
+    account: str | None = None,
+) -> list[BatchListing]:
+    """Recent batches, newest first, with verdicts and outcome totals."""
+    if status is not None and status not in set(BatchStatus):
+        raise UsageError(f"status: must be one of {', '.join(BatchStatus)}, not {status!r}")
+    with rt.database.read() as session:
+        rows = reports.batches(session, since=since, status=status, account=account)
+        totals = reports.totals(session, [b.id for b in rows])
+        return [BatchListing(batch_view(b), _totals_view(totals.get(b.id))) for b in rows]
+
+
+def findings(
+    rt: Runtime,
+    *,
+    since: datetime | None = None,
+    kind: str | None = None,
+    account: str | None = None,
+) -> list[FindingView]:
+    """Stored audit findings, oldest first."""
+    if kind is not None and kind not in FINDING_KINDS:
+        raise UsageError(f"kind: must be one of {', '.join(FINDING_KINDS)}, not {kind!r}")
+    with rt.database.read() as session:
+        rows = reports.findings(session, since=since, kind=kind, account=account)
+        return [finding_view(finding, name) for finding, name in rows]
+
+
+# ---------------------------------------------------------------- rows → read models
+
+
+def batch_view(batch: Batch) -> BatchView:
+    return BatchView(
+        batch_id=batch.batch_id,
+        account=batch.account.name,
+        status=batch.status,
+        verdict=batch.verdict,
+        verified=batch.verified,
+        meter=batch.meter,
+        need=batch.need,
+        reserve=batch.reserve,
+        labels=dict(batch.labels),
+        created_at=batch.created_at,
+        checked_at=batch.checked_at,
+        finished_at=batch.finished_at,
+    )
+
+
+def failure_view(outcome: Outcome, tag: FailureTag | None, batch_id: str) -> FailureView:
+    return FailureView(
+        batch_id=batch_id,
+        job_id=outcome.job_id,
+        attempt=outcome.attempt,
+        failed_at=outcome.occurred_at,
+        http_status=outcome.http_status,
+        error=outcome.error,
+        tag=tag.tag if tag else None,
+        reason=tag.reason if tag else "not classified yet",
+        evidence=dict(tag.evidence) if tag else {},
+        attribution=tuple(
+            Attributed(item["batch_id"], Decimal(item["cost"])) for item in tag.attribution
+        )
+        if tag
+        else (),
+        unattributed=tag.unattributed if tag else None,
+        classifier_version=tag.classifier_version if tag else None,
+        classified_at=tag.classified_at if tag else None,
+    )
+
+
+def finding_view(finding: Finding, account: str) -> FindingView:
+    return FindingView(
+        id=finding.id,
+        kind=finding.kind,
+        account=account,
+        amount=finding.amount,
+        window_start=finding.window_start,
+        window_end=finding.window_end,
+        batches=tuple(finding.batches),
+        audit_run_id=finding.audit_run_id,
+        detail=dict(finding.detail),
+        created_at=finding.created_at,
+    )
+
+
+def _snapshot_view(snapshot: Snapshot, meter: str | None) -> SnapshotView:
+    return SnapshotView(
+        id=snapshot.id,
+        kind=snapshot.kind,
+        taken_at=snapshot.taken_at,
+        credits=snapshot.credits,
+        api_quota_remaining=snapshot.api_quota_remaining,
+        balance=snapshot.meter(meter) if meter else None,
+    )
+
+
+def _totals_view(totals: reports.Totals | None) -> OutcomeTotals:
+    if totals is None:
+        return OutcomeTotals()
+    return OutcomeTotals(
+        total=totals.total,
+        succeeded=totals.total - totals.failed,
+        failed=totals.failed,
+        quota_failures=totals.quota_failures,
+        late=totals.late,
+        cost=totals.cost,
+    )
+
+
+def _summary(session: Session, batch: Batch) -> SpendSummary:
+    """Own cost, and foreign consumption from the preflight to the first finish snapshot."""
+    inputs = repo.spend_inputs(session, batch)
+    start, end = inputs.start, inputs.end
+    if start is None or end is None or start.balance is None or end.balance is None:
+        return SpendSummary(inputs.meter, inputs.own_cost, start, end, None)
+    foreign = foreign_consumption(start, end, inputs.between, inputs.own)
+    return SpendSummary(inputs.meter, inputs.own_cost, start, end, foreign)
+
+
+def _existing(session: Session, batch_id: str, *, hint: str = "") -> Batch:
+    batch = repo.find_batch(session, batch_id)
+    if batch is None:
+        raise UsageError(f"no batch {batch_id!r}{hint}")
+    return batch

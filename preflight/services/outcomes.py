@@ -1,0 +1,244 @@
+"""``record`` one outcome or many, and (re)``classify`` stored quota failures."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import structlog
+
+from preflight.db import repositories as repo
+from preflight.domain.batch import validate_batch_id
+from preflight.domain.classify import Classification
+from preflight.domain.classify import classify as classify_failure
+from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
+from preflight.domain.vocabulary import SnapshotKind, Tag
+from preflight.errors import ConfigError, UsageError, VendorError
+from preflight.services.results import ImportResult, RecordResult
+from preflight.services.runtime import Runtime
+from preflight.services.snapshots import take_snapshot
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from preflight.db.models import Batch
+    from preflight.db.session import Session
+
+log = structlog.get_logger("preflight")
+
+
+def record(
+    rt: Runtime,
+    batch_id: str,
+    outcome: OutcomeInput | Mapping[str, object],
+    *,
+    snapshot: bool = True,
+    account: str | None = None,
+) -> RecordResult:
+    """Record one job outcome; idempotent on (batch, job, attempt).
+
+    The same outcome again changes nothing; a different one for the same key is a
+    ``ConflictError``. A quota failure recorded live takes a ``failure`` snapshot
+    (unless ``snapshot`` is False) and is classified at once.
+    """
+    validate_batch_id(batch_id)
+    item = outcome if isinstance(outcome, OutcomeInput) else build_outcome(outcome)
+    now = rt.clock()
+    with rt.database.write() as session:
+        batch = _batch_for_outcomes(rt, session, batch_id, account, now)
+        stored = repo.store_outcomes(session, batch, [(1, item)], now)
+        if stored.conflict is not None:
+            raise stored.conflict[1]
+        batch.last_activity_at = now
+        account_name = batch.account.name
+        warnings = lifecycle_warnings(batch)
+    created = stored.inserted == 1
+    snapshot_id: int | None = None
+    snapshot_error: str | None = None
+    if created and item.quota_failure and snapshot:
+        try:
+            snapshot_id = take_snapshot(
+                rt,
+                account_name,
+                SnapshotKind.FAILURE,
+                batch_id=batch_id,
+                outcome=(item.job_id, item.attempt),
+            ).snapshot_id
+        except (VendorError, ConfigError) as exc:
+            # The outcome is stored; the audit job reclassifies once a snapshot exists.
+            snapshot_error = str(exc)
+            log.info("failure_snapshot_failed", batch_id=batch_id, error=snapshot_error)
+    tag: Classification | None = None
+    if item.quota_failure:
+        tags = classify_batches(rt, [batch_id], job=(item.job_id, item.attempt))
+        tag = tags[0] if tags else None
+    log.info(
+        "outcome_recorded",
+        batch_id=batch_id,
+        job_id=item.job_id,
+        attempt=item.attempt,
+        status=item.status.value,
+        created=created,
+        tag=tag.tag.value if tag else None,
+    )
+    return RecordResult(batch_id, item, created, tag, snapshot_id, snapshot_error, warnings)
+
+
+def record_many(
+    rt: Runtime,
+    batch_id: str,
+    lines: Iterable[str | bytes],
+    *,
+    account: str | None = None,
+    chunk_size: int = 1000,
+) -> ImportResult:
+    """Record outcomes from JSON Lines, streaming, ``chunk_size`` per transaction.
+
+    A bad line stops the import with a ``UsageError`` naming its line number; every
+    line before it is kept (re-running the fixed file is safe: records are
+    idempotent). Quota failures are classified from the account's snapshot
+    timeline afterwards; no live snapshot is taken.
+    """
+    validate_batch_id(batch_id)
+    counts = {"lines": 0, "inserted": 0, "duplicates": 0}
+    pending: list[tuple[int, OutcomeInput]] = []
+    quota_failures_seen = 0
+    warnings: dict[str, None] = {}
+
+    def flush() -> None:
+        if not pending:
+            return
+        now = rt.clock()
+        with rt.database.write() as session:
+            batch = _batch_for_outcomes(rt, session, batch_id, account, now)
+            stored = repo.store_outcomes(session, batch, pending, now)
+            batch.last_activity_at = now
+            warnings.update(dict.fromkeys(lifecycle_warnings(batch)))
+        counts["inserted"] += stored.inserted
+        counts["duplicates"] += stored.duplicates
+        pending.clear()
+        if stored.conflict is not None:
+            line_no, error = stored.conflict
+            raise UsageError(f"line {line_no}: {error}")
+
+    for line_no, raw in enumerate(lines, start=1):
+        try:
+            # Bytes are decoded line by line, so a bad byte is blamed on its own line.
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            flush()
+            raise UsageError(f"line {line_no}: not UTF-8 text") from None
+        if len(line.rstrip("\r\n")) > MAX_LINE_BYTES:
+            flush()
+            raise UsageError(f"line {line_no}: longer than {MAX_LINE_BYTES} bytes")
+        if not line.strip():
+            continue
+        counts["lines"] += 1
+        try:
+            item = parse_json_line(line)
+        except UsageError as exc:
+            flush()
+            raise UsageError(f"line {line_no}: {exc}") from None
+        quota_failures_seen += item.quota_failure
+        pending.append((line_no, item))
+        if len(pending) >= chunk_size:
+            flush()
+    flush()
+    tags = classify_batches(rt, [batch_id]) if quota_failures_seen else []
+    return ImportResult(
+        batch_id=batch_id,
+        lines=counts["lines"],
+        inserted=counts["inserted"],
+        duplicates=counts["duplicates"],
+        tags=count_tags(tags),
+        warnings=tuple(warnings),
+    )
+
+
+def classify(
+    rt: Runtime, batch_id: str | None = None, *, only_inconclusive: bool = False
+) -> dict[str, int]:
+    """(Re)classify stored quota failures of one batch, or of every batch. Idempotent.
+
+    ``only_inconclusive`` limits it to failures that need it: untagged, inconclusive, or
+    tagged by an older classifier version.
+    """
+    if batch_id is not None:
+        validate_batch_id(batch_id)
+        with rt.database.read() as session:
+            if repo.find_batch(session, batch_id) is None:
+                raise UsageError(f"no batch {batch_id!r}")
+        names = [batch_id]
+    else:
+        with rt.database.read() as session:
+            names = repo.batches_with_quota_failures(session)
+    only = {Tag.INCONCLUSIVE.value} if only_inconclusive else None
+    return count_tags(classify_batches(rt, names, only_tags=only))
+
+
+def classify_batches(
+    rt: Runtime,
+    batch_ids: Iterable[str],
+    *,
+    job: tuple[str, int] | None = None,
+    only_tags: Collection[str] | None = None,
+) -> list[Classification]:
+    """Classify the quota failures of these batches (or one job) and store the tags."""
+    results: list[Classification] = []
+    now = rt.clock()
+    with rt.database.write() as session:
+        for batch_id in batch_ids:
+            batch = repo.find_batch(session, batch_id)
+            if batch is None:
+                continue
+            failures = [
+                f
+                for f in repo.quota_failures(session, batch, only_tags=only_tags)
+                if job is None or (f.job_id, f.attempt) == job
+            ]
+            cases = repo.load_quota_failures(
+                session,
+                batch,
+                failures,
+                staleness_window=rt.settings.staleness_window,
+                tolerance=rt.settings.tolerance,
+            )
+            for failure, case in zip(failures, cases, strict=True):
+                result = classify_failure(case)
+                repo.save_tag(session, failure, result, now=now)
+                results.append(result)
+    return results
+
+
+def count_tags(results: Iterable[Classification]) -> dict[str, int]:
+    return dict(Counter(result.tag.value for result in results))
+
+
+def lifecycle_warnings(batch: Batch) -> tuple[str, ...]:
+    """What a caller recording outcomes of ``batch`` should hear (a warning, not an error)."""
+    warnings: list[str] = []
+    if batch.checked_at is None:
+        warnings.append(
+            f"batch {batch.batch_id!r} was never checked: "
+            "its quota failures stay inconclusive (no preflight snapshot)"
+        )
+    if batch.finished_at is not None:
+        warnings.append(
+            f"batch {batch.batch_id!r} is finished: the outcome is stored and shown as late"
+        )
+    return tuple(warnings)
+
+
+def _batch_for_outcomes(
+    rt: Runtime, session: Session, batch_id: str, account: str | None, now: datetime
+) -> Batch:
+    """The batch, or a new unverified one: outcomes are never refused for lack of a check."""
+    existing = repo.find_batch(session, batch_id)
+    if existing is not None:
+        if account is not None and existing.account.name != account:
+            raise UsageError(f"batch {batch_id!r} belongs to account {existing.account.name!r}")
+        return existing
+    account_row = repo.get_or_create_account(session, rt.account_name(account), now=now)
+    batch, _ = repo.get_or_create_batch(session, batch_id, account=account_row, now=now)
+    return batch

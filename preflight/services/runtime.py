@@ -1,0 +1,104 @@
+"""What every service runs on: settings, the database, per-account vendor clients, a clock.
+
+Built once per process (or per facade object) and handed to every verb; ``close()``
+releases the engine and the HTTP connection pools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Self
+
+from preflight.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from preflight.db.session import Database
+    from preflight.settings import Settings
+    from preflight.vendor import VendorClient
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runtime:
+    """Resources shared by the verbs. The engine is built on first use, and only once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        database: Database | None = None,
+        http_factory: Callable[[str], httpx.Client] | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._database = database
+        self._http_factory = http_factory
+        self._vendors: dict[str, VendorClient] = {}
+        self._http_clients: list[httpx.Client] = []
+
+    @property
+    def database(self) -> Database:
+        """The database, its schema checked (the embedded SQLite upgrades itself)."""
+        if self._database is None:
+            from preflight.db.migrate import ensure_schema
+            from preflight.db.session import Database
+
+            database = Database.from_url(self.settings.database_url)
+            ensure_schema(database.engine)
+            self._database = database
+        return self._database
+
+    def account_name(self, account: str | None) -> str:
+        """The configured account ``account`` (default: the settings' default account)."""
+        return self.settings.account_settings(account).name
+
+    def vendor(self, account: str | None = None) -> VendorClient:
+        """The vendor client of ``account``; ConfigError when it has no token."""
+        from preflight.vendor import RetryPolicy, VendorClient, build_http_client
+
+        account_settings = self.settings.account_settings(account)
+        name = account_settings.name
+        if name not in self._vendors:
+            if account_settings.token is None:
+                hint = (
+                    "set PREFLIGHT_API_TOKEN or PREFLIGHT_API_TOKEN_FILE"
+                    if name == "default"
+                    else f"set token_file or token_env in [accounts.{name}]"
+                )
+                raise ConfigError(f"no vendor token for account {name!r}: {hint}")
+            base_url = self.settings.vendor_url_for(account_settings)
+            http = (
+                self._http_factory(base_url)
+                if self._http_factory
+                else build_http_client(self.settings, base_url)
+            )
+            self._http_clients.append(http)
+            self._vendors[name] = VendorClient(
+                http,
+                account_settings.token,
+                policy=RetryPolicy.from_settings(self.settings),
+                max_body_bytes=self.settings.max_body_bytes,
+            )
+        return self._vendors[name]
+
+    def close(self) -> None:
+        for client in self._http_clients:
+            client.close()
+        self._http_clients.clear()
+        self._vendors.clear()
+        if self._database is not None:
+            self._database.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
