@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from preflight.api import Preflight
-from preflight.services.audit import ALREADY_AUDITED, AUTH_SKIP
 from preflight.db import migrate
 from preflight.db.models import (
     Account,
@@ -34,6 +33,7 @@ from preflight.db.models import (
 from preflight.db.session import build_engine
 from preflight.domain.classify import CLASSIFIER_VERSION
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
+from preflight.services.audit import ALREADY_AUDITED, AUTH_SKIP
 from preflight.settings import load_settings
 
 PROFILE = "GET /api/open/v1/profile"

@@ -11,8 +11,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from preflight.alerts import send_alerts
-from preflight.services.audit import accounts_to_audit, current_period, token_fingerprint
-from preflight.services.profile import validate_webhook_url
 from preflight.domain.audit import (
     FindingKind,
     Point,
@@ -22,6 +20,8 @@ from preflight.domain.audit import (
     unexplained_consumption,
 )
 from preflight.errors import ConfigError, UsageError
+from preflight.services.audit import accounts_to_audit, current_period, token_fingerprint
+from preflight.services.profile import validate_webhook_url
 from preflight.settings import FINDING_KINDS, Settings, load_settings
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
