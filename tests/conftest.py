@@ -6,8 +6,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import pytest
+
+from preflight.sandbox import SandboxServer
+from tests.support import CLOCK_START, Clock
 
 for _name in [name for name in os.environ if name.startswith("PREFLIGHT_")]:
     if _name != "PREFLIGHT_TEST_POSTGRES_URL":
@@ -74,3 +79,29 @@ def database_url(request: pytest.FixtureRequest) -> str:
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     url: str = request.getfixturevalue(name)
     return url
+
+
+@pytest.fixture
+def sandbox_options() -> dict[str, Any]:
+    """Keyword arguments of the ``sandbox`` fixture's SandboxServer, e.g. ``credits``; a module
+    overrides this fixture to give its vendor another starting balance."""
+    return {}
+
+
+@pytest.fixture
+def sandbox(sandbox_options: dict[str, Any]) -> Iterator[SandboxServer]:
+    """The sandbox vendor, serving on a free loopback port for the length of the test."""
+    with SandboxServer(**sandbox_options) as server:
+        yield server
+
+
+@pytest.fixture
+def clock_start() -> datetime:
+    """Where the ``clock`` fixture starts; a module overrides this fixture to start elsewhere."""
+    return CLOCK_START
+
+
+@pytest.fixture
+def clock(clock_start: datetime) -> Clock:
+    """A :class:`tests.support.Clock` at ``clock_start``, for ``Preflight(..., clock=clock)``."""
+    return Clock(clock_start)

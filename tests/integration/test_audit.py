@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from preflight.api import Preflight
-from preflight.db import migrate
 from preflight.db.models import (
     Account,
     AuditClaim,
@@ -30,50 +29,26 @@ from preflight.db.models import (
     Snapshot,
     TagSnapshot,
 )
-from preflight.db.session import build_engine
 from preflight.domain.classify import CLASSIFIER_VERSION
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 from preflight.services.audit import ALREADY_AUDITED, AUTH_SKIP
 from preflight.settings import load_settings
+from tests.support import Clock, upgrade_schema
 
 PROFILE = "GET /api/open/v1/profile"
 # One minute into a 15-minute period: a few minutes of work stay in the same period.
 START = datetime(2026, 3, 2, 10, 1, tzinfo=UTC)
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-
-@pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer() as server:
-        yield server
-
-
 @pytest.fixture
 def url(database_url: str) -> str:
-    engine = build_engine(database_url)
-    try:
-        migrate.upgrade(engine)
-    finally:
-        engine.dispose()
+    upgrade_schema(database_url)
     return database_url
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(START)
+def clock_start() -> datetime:
+    return START
 
 
 AppFactory = Callable[..., Preflight]

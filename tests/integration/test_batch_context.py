@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -12,27 +13,27 @@ from preflight.cli.exit_codes import exit_code_of
 from preflight.errors import NoGoError
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 from preflight.settings import load_settings
+from tests.support import upgrade_schema
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[tuple[Preflight, SandboxServer]]:
-    if database_url.startswith("postgresql"):
-        from preflight.db.migrate import upgrade
-        from preflight.db.session import build_engine
+def sandbox_options() -> dict[str, Any]:
+    return {"credits": Decimal(100), "quota": None}
 
-        engine = build_engine(database_url)
-        upgrade(engine)
-        engine.dispose()
-    with SandboxServer(credits=Decimal(100), quota=None) as sandbox:
-        settings = load_settings(
-            {
-                "PREFLIGHT_DATABASE_URL": database_url,
-                "PREFLIGHT_VENDOR_URL": sandbox.url,
-                "PREFLIGHT_API_TOKEN": DEFAULT_TOKEN,
-            }
-        )
-        with Preflight(settings) as preflight:
-            yield preflight, sandbox
+
+@pytest.fixture
+def app(database_url: str, sandbox: SandboxServer) -> Iterator[tuple[Preflight, SandboxServer]]:
+    if database_url.startswith("postgresql"):
+        upgrade_schema(database_url)
+    settings = load_settings(
+        {
+            "PREFLIGHT_DATABASE_URL": database_url,
+            "PREFLIGHT_VENDOR_URL": sandbox.url,
+            "PREFLIGHT_API_TOKEN": DEFAULT_TOKEN,
+        }
+    )
+    with Preflight(settings) as preflight:
+        yield preflight, sandbox
 
 
 def test_a_go_batch_runs_records_and_is_finished(app: tuple[Preflight, SandboxServer]) -> None:

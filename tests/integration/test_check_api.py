@@ -7,63 +7,40 @@ Verdicts from the outstanding need of the account's other open batches, the hold
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
 from preflight.api import CheckResult, Preflight
-from preflight.db import migrate
 from preflight.db.models import Batch, Snapshot
-from preflight.db.session import Database, build_engine
+from preflight.db.session import Database
 from preflight.domain.verdict import Verdict
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 from preflight.settings import load_settings
+from tests.support import Clock, upgrade_schema
 
 MakePreflight = Callable[..., Preflight]
-
-
-class Clock:
-    """The time Preflight sees: moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def vendor() -> Iterator[SandboxServer]:
-    with SandboxServer() as server:
-        yield server
 
 
 @pytest.fixture
 def url(database_url: str) -> str:
     """SQLite upgrades itself on first use; PostgreSQL needs `preflight db upgrade`."""
     if not database_url.startswith("sqlite"):
-        engine = build_engine(database_url)
-        try:
-            migrate.upgrade(engine)
-        finally:
-            engine.dispose()
+        upgrade_schema(database_url)
     return database_url
 
 
 @pytest.fixture
-def make_preflight(url: str, vendor: SandboxServer) -> Iterator[MakePreflight]:
+def make_preflight(url: str, sandbox: SandboxServer) -> Iterator[MakePreflight]:
     opened: list[Preflight] = []
 
     def make(clock: Callable[[], datetime] | None = None, **environ: str) -> Preflight:
         settings = load_settings(
             {
                 "PREFLIGHT_DATABASE_URL": url,
-                "PREFLIGHT_VENDOR_URL": vendor.url,
+                "PREFLIGHT_VENDOR_URL": sandbox.url,
                 "PREFLIGHT_API_TOKEN": DEFAULT_TOKEN,
                 "PREFLIGHT_BACKOFF_BASE": "0.01",
                 **environ,
@@ -88,11 +65,11 @@ def _assert_verdict(result: CheckResult, verdict: Verdict, outstanding: str | No
 
 
 def test_go_then_rechecks_keep_the_first_snapshot(
-    make_preflight: MakePreflight, vendor: SandboxServer
+    make_preflight: MakePreflight, sandbox: SandboxServer
 ) -> None:
     with make_preflight() as pf:
         first = pf.check("nightly", need="10", labels={"team": "tts"})
-        vendor.consume(Decimal("50"))
+        sandbox.consume(Decimal("50"))
         second = pf.check("nightly", need=Decimal("10"))
         third = pf.check("nightly")
 
@@ -138,9 +115,8 @@ def test_at_risk_counts_what_other_open_batches_still_need(
 
 
 def test_a_batch_quiet_for_longer_than_the_hold_expiry_stops_counting(
-    make_preflight: MakePreflight,
+    make_preflight: MakePreflight, clock: Clock
 ) -> None:
-    clock = Clock()
     with make_preflight(clock, PREFLIGHT_HOLD_EXPIRY="6h") as pf:
         _assert_verdict(pf.check("crashed", need="1000"), Verdict.GO, "0")
         clock.advance(hours=1)
@@ -156,7 +132,7 @@ def test_a_batch_quiet_for_longer_than_the_hold_expiry_stops_counting(
 
 
 def test_finished_and_blocked_batches_do_not_count(
-    make_preflight: MakePreflight, vendor: SandboxServer
+    make_preflight: MakePreflight, sandbox: SandboxServer
 ) -> None:
     with make_preflight() as pf:
         _assert_verdict(pf.check("done", need="1000"), Verdict.GO, "0")
@@ -175,10 +151,10 @@ def test_finished_and_blocked_batches_do_not_count(
 
 
 def test_amounts_round_trip_exactly(
-    make_preflight: MakePreflight, vendor: SandboxServer, url: str
+    make_preflight: MakePreflight, sandbox: SandboxServer, url: str
 ) -> None:
     balance = Decimal("1200.000000000001")
-    vendor.set_balance(credits=balance)
+    sandbox.set_balance(credits=balance)
     with make_preflight() as pf:
         exact = pf.check("exact", need="1200.000000000001")
         over = pf.check("over", need="1200.000000000002", meter="credits")
@@ -214,10 +190,10 @@ def test_amounts_round_trip_exactly(
 
 
 def test_a_balance_equal_to_a_long_need_is_go(
-    make_preflight: MakePreflight, vendor: SandboxServer
+    make_preflight: MakePreflight, sandbox: SandboxServer
 ) -> None:
     amount = Decimal("123456789012345678901234567890.000000000001")  # 42 significant digits
-    vendor.set_balance(credits=amount)
+    sandbox.set_balance(credits=amount)
     with make_preflight() as pf:
         result = pf.check("long", need=amount)
 

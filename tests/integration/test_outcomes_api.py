@@ -13,45 +13,29 @@ import pytest
 from sqlalchemy import select
 
 from preflight.api import Preflight
-from preflight.db import migrate
 from preflight.db.models import FailureTag, TagSnapshot
-from preflight.db.session import build_engine
 from preflight.domain.classify import CLASSIFIER_VERSION
 from preflight.errors import UsageError
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 from preflight.settings import load_settings
+from tests.support import Clock, upgrade_schema
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
 
-class Clock:
-    """A clock the test moves by hand: snapshot and record times are exact."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
+@pytest.fixture
+def sandbox_options() -> dict[str, Any]:
+    return {"credits": Decimal("100")}
 
 
 @pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer(credits=Decimal("100")) as server:
-        yield server
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock_start() -> datetime:
+    return T0
 
 
 @pytest.fixture
 def app(database_url: str, sandbox: SandboxServer, clock: Clock) -> Iterator[Preflight]:
-    engine = build_engine(database_url)
-    try:
-        migrate.upgrade(engine)  # PostgreSQL needs the explicit upgrade
-    finally:
-        engine.dispose()
+    upgrade_schema(database_url)  # PostgreSQL needs the explicit upgrade
     settings = load_settings(
         {
             "PREFLIGHT_DATABASE_URL": database_url,

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from preflight.db import migrate
-from preflight.db.session import build_engine
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
+from tests.support import upgrade_schema
 
 PROCESSES = 8
 
@@ -31,44 +30,41 @@ def _count(url: str, sql: str) -> int:
 
 
 @pytest.mark.slow
-def test_eight_processes_check_different_batches_at_once(database_url: str, tmp_path: Path) -> None:
+def test_eight_processes_check_different_batches_at_once(
+    database_url: str, tmp_path: Path, sandbox: SandboxServer
+) -> None:
     if database_url.startswith("sqlite"):
         assert not Path(database_url.removeprefix("sqlite:///")).exists()
     else:
-        engine = build_engine(database_url)
-        try:
-            migrate.upgrade(engine)
-        finally:
-            engine.dispose()
+        upgrade_schema(database_url)
 
-    with SandboxServer() as vendor:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
-        env.update(
-            {
-                "XDG_DATA_HOME": str(tmp_path / "data"),
-                "PREFLIGHT_DATABASE_URL": database_url,
-                "PREFLIGHT_VENDOR_URL": vendor.url,
-                "PREFLIGHT_API_TOKEN": DEFAULT_TOKEN,
-                "PREFLIGHT_BACKOFF_BASE": "0.01",
-                "PREFLIGHT_DEADLINE": "20",
-            }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env.update(
+        {
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "PREFLIGHT_DATABASE_URL": database_url,
+            "PREFLIGHT_VENDOR_URL": sandbox.url,
+            "PREFLIGHT_API_TOKEN": DEFAULT_TOKEN,
+            "PREFLIGHT_BACKOFF_BASE": "0.01",
+            "PREFLIGHT_DEADLINE": "20",
+        }
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "preflight", "check", f"batch-{n}", "--need", "1"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "preflight", "check", f"batch-{n}", "--need", "1"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for n in range(PROCESSES)
-        ]
-        results = []
-        for process in processes:
-            out, err = process.communicate(timeout=90)
-            results.append((process.returncode, out, err))
-        requests = vendor.request_counts["GET /api/open/v1/profile"]
+        for n in range(PROCESSES)
+    ]
+    results = []
+    for process in processes:
+        out, err = process.communicate(timeout=90)
+        results.append((process.returncode, out, err))
+    requests = sandbox.request_counts["GET /api/open/v1/profile"]
 
     for n, (code, out, err) in enumerate(results):
         assert "database is locked" not in err, f"batch-{n}: {err}"

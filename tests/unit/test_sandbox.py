@@ -41,14 +41,8 @@ def connect(
 
 
 @pytest.fixture
-def vendor() -> Iterator[SandboxServer]:
-    with SandboxServer() as server:
-        yield server
-
-
-@pytest.fixture
-def client(vendor: SandboxServer) -> Iterator[httpx.Client]:
-    with connect(vendor.url) as http:
+def client(sandbox: SandboxServer) -> Iterator[httpx.Client]:
+    with connect(sandbox.url) as http:
         yield http
 
 
@@ -71,8 +65,8 @@ def test_profile_is_the_vendor_example_with_numbers_as_exact_text(client: httpx.
     assert b'"api_quota_remaining": 988000' in response.content
 
 
-def test_decimal_meters_keep_their_digits(vendor: SandboxServer, client: httpx.Client) -> None:
-    vendor.set_balance(credits=Decimal("12.50"), quota=Decimal("0.000001"))
+def test_decimal_meters_keep_their_digits(sandbox: SandboxServer, client: httpx.Client) -> None:
+    sandbox.set_balance(credits=Decimal("12.50"), quota=Decimal("0.000001"))
 
     response = client.get(PROFILE)
 
@@ -85,11 +79,11 @@ def test_decimal_meters_keep_their_digits(vendor: SandboxServer, client: httpx.C
     assert str(body["credits"]) == "12.50"
 
 
-def test_a_meter_set_to_none_is_left_out(vendor: SandboxServer, client: httpx.Client) -> None:
-    vendor.set_balance(quota=None)
+def test_a_meter_set_to_none_is_left_out(sandbox: SandboxServer, client: httpx.Client) -> None:
+    sandbox.set_balance(quota=None)
 
     assert "api_quota_remaining" not in client.get(PROFILE).json()
-    assert vendor.balance == {"credits": Decimal("1200"), "api_quota_remaining": None}
+    assert sandbox.balance == {"credits": Decimal("1200"), "api_quota_remaining": None}
 
 
 def test_server_built_without_a_meter() -> None:
@@ -108,8 +102,8 @@ def test_server_built_without_a_meter() -> None:
     "headers",
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {DEFAULT_TOKEN}"}],
 )
-def test_bad_or_missing_token_is_401(vendor: SandboxServer, headers: dict[str, str]) -> None:
-    with connect(vendor.url, headers=headers) as http:
+def test_bad_or_missing_token_is_401(sandbox: SandboxServer, headers: dict[str, str]) -> None:
+    with connect(sandbox.url, headers=headers) as http:
         for response in (
             http.get(PROFILE),
             http.post(PROFILE, json={}),
@@ -117,7 +111,7 @@ def test_bad_or_missing_token_is_401(vendor: SandboxServer, headers: dict[str, s
         ):
             assert response.status_code == 401
             assert response.json() == {"error": "unauthorized"}
-    assert vendor.balance["credits"] == Decimal("1200")
+    assert sandbox.balance["credits"] == Decimal("1200")
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(client: httpx.Client) -> None:
@@ -129,36 +123,36 @@ def test_keep_alive_serves_many_requests_on_one_connection(client: httpx.Client)
 # ---------------------------------------------------------------- jobs
 
 
-def test_a_job_consumes_the_balance(vendor: SandboxServer, client: httpx.Client) -> None:
+def test_a_job_consumes_the_balance(sandbox: SandboxServer, client: httpx.Client) -> None:
     response = client.post(JOBS, json={"cost": "5"})
 
     assert response.status_code == 200
     assert response.json() == {"ok": True, "charged": "5", "meter": "credits", "balance": "1195"}
-    assert vendor.balance["credits"] == Decimal("1195")
+    assert sandbox.balance["credits"] == Decimal("1195")
     assert client.get(PROFILE).json()["credits"] == 1195
 
     by_number = client.post(JOBS, json={"cost": 0.25, "meter": "api_quota_remaining"})
     assert by_number.json()["balance"] == "987999.75"
-    assert vendor.balance["api_quota_remaining"] == Decimal("987999.75")
+    assert sandbox.balance["api_quota_remaining"] == Decimal("987999.75")
 
 
 def test_insufficient_balance_is_402_and_nothing_is_charged(
-    vendor: SandboxServer, client: httpx.Client
+    sandbox: SandboxServer, client: httpx.Client
 ) -> None:
-    vendor.set_balance(credits=Decimal("3"))
+    sandbox.set_balance(credits=Decimal("3"))
 
     response = client.post(JOBS, json={"cost": "3.01"})
 
     assert response.status_code == 402
     assert response.json() == {"error": "insufficient_quota"}
-    assert vendor.balance["credits"] == Decimal("3")
+    assert sandbox.balance["credits"] == Decimal("3")
     assert client.post(JOBS, json={"cost": "3"}).json()["balance"] == "0"
 
 
 def test_job_meter_defaults_to_quota_when_credits_are_absent(
-    vendor: SandboxServer, client: httpx.Client
+    sandbox: SandboxServer, client: httpx.Client
 ) -> None:
-    vendor.set_balance(credits=None)
+    sandbox.set_balance(credits=None)
 
     assert client.post(JOBS, json={"cost": "1"}).json()["meter"] == "api_quota_remaining"
     explicit = client.post(JOBS, json={"cost": "1", "meter": "credits"})
@@ -176,37 +170,37 @@ def test_job_meter_defaults_to_quota_when_credits_are_absent(
         {"cost": "1", "meter": "x"},
     ],
 )
-def test_a_bad_job_is_400(vendor: SandboxServer, client: httpx.Client, body: object) -> None:
+def test_a_bad_job_is_400(sandbox: SandboxServer, client: httpx.Client, body: object) -> None:
     response = client.post(JOBS, json=body)
 
     assert response.status_code == 400
     assert response.json()["error"] == "bad_request"
-    assert vendor.balance["credits"] == Decimal("1200")
+    assert sandbox.balance["credits"] == Decimal("1200")
 
 
 # ---------------------------------------------------------------- control API
 
 
-def test_consume_is_clamped_at_zero(vendor: SandboxServer, client: httpx.Client) -> None:
-    vendor.set_balance(credits=Decimal("7"))
+def test_consume_is_clamped_at_zero(sandbox: SandboxServer, client: httpx.Client) -> None:
+    sandbox.set_balance(credits=Decimal("7"))
 
     response = client.post("/_sandbox/consume", json={"amount": "10", "meter": "credits"})
 
     assert response.status_code == 200
     assert response.json()["consumed"] == "7"
-    assert vendor.balance["credits"] == Decimal("0")
-    assert vendor.balance["api_quota_remaining"] == Decimal("988000")
+    assert sandbox.balance["credits"] == Decimal("0")
+    assert sandbox.balance["api_quota_remaining"] == Decimal("988000")
 
-    vendor.consume(Decimal("1000"))  # both meters
-    assert vendor.balance == {"credits": Decimal("0"), "api_quota_remaining": Decimal("987000")}
+    sandbox.consume(Decimal("1000"))  # both meters
+    assert sandbox.balance == {"credits": Decimal("0"), "api_quota_remaining": Decimal("987000")}
 
 
-def test_topup_and_set_balance(vendor: SandboxServer, client: httpx.Client) -> None:
+def test_topup_and_set_balance(sandbox: SandboxServer, client: httpx.Client) -> None:
     topped = client.post("/_sandbox/topup", json={"amount": "100.5", "meter": "credits"})
     assert topped.json()["balance"]["credits"] == "1300.5"
 
     client.post("/_sandbox/balance", json={"credits": "500", "api_quota_remaining": None})
-    assert vendor.balance == {"credits": Decimal("500"), "api_quota_remaining": None}
+    assert sandbox.balance == {"credits": Decimal("500"), "api_quota_remaining": None}
 
     client.post("/_sandbox/topup", json={"amount": "2", "meter": "api_quota_remaining"})
     state = client.get("/_sandbox/state").json()
@@ -231,14 +225,14 @@ def test_topup_and_set_balance(vendor: SandboxServer, client: httpx.Client) -> N
     ],
 )
 def test_bad_control_input_is_400(
-    vendor: SandboxServer, client: httpx.Client, path: str, body: object
+    sandbox: SandboxServer, client: httpx.Client, path: str, body: object
 ) -> None:
     response = client.post(path, json=body)
 
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "bad_request"
     assert client.get("/_sandbox/state").json()["faults_queued"] == 0  # all or nothing
-    assert vendor.balance["credits"] == Decimal("1200")
+    assert sandbox.balance["credits"] == Decimal("1200")
 
 
 def test_unknown_paths_and_methods(client: httpx.Client) -> None:
@@ -251,23 +245,23 @@ def test_unknown_paths_and_methods(client: httpx.Client) -> None:
     assert client.post("/_sandbox/faults", content=b"{not json").status_code == 400
 
 
-def test_in_process_helpers_reject_bad_input(vendor: SandboxServer) -> None:
+def test_in_process_helpers_reject_bad_input(sandbox: SandboxServer) -> None:
     with pytest.raises(ValueError, match="negative"):
-        vendor.set_balance(credits=Decimal("-1"))
+        sandbox.set_balance(credits=Decimal("-1"))
     with pytest.raises(ValueError, match="fault"):
-        vendor.inject({"kind": "latency", "secs": 1})
+        sandbox.inject({"kind": "latency", "secs": 1})
     with pytest.raises(ValueError, match="decimal"):
-        vendor.consume(1.5)  # type: ignore[arg-type]
-    vendor.set_balance(quota=None)
+        sandbox.consume(1.5)  # type: ignore[arg-type]
+    sandbox.set_balance(quota=None)
     with pytest.raises(ValueError, match="no api_quota_remaining meter"):
-        vendor.consume(Decimal("1"), meter="api_quota_remaining")
+        sandbox.consume(Decimal("1"), meter="api_quota_remaining")
 
 
 # ---------------------------------------------------------------- faults
 
 
 def test_faults_are_queued_in_order_with_counts(
-    vendor: SandboxServer, client: httpx.Client
+    sandbox: SandboxServer, client: httpx.Client
 ) -> None:
     queued = client.post("/_sandbox/faults", json=[{"status": 500, "count": 2}, {"status": 402}])
     assert queued.json() == {"faults_queued": 2}
@@ -278,10 +272,10 @@ def test_faults_are_queued_in_order_with_counts(
     assert client.get("/_sandbox/state").json()["faults_queued"] == 0
 
 
-def test_fault_bodies_and_retry_after(vendor: SandboxServer, client: httpx.Client) -> None:
-    vendor.inject({"status": 503, "headers": {"Retry-After": "1"}})
-    vendor.inject({"status": 401})
-    vendor.inject({"status": 500, "body": "boom", "content_type": "text/plain"})
+def test_fault_bodies_and_retry_after(sandbox: SandboxServer, client: httpx.Client) -> None:
+    sandbox.inject({"status": 503, "headers": {"Retry-After": "1"}})
+    sandbox.inject({"status": 401})
+    sandbox.inject({"status": 500, "body": "boom", "content_type": "text/plain"})
 
     unavailable = client.get(PROFILE)
     assert unavailable.status_code == 503
@@ -296,20 +290,20 @@ def test_fault_bodies_and_retry_after(vendor: SandboxServer, client: httpx.Clien
     )
 
 
-def test_a_forever_fault_lasts_until_reset(vendor: SandboxServer, client: httpx.Client) -> None:
-    vendor.inject({"status": 500, "count": -1})
+def test_a_forever_fault_lasts_until_reset(sandbox: SandboxServer, client: httpx.Client) -> None:
+    sandbox.inject({"status": 500, "count": -1})
 
     assert [client.get(PROFILE).status_code for _ in range(3)] == [500, 500, 500]
     # Faults answer jobs too, and a failed job charges nothing.
     assert client.post(JOBS, json={"cost": "1"}).status_code == 500
-    assert vendor.balance["credits"] == Decimal("1200")
+    assert sandbox.balance["credits"] == Decimal("1200")
 
     client.post("/_sandbox/reset")
     assert client.get(PROFILE).status_code == 200
 
 
-def test_malformed_body(vendor: SandboxServer, client: httpx.Client) -> None:
-    vendor.inject([{"kind": "malformed"}, {"kind": "malformed", "body": '{"credits": '}])
+def test_malformed_body(sandbox: SandboxServer, client: httpx.Client) -> None:
+    sandbox.inject([{"kind": "malformed"}, {"kind": "malformed", "body": '{"credits": '}])
 
     gateway = client.get(PROFILE)
     assert gateway.status_code == 200
@@ -321,8 +315,8 @@ def test_malformed_body(vendor: SandboxServer, client: httpx.Client) -> None:
         truncated.json()
 
 
-def test_latency_delays_a_normal_answer(vendor: SandboxServer, client: httpx.Client) -> None:
-    vendor.inject({"kind": "latency", "seconds": 0.2})
+def test_latency_delays_a_normal_answer(sandbox: SandboxServer, client: httpx.Client) -> None:
+    sandbox.inject({"kind": "latency", "seconds": 0.2})
 
     started = time.monotonic()
     response = client.get(PROFILE)
@@ -331,9 +325,9 @@ def test_latency_delays_a_normal_answer(vendor: SandboxServer, client: httpx.Cli
     assert response.status_code == 200
 
 
-def test_drip_delivers_the_whole_body_slowly(vendor: SandboxServer, client: httpx.Client) -> None:
-    vendor.set_shape({"drop": ["user_id", "tier", "api_quota_remaining"]})  # {"credits": 1200}
-    vendor.inject({"kind": "drip", "interval": 0.02})
+def test_drip_delivers_the_whole_body_slowly(sandbox: SandboxServer, client: httpx.Client) -> None:
+    sandbox.set_shape({"drop": ["user_id", "tier", "api_quota_remaining"]})  # {"credits": 1200}
+    sandbox.inject({"kind": "drip", "interval": 0.02})
 
     started = time.monotonic()
     response = client.get(PROFILE)
@@ -345,13 +339,13 @@ def test_drip_delivers_the_whole_body_slowly(vendor: SandboxServer, client: http
 
 
 def test_a_client_leaving_a_drip_causes_no_traceback(
-    vendor: SandboxServer, client: httpx.Client, capfd: pytest.CaptureFixture[str]
+    sandbox: SandboxServer, client: httpx.Client, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    vendor.inject({"kind": "drip", "interval": 0.05})
+    sandbox.inject({"kind": "drip", "interval": 0.05})
 
     # Leaving the stream early closes the connection under the server's writes.
     with (
-        connect(vendor.url) as impatient,
+        connect(sandbox.url) as impatient,
         impatient.stream("GET", PROFILE) as response,
     ):
         next(response.iter_raw(1))
@@ -363,11 +357,11 @@ def test_a_client_leaving_a_drip_causes_no_traceback(
 
 
 def test_hang_times_out_the_client_and_is_released_on_stop() -> None:
-    vendor = SandboxServer().start()
+    sandbox = SandboxServer().start()
     try:
-        vendor.inject({"kind": "hang", "count": 2})
+        sandbox.inject({"kind": "hang", "count": 2})
         with (
-            connect(vendor.url, timeout=0.2) as http,
+            connect(sandbox.url, timeout=0.2) as http,
             pytest.raises(httpx.ReadTimeout),
         ):
             http.get(PROFILE)
@@ -375,7 +369,7 @@ def test_hang_times_out_the_client_and_is_released_on_stop() -> None:
         outcome: list[BaseException] = []
 
         def wait_for_answer() -> None:
-            with connect(vendor.url, timeout=10) as http:
+            with connect(sandbox.url, timeout=10) as http:
                 try:
                     http.get(PROFILE)
                 except httpx.HTTPError as exc:
@@ -387,22 +381,22 @@ def test_hang_times_out_the_client_and_is_released_on_stop() -> None:
         assert waiter.is_alive()  # hanging
     finally:
         started = time.monotonic()
-        vendor.stop()
+        sandbox.stop()
     waiter.join(timeout=2)
 
     assert not waiter.is_alive()
     assert time.monotonic() - started < 1.5
     assert len(outcome) == 1
     assert isinstance(outcome[0], httpx.RemoteProtocolError)
-    vendor.stop()  # idempotent
+    sandbox.stop()  # idempotent
 
 
 # ---------------------------------------------------------------- shape
 
 
-def test_shape_drop_strings_and_extra(vendor: SandboxServer, client: httpx.Client) -> None:
+def test_shape_drop_strings_and_extra(sandbox: SandboxServer, client: httpx.Client) -> None:
     client.post("/_sandbox/shape", json={"drop": ["api_quota_remaining"], "as_strings": True})
-    vendor.set_shape({"extra": {"plan": {"nested": [1, 2]}, "x": 1.5}})
+    sandbox.set_shape({"extra": {"plan": {"nested": [1, 2]}, "x": 1.5}})
 
     response = client.get(PROFILE)
 
@@ -416,7 +410,7 @@ def test_shape_drop_strings_and_extra(vendor: SandboxServer, client: httpx.Clien
     assert b'"credits": "1200"' in response.content
     assert client.get("/_sandbox/state").json()["shape"]["drop"] == ["api_quota_remaining"]
 
-    vendor.reset()
+    sandbox.reset()
     assert client.get(PROFILE).json()["api_quota_remaining"] == 988000
 
 
@@ -428,7 +422,7 @@ def test_shape_drop_strings_and_extra(vendor: SandboxServer, client: httpx.Clien
     ["http://example.com/hook", "ftp://x", "https://", "https://" + "a" * 2048, 42, None],
 )
 def test_profile_update_validation(
-    vendor: SandboxServer, client: httpx.Client, url: object
+    sandbox: SandboxServer, client: httpx.Client, url: object
 ) -> None:
     response = client.post(PROFILE, json={"webhookUrl": url})
 
@@ -438,7 +432,7 @@ def test_profile_update_validation(
     assert "webhookUrl" not in client.get(PROFILE).json()
 
 
-def test_profile_update_success(vendor: SandboxServer, client: httpx.Client) -> None:
+def test_profile_update_success(sandbox: SandboxServer, client: httpx.Client) -> None:
     response = client.post(
         PROFILE, json={"webhookUrl": "https://example.com/hook", "somethingElse": 1}
     )
@@ -462,8 +456,8 @@ def test_profile_update_needs_a_json_object(client: httpx.Client, content: bytes
     assert response.json()["error"] == "bad_request"
 
 
-def test_a_fault_answers_a_profile_update_too(vendor: SandboxServer, client: httpx.Client) -> None:
-    vendor.inject({"status": 500})
+def test_a_fault_answers_a_profile_update_too(sandbox: SandboxServer, client: httpx.Client) -> None:
+    sandbox.inject({"status": 500})
 
     assert client.post(PROFILE, json={"webhookUrl": "https://e.com"}).status_code == 500
     assert client.get("/_sandbox/state").json()["webhookUrl"] is None
@@ -472,7 +466,7 @@ def test_a_fault_answers_a_profile_update_too(vendor: SandboxServer, client: htt
 # ---------------------------------------------------------------- counters
 
 
-def test_request_counts(vendor: SandboxServer, client: httpx.Client) -> None:
+def test_request_counts(sandbox: SandboxServer, client: httpx.Client) -> None:
     client.get(PROFILE)
     client.get(PROFILE)
     client.post(JOBS, json={"cost": "1"})
@@ -483,12 +477,12 @@ def test_request_counts(vendor: SandboxServer, client: httpx.Client) -> None:
         "POST /api/open/v1/profile": 0,
         "POST /api/open/v1/jobs": 1,
     }
-    assert vendor.request_counts == expected
+    assert sandbox.request_counts == expected
     assert client.get("/_sandbox/state").json()["requests"] == expected
 
     client.post("/_sandbox/reset")
-    assert set(vendor.request_counts.values()) == {0}
-    assert vendor.balance["credits"] == Decimal("1199")  # reset keeps the balance
+    assert set(sandbox.request_counts.values()) == {0}
+    assert sandbox.balance["credits"] == Decimal("1199")  # reset keeps the balance
 
 
 # ---------------------------------------------------------------- serve_forever

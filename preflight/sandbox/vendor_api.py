@@ -1,0 +1,93 @@
+"""The vendor API's semantics: the normal answer to a profile read, a profile update or a job.
+
+:func:`answer` turns one vendor request (its ``"METHOD path"`` route, ``Authorization`` header
+and body) into a :class:`~preflight.sandbox.protocol.Reply` against a
+:class:`~preflight.sandbox.state.SandboxState`. It is the fault-free answer: the server counts
+the request and applies any queued fault before it asks for this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+from urllib.parse import urlsplit
+
+from preflight.sandbox.protocol import (
+    GET_PROFILE,
+    POST_PROFILE,
+    BadInput,
+    Reply,
+    as_amount,
+    as_meter,
+    as_object,
+    bad_request,
+    json_reply,
+    parse_json,
+    plain,
+)
+from preflight.sandbox.state import NotCharged, SandboxState
+
+_MAX_WEBHOOK_URL: Final = 2048
+
+
+def answer(state: SandboxState, route: str, authorization: str | None, body: bytes) -> Reply:
+    """The normal (fault-free) answer to one vendor request on one of the vendor routes."""
+    if not state.authorized(authorization):
+        return json_reply(401, {"error": "unauthorized"}, headers=(("WWW-Authenticate", "Bearer"),))
+    if route == GET_PROFILE:
+        return json_reply(200, state.profile())
+    try:
+        payload = as_object(parse_json(body), "the body")
+    except (ValueError, BadInput) as exc:
+        return bad_request(str(exc))
+    if route == POST_PROFILE:
+        return _update_profile(state, payload)
+    return _run_job(state, payload)
+
+
+def _webhook_error(value: object) -> str | None:
+    """Why ``value`` is not an acceptable webhookUrl, or None if it is."""
+    bad_url = "webhookUrl must be an https URL"
+    if not isinstance(value, str) or not value.startswith("https://"):
+        return bad_url
+    if len(value) > _MAX_WEBHOOK_URL:
+        return f"webhookUrl must be at most {_MAX_WEBHOOK_URL} characters"
+    if any(char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        return bad_url
+    try:
+        host = urlsplit(value).hostname
+    except ValueError:
+        return bad_url
+    return None if host else bad_url
+
+
+def _update_profile(state: SandboxState, payload: Mapping[str, object]) -> Reply:
+    # Only webhookUrl is server-controlled and writable; other fields are ignored.
+    url: str | None = None
+    if "webhookUrl" in payload:
+        problem = _webhook_error(payload["webhookUrl"])
+        if problem is not None:
+            return json_reply(
+                422, {"error": "validation_error", "field": "webhookUrl", "message": problem}
+            )
+        given = payload["webhookUrl"]
+        assert isinstance(given, str)
+        url = given
+    return json_reply(200, state.update_profile(url))
+
+
+def _run_job(state: SandboxState, payload: Mapping[str, object]) -> Reply:
+    try:
+        cost = as_amount(payload.get("cost"), "cost")
+        meter = as_meter(payload["meter"]) if "meter" in payload else None
+    except BadInput as exc:
+        return bad_request(str(exc))
+    try:
+        charged, left = state.charge(cost, meter)
+    except NotCharged as refused:
+        if refused.reason is None:
+            return json_reply(402, {"error": "insufficient_quota"})
+        return json_reply(402, {"error": "insufficient_quota", "message": refused.reason})
+    return json_reply(
+        200, {"ok": True, "charged": plain(cost), "meter": charged, "balance": plain(left)}
+    )
