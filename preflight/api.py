@@ -329,7 +329,7 @@ def _amount(name: str, value: Decimal | str | int | None) -> Decimal | None:
     try:
         return parse_amount(value)
     except ValueError as exc:
-        raise UsageError(f"--{name}: {exc}") from None
+        raise UsageError(f"{name}: {exc}") from None
 
 
 class Preflight:

@@ -16,10 +16,12 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+from preflight.domain import amounts
+from preflight.domain.amounts import preview
 from preflight.errors import ConfigError
 from preflight.secret import Secret
 
@@ -102,29 +104,35 @@ class Settings:
 
 # ---------------------------------------------------------------- parsing
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest duration accepted anywhere (windows, expiries, ``--since``): 100 years.
+#: Longer is a typo, and would overflow datetime arithmetic (now - 10**14 days).
+MAX_DURATION: Final = timedelta(days=36500)
 
 
 def parse_duration(text: str) -> timedelta:
-    """``"90"``, ``"90s"``, ``"15m"``, ``"6h"``, ``"2d"`` → timedelta."""
+    """``"90"``, ``"90s"``, ``"15m"``, ``"6h"``, ``"2d"`` → timedelta, at most :data:`MAX_DURATION`.
+
+    Raises ``ValueError``; the message says which of the two is wrong.
+    """
     match = _DURATION.match(str(text))
     if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 6h, 2d)")
-    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+        raise ValueError(f"not a duration: {preview(text)} (use e.g. 90s, 15m, 6h, 2d)")
+    # A float is fine here: durations are not money, and inf (from 400 digits) is caught.
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    if not seconds <= MAX_DURATION.total_seconds():
+        raise ValueError(f"longer than {MAX_DURATION.days} days: {preview(text)}")
+    return timedelta(seconds=seconds)
 
 
 def parse_amount(text: object) -> Decimal:
-    """A non-negative, finite decimal amount; never goes through float."""
-    if isinstance(text, bool | float):
-        raise ValueError(f"not an exact amount: {text!r}")
-    try:
-        value = Decimal(str(text).strip())
-    except InvalidOperation:
-        raise ValueError(f"not a decimal amount: {text!r}") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"amount must be a non-negative decimal: {text!r}")
-    return value
+    """A non-negative, finite decimal amount within the amount bound; never goes through float.
+
+    The bound (digits before and after the point) is :mod:`preflight.domain.amounts`'s;
+    raises ``ValueError`` (an :class:`~preflight.domain.amounts.AmountError`).
+    """
+    return amounts.parse_amount(text)
 
 
 def _parse_bool(text: object) -> bool:

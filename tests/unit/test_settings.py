@@ -120,3 +120,16 @@ def test_a_vendor_url_must_be_http_or_https(url: str) -> None:
 def test_a_trivially_short_secret_does_not_garble_messages() -> None:
     Secret("x")
     assert scrub("exit 2: invalid batch id 'xx'") == "exit 2: invalid batch id 'xx'"
+
+
+@pytest.mark.parametrize("text", ["36501d", "99999999999999d", "9" * 400 + "s", "١٠s"])
+def test_parse_duration_refuses_absurd_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="longer than 36500 days|not a duration") as info:
+        parse_duration(text)
+
+    assert len(str(info.value)) < 120
+
+
+def test_a_duration_setting_over_the_bound_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="^PREFLIGHT_HOLD_EXPIRY: longer than 36500 days"):
+        load_settings({"PREFLIGHT_HOLD_EXPIRY": "99999999999999d"})
