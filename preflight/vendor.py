@@ -38,13 +38,14 @@ import structlog
 from preflight.errors import (
     AuthError,
     BillingBlockedError,
+    ConfigError,
     UnusableResponseError,
     UsageError,
     VendorError,
     VendorRejectedError,
     VendorUnavailableError,
 )
-from preflight.secret import Secret, scrub
+from preflight.secret import TOKEN_FORMAT, Secret, is_valid_token, scrub
 from preflight.settings import Settings
 
 __all__ = [
@@ -356,6 +357,10 @@ class VendorClient:
         if not isinstance(token, Secret):
             # A plain str would lose Secret's redaction everywhere downstream.
             raise TypeError("token must be a preflight.secret.Secret")
+        if not is_valid_token(token.reveal()):
+            # Settings refuse such a token already; a Secret built by hand must not reach
+            # a header either (UnicodeEncodeError, or a request cut at a line break).
+            raise ConfigError(f"vendor token: {TOKEN_FORMAT}")
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
         self._http = http

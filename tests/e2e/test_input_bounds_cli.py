@@ -95,3 +95,20 @@ def test_a_negative_zero_cost_is_stored_as_zero(cli: Cli, cli_env: dict[str, str
     database = Path(cli_env["XDG_DATA_HOME"]) / "preflight" / "preflight.db"
     with closing(sqlite3.connect(database)) as connection:
         assert connection.execute("SELECT cost FROM outcomes").fetchall() == [("0",)]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("tök-secret-1", id="non-ascii"),
+        pytest.param("secret-1\nsecret-2", id="newline"),
+        pytest.param("secret-1\r\n X-Injected: 1", id="header-injection"),
+    ],
+)
+def test_a_malformed_token_is_a_settings_error_even_with_fail_open(cli: Cli, token: str) -> None:
+    run = cli("check", "b-token", "--need", "1", "--fail-open", env={"PREFLIGHT_API_TOKEN": token})
+
+    line = one_error_line(run)
+    assert line.startswith("preflight: error: PREFLIGHT_API_TOKEN: a token must be printable ASCII")
+    assert "secret" not in run.err + run.out
+    assert "Injected" not in run.err + run.out

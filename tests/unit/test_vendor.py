@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 from preflight.errors import (
     AuthError,
     BillingBlockedError,
+    ConfigError,
     UnusableResponseError,
     UsageError,
     VendorError,
@@ -789,6 +790,14 @@ def test_the_http_client_never_holds_the_token(
 def test_a_plain_string_token_is_refused() -> None:
     with httpx.Client() as http, pytest.raises(TypeError, match="Secret"):
         VendorClient(http, TOKEN)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("token", ["tök-123456", "abc123\ndef456", "abc123\r\n X-Injected: 1"])
+def test_a_malformed_token_never_reaches_a_header(token: str) -> None:
+    with httpx.Client() as http, pytest.raises(ConfigError, match="printable ASCII") as info:
+        VendorClient(http, Secret(token))
+
+    assert "abc" not in str(info.value)
 
 
 # ---------------------------------------------------------------- profile updates
