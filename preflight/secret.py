@@ -82,6 +82,14 @@ def _remember(value: str) -> None:
         _pattern = re.compile("|".join(re.escape(v) for v in alternatives))
 
 
+def contains_secret(text: str) -> bool:
+    """Whether :func:`scrub` would change ``text`` (without building a copy of it)."""
+    pattern = _pattern
+    if pattern is not None and pattern.search(text):
+        return True
+    return _BEARER.search(text) is not None
+
+
 def scrub(text: str) -> str:
     """Return ``text`` with every known secret and any bearer credential replaced."""
     pattern = _pattern
