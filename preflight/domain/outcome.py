@@ -177,7 +177,9 @@ def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
     """Validate one outcome given as a mapping (a JSON line, or the CLI's options)."""
     unknown = set(fields) - FIELDS
     if unknown:
-        raise UsageError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        # repr and a cap: a field name is caller text, and may hold a newline or be huge.
+        names = ", ".join(preview(name) for name in sorted(map(str, unknown))[:5])
+        raise UsageError(f"unknown field(s): {names}{', ...' if len(unknown) > 5 else ''}")
     job_id = fields.get("job_id")
     if not isinstance(job_id, str) or not 1 <= len(job_id) <= 200 or not job_id.isprintable():
         raise UsageError(f"job_id: must be 1-200 printable characters: {preview(job_id)}")

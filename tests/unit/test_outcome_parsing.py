@@ -92,3 +92,12 @@ def test_a_huge_time_text_is_previewed() -> None:
         parse_timestamp("2026" * 10_000)
 
     assert len(str(info.value)) < 100
+
+
+def test_unknown_field_names_are_quoted_and_capped() -> None:
+    with pytest.raises(UsageError) as info:
+        parse_json_line(json.dumps({**GOOD, "a\nb": 1, "x" * 10_000: 2}))
+
+    assert str(info.value).startswith("unknown field(s): 'a\\nb', 'xxxx")
+    assert "\n" not in str(info.value)
+    assert len(str(info.value)) < 200
