@@ -22,6 +22,12 @@ _pattern: re.Pattern[str] | None = None
 # one-letter token redacts that letter everywhere); such a value is no real secret.
 MIN_SCRUBBED_LENGTH: Final = 6
 
+#: What a token may be: it travels in an HTTP header, where anything else breaks the
+#: request (non-ASCII), cuts it (a line break) or escapes redaction (a space).
+#: (A rule, not a secret: S105 only goes by the name.)
+TOKEN_FORMAT: Final = "a token must be printable ASCII, without spaces or line breaks"  # noqa: S105
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
 # Whatever the token, never echo what follows "Bearer" in a header-like text.
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",;]+")
 
@@ -58,6 +64,11 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
+def is_valid_token(value: str) -> bool:
+    """Whether ``value`` has the shape of a bearer token (see :data:`TOKEN_FORMAT`)."""
+    return _TOKEN.fullmatch(value) is not None
+
+
 def _remember(value: str) -> None:
     global _pattern
     if len(value) < MIN_SCRUBBED_LENGTH:
@@ -69,6 +80,14 @@ def _remember(value: str) -> None:
         # Longest first so that a token containing another is scrubbed whole.
         alternatives = sorted(_known, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(v) for v in alternatives))
+
+
+def contains_secret(text: str) -> bool:
+    """Whether :func:`scrub` would change ``text`` (without building a copy of it)."""
+    pattern = _pattern
+    if pattern is not None and pattern.search(text):
+        return True
+    return _BEARER.search(text) is not None
 
 
 def scrub(text: str) -> str:

@@ -16,13 +16,15 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+from preflight.domain import amounts
+from preflight.domain.amounts import preview
 from preflight.domain.vocabulary import FINDING_KINDS, METERS
 from preflight.errors import ConfigError
-from preflight.secret import Secret
+from preflight.secret import TOKEN_FORMAT, Secret, is_valid_token
 
 ENV_PREFIX: Final = "PREFLIGHT_"
 DEFAULT_ACCOUNT: Final = "default"
@@ -100,29 +102,35 @@ class Settings:
 
 # ---------------------------------------------------------------- parsing
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest duration accepted anywhere (windows, expiries, ``--since``): 100 years.
+#: Longer is a typo, and would overflow datetime arithmetic (now - 10**14 days).
+MAX_DURATION: Final = timedelta(days=36500)
 
 
 def parse_duration(text: str) -> timedelta:
-    """``"90"``, ``"90s"``, ``"15m"``, ``"6h"``, ``"2d"`` → timedelta."""
+    """``"90"``, ``"90s"``, ``"15m"``, ``"6h"``, ``"2d"`` → timedelta, at most :data:`MAX_DURATION`.
+
+    Raises ``ValueError``; the message says which of the two is wrong.
+    """
     match = _DURATION.match(str(text))
     if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 6h, 2d)")
-    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+        raise ValueError(f"not a duration: {preview(text)} (use e.g. 90s, 15m, 6h, 2d)")
+    # A float is fine here: durations are not money, and inf (from 400 digits) is caught.
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    if not seconds <= MAX_DURATION.total_seconds():
+        raise ValueError(f"longer than {MAX_DURATION.days} days: {preview(text)}")
+    return timedelta(seconds=seconds)
 
 
 def parse_amount(text: object) -> Decimal:
-    """A non-negative, finite decimal amount; never goes through float."""
-    if isinstance(text, bool | float):
-        raise ValueError(f"not an exact amount: {text!r}")
-    try:
-        value = Decimal(str(text).strip())
-    except InvalidOperation:
-        raise ValueError(f"not a decimal amount: {text!r}") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"amount must be a non-negative decimal: {text!r}")
-    return value
+    """A non-negative, finite decimal amount within the amount bound; never goes through float.
+
+    The bound (digits before and after the point) is :mod:`preflight.domain.amounts`'s;
+    raises ``ValueError`` (an :class:`~preflight.domain.amounts.AmountError`).
+    """
+    return amounts.parse_amount(text)
 
 
 def _parse_bool(text: object) -> bool:
@@ -136,11 +144,52 @@ def _parse_bool(text: object) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
-def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def parse(text: Any) -> Any:
-        value = kind(text)
+# Numbers in settings: a TOML int/float, or text of plain digits (no sign, exponent,
+# "_", "nan" or "inf": float() would take all of those, and TOML's 1e999 is inf).
+_PLAIN_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_PLAIN_INTEGER = re.compile(r"[0-9]+")
+#: The most any timeout, deadline, backoff or wait setting may be: one hour.
+MAX_SECONDS_SETTING: Final = 3600.0
+#: The most attempts any retrying setting may ask for.
+MAX_ATTEMPTS_SETTING: Final = 100
+#: The largest body cap: a profile is a few hundred bytes, and the body is held in memory.
+MAX_BODY_BYTES_SETTING: Final = 64 * 1024 * 1024
+
+
+def _seconds(*, positive: bool) -> Callable[[Any], float]:
+    """Seconds: finite, at most :data:`MAX_SECONDS_SETTING`; zero allowed unless ``positive``."""
+
+    def parse(text: Any) -> float:
+        if isinstance(text, int | float) and not isinstance(text, bool):
+            value = float(text)
+        elif isinstance(text, str) and _PLAIN_NUMBER.fullmatch(text.strip()):
+            value = float(text.strip())
+        else:
+            raise ValueError(f"not a number of seconds: {preview(text)}")
+        if value != value or value < 0 or (positive and value == 0):  # value != value: NaN
+            sign = "positive" if positive else "non-negative"
+            raise ValueError(f"must be {sign}: {preview(text)}")
+        if not value <= MAX_SECONDS_SETTING:
+            raise ValueError(f"must be at most {MAX_SECONDS_SETTING:g} seconds: {preview(text)}")
+        return value
+
+    return parse
+
+
+def _count(maximum: int) -> Callable[[Any], int]:
+    """A whole number from 1 to ``maximum``: a TOML integer or text of digits."""
+
+    def parse(text: Any) -> int:
+        if isinstance(text, int) and not isinstance(text, bool):
+            value = text
+        elif isinstance(text, str) and _PLAIN_INTEGER.fullmatch(text.strip()):
+            value = int(text.strip()[:20])  # more digits than 20 is over any maximum anyway
+        else:
+            raise ValueError(f"not a whole number: {preview(text)}")
         if value <= 0:
-            raise ValueError(f"must be positive: {text!r}")
+            raise ValueError(f"must be positive: {preview(text)}")
+        if value > maximum:
+            raise ValueError(f"must be at most {maximum}: {preview(text)}")
         return value
 
     return parse
@@ -213,14 +262,14 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": str,
     "vendor_url": _http_url,
     "account": str,
-    "connect_timeout": _positive(float),
-    "read_timeout": _positive(float),
-    "deadline": _positive(float),
-    "attempts": _positive(int),
-    "backoff_base": float,
-    "backoff_max": float,
-    "retry_after_max": float,
-    "max_body_bytes": _positive(int),
+    "connect_timeout": _seconds(positive=True),
+    "read_timeout": _seconds(positive=True),
+    "deadline": _seconds(positive=True),
+    "attempts": _count(MAX_ATTEMPTS_SETTING),
+    "backoff_base": _seconds(positive=False),
+    "backoff_max": _seconds(positive=False),
+    "retry_after_max": _seconds(positive=False),
+    "max_body_bytes": _count(MAX_BODY_BYTES_SETTING),
     "meter": _choice("auto", *METERS),
     "reserve": parse_amount,
     "hold_expiry": parse_duration,
@@ -241,25 +290,44 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "retention_horizon": _positive_duration,
     "alert_webhook_url": _http_url,
     "alert_kinds": _finding_kinds,
-    "alert_timeout": _positive(float),
-    "alert_attempts": _positive(int),
+    "alert_timeout": _seconds(positive=True),
+    "alert_attempts": _count(MAX_ATTEMPTS_SETTING),
 }
 
 
-def _read_token(*, value: str | None, file: str | None, where: str) -> Secret | None:
+def _read_token(
+    *, value: str | None, file: str | None, value_where: str, file_where: str
+) -> Secret | None:
+    """The token from its variable or its file, checked; ``*_where`` name them in errors.
+
+    The token is never part of a message: a malformed one may be a real secret.
+    """
     if value and file:
-        raise ConfigError(f"{where}: set only one of the token and the token file")
+        raise ConfigError(f"{value_where}: set only one of the token and the token file")
     if file:
         try:
-            text = Path(file).read_text(encoding="utf-8").strip()
+            data = Path(file).read_bytes()
         except OSError as exc:
-            raise ConfigError(f"{where}: cannot read token file {file}: {exc.strerror}") from None
-        if not text:
-            raise ConfigError(f"{where}: token file {file} is empty")
-        return Secret(text)
+            raise ConfigError(
+                f"{file_where}: cannot read token file {file}: {exc.strerror}"
+            ) from None
+        # Editors and `echo` end a file with one newline; anything else is part of the token.
+        data = data.removesuffix(b"\n").removesuffix(b"\r")
+        if not data:
+            raise ConfigError(f"{file_where}: token file {file} is empty")
+        text = data.decode("latin-1")  # any bytes; non-ASCII is refused just below
+        return _checked_token(text, f"{file_where} (token file {file})")
     if value:
-        return Secret(value.strip())
+        return _checked_token(value, value_where)
     return None
+
+
+def _checked_token(text: str, where: str) -> Secret:
+    # A space, line break or non-ASCII byte cannot travel in an HTTP header: httpx would
+    # fail with an encoding error, or the request would be cut (and \r\n would inject).
+    if not is_valid_token(text):
+        raise ConfigError(f"{where}: {TOKEN_FORMAT} (the value is not shown)")
+    return Secret(text)
 
 
 def _account_vendor_url(name: str, value: object) -> str | None:
@@ -315,7 +383,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             token=_read_token(
                 value=env.get(f"{ENV_PREFIX}API_TOKEN"),
                 file=env.get(f"{ENV_PREFIX}API_TOKEN_FILE") or token_file_from_toml,
-                where="PREFLIGHT_API_TOKEN",
+                value_where=f"{ENV_PREFIX}API_TOKEN",
+                file_where=(
+                    f"{ENV_PREFIX}API_TOKEN_FILE"
+                    if env.get(f"{ENV_PREFIX}API_TOKEN_FILE")
+                    else "config file key api_token_file"
+                ),
             ),
         )
     }
@@ -332,7 +405,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             token=_read_token(
                 value=env.get(token_env) if token_env else None,
                 file=table.get("token_file"),
-                where=f"[accounts.{name}]",
+                value_where=f"{token_env} (token_env of [accounts.{name}])",
+                file_where=f"[accounts.{name}] token_file",
             ),
             vendor_url=_account_vendor_url(name, table.get("vendor_url")),
         )

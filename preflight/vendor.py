@@ -13,8 +13,14 @@ hitting a struggling vendor at once spread out instead of retrying in lockstep.
 A ``Retry-After`` header (seconds or HTTP-date) replaces the backoff, capped at
 ``retry_after_max``, and is not jittered: the vendor asked for that time.
 
+The deadline bounds each request whole (connect, headers and body: see
+``_Watchdog``), the body cap bounds received and inflated bytes alike (``_Inflater``),
+and amounts must fit the bound of :mod:`preflight.domain.amounts`.
+
 The token only ever travels in the ``Authorization`` header of each request; it is
-never stored in the httpx client, and no message built here can contain it.
+never stored in the httpx client, and no message built here can contain it. A
+vendor echoing it back gets it replaced in every string of the body before the
+profile is built, so nothing downstream (database, output, logs) ever sees it.
 """
 
 from __future__ import annotations
@@ -24,27 +30,33 @@ import importlib.metadata
 import json
 import random
 import re
+import socket
+import threading
 import time
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Final, Literal, NoReturn
+from types import TracebackType
+from typing import Any, Final, Literal, NoReturn
 
 import httpx
 import structlog
 
+from preflight.domain.amounts import MAX_NUMBER_CHARS, AmountError, parse_amount
 from preflight.errors import (
     AuthError,
     BillingBlockedError,
+    ConfigError,
     UnusableResponseError,
     UsageError,
     VendorError,
     VendorRejectedError,
     VendorUnavailableError,
 )
-from preflight.secret import Secret, scrub
+from preflight.secret import TOKEN_FORMAT, Secret, contains_secret, is_valid_token, scrub
 from preflight.settings import Settings
 
 __all__ = [
@@ -66,6 +78,13 @@ _MAX_DETAIL_CHARS: Final = 300
 _MAX_ERROR_BODY_BYTES: Final = 16_384
 # 408: the vendor gave up waiting for our request, which is as transient as a 503.
 _RETRYABLE_4XX: Final = frozenset({408, 429})
+# Output of one inflate step: a gzip bomb inflates ~1000:1, so a 64 KiB network read can
+# hold 64 MiB; inflating in steps this small lets the body cap stop it at the cap.
+_INFLATE_STEP: Final = 16_384
+# The encodings we ask for and can inflate in bounded steps (br/zstd would need packages).
+_ACCEPT_ENCODING: Final = "gzip, deflate"
+# The widest labels the database stores (snapshots.user_id / snapshots.tier).
+_LABEL_MAX_CHARS: Final = {"user_id": 200, "tier": 100}
 
 _log = structlog.get_logger("preflight.vendor")
 
@@ -153,9 +172,14 @@ def build_http_client(settings: Settings, base_url: str) -> httpx.Client:
 
     The caller owns (and closes) the client; the token is added per request by
     :class:`VendorClient`, so this client can be shared and logged safely.
+    Connections are not kept alive: every request opens its own, which is what lets
+    :class:`VendorClient` hold each request to the deadline (see ``_Watchdog``).
+    Profile reads are rare (a check, a finish, an audit run), so the extra handshake
+    costs nothing that matters.
     """
     return httpx.Client(
         base_url=base_url,
+        limits=httpx.Limits(max_keepalive_connections=0),
         timeout=httpx.Timeout(
             connect=settings.connect_timeout,
             read=settings.read_timeout,
@@ -171,12 +195,62 @@ def build_http_client(settings: Settings, base_url: str) -> httpx.Client:
 
 
 def _unusable(detail: str, *, status: int | None = None, attempts: int = 1) -> NoReturn:
-    raise UnusableResponseError(f"unusable response: {detail}", status=status, attempts=attempts)
+    # Every detail is scrubbed here: some quote vendor values, and a vendor may echo our token.
+    raise UnusableResponseError(
+        f"unusable response: {scrub(detail)}", status=status, attempts=attempts
+    )
 
 
 def _reject_constant(name: str) -> NoReturn:
     # json calls this for NaN / Infinity / -Infinity, which no real balance can be.
     raise ValueError(f"{name} is not a number")
+
+
+class _NumberTooLong(ValueError):
+    """Raised from inside json.loads: no usable number is this long (see MAX_NUMBER_CHARS)."""
+
+
+def _json_number(text: str) -> Decimal:
+    # Checked before Decimal() reads it; int() would even raise past 4300 digits.
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _NumberTooLong
+    return Decimal(text)
+
+
+def _load_json(raw: str) -> object:
+    """The body as JSON, numbers as exact decimals; raises ``ValueError`` or ``RecursionError``."""
+    # A leading BOM is not part of the JSON but some servers send one; raw keeps it.
+    return json.loads(
+        raw.removeprefix("\ufeff"),
+        parse_float=_json_number,
+        parse_int=_json_number,
+        parse_constant=_reject_constant,
+    )
+
+
+# One JSON string literal; in text that parsed as JSON, these are exactly its strings.
+_JSON_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _scrub_literal(match: re.Match[str]) -> str:
+    literal = match.group()
+    inner = literal[1:-1]
+    if "\\" not in inner:
+        # No escapes: the text is the literal itself, and the marker needs none either.
+        return f'"{scrub(inner)}"'
+    text = json.loads(literal)
+    cleaned = scrub(text)
+    # ensure_ascii: the body may spell a lone surrogate, which must stay an escape.
+    return literal if cleaned == text else json.dumps(cleaned)
+
+
+def _scrub_json_strings(raw: str) -> str:
+    """``raw`` (valid JSON) with every known secret replaced inside its strings (keys too).
+
+    Escaped spellings (``"\\u0073k-..."``) are decoded first, so a vendor echoing our token
+    in any form cannot get it stored. Numbers and layout are left byte for byte.
+    """
+    return _JSON_STRING.sub(_scrub_literal, raw)
 
 
 def _short(value: object) -> str:
@@ -192,20 +266,34 @@ def _parse_meter(name: str, value: object) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, Decimal | str):
         _unusable(f"{name} is not a number or numeric string: {_short(value)}")
     try:
-        amount = Decimal(value.strip()) if isinstance(value, str) else value
-    except InvalidOperation:
-        _unusable(f"{name} is not a number or numeric string: {_short(value)}")
-    if not amount.is_finite() or amount < 0:
-        _unusable(f"{name} is not a non-negative finite amount: {_short(value)}")
-    return amount
+        # The one amount bound: checked on the Decimal's digits and exponent, so that
+        # 1e999999999 is refused before anything could write out its billion zeros.
+        return parse_amount(value)
+    except AmountError as exc:
+        _unusable(f"{name}: {exc}")
 
 
 def _parse_label(name: str, value: object, *, numbers_ok: bool) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
     if numbers_ok and isinstance(value, Decimal) and value.is_finite():
-        return str(value)
-    return _unusable(f"{name} is not a string: {_short(value)}")
+        value = str(value)
+    if not isinstance(value, str):
+        _unusable(f"{name} is not a string: {_short(value)}")
+    if len(value) > _LABEL_MAX_CHARS[name]:
+        _unusable(f"{name} is longer than {_LABEL_MAX_CHARS[name]} characters")
+    # JSON can spell NUL and lone surrogates, which no database column can store.
+    if "\x00" in value or (not value.isascii() and _not_utf8(value)):
+        _unusable(f"{name} contains NUL or a lone surrogate")
+    return value
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def parse_profile(
@@ -215,15 +303,24 @@ def parse_profile(
 
     Meters may be JSON numbers or numeric strings; either may be missing or
     ``null``. Known fields with unusable values (``"abc"``, negative, NaN, a bool,
-    a list) make the whole body unusable rather than silently half-read.
+    a list, an amount outside the bound of :mod:`preflight.domain.amounts`) make the
+    whole body unusable rather than silently half-read. Any known secret (our token)
+    the vendor echoes is replaced in every string of the body, ``raw`` included,
+    before anything is read from it.
     """
     try:
-        # A leading BOM is not part of the JSON but some servers send one; raw keeps it.
-        data = json.loads(
-            raw.removeprefix("\ufeff"),
-            parse_float=Decimal,
-            parse_int=Decimal,
-            parse_constant=_reject_constant,
+        data = _load_json(raw)
+        # Escapes can spell a secret that a plain search would miss; without any, a
+        # plain search is enough, and the common body is not copied.
+        if isinstance(data, dict | list) and ("\\" in raw or contains_secret(raw)):
+            cleaned = _scrub_json_strings(raw)
+            if cleaned != raw:
+                raw, data = cleaned, _load_json(cleaned)
+    except _NumberTooLong:
+        _unusable(
+            f"body has a number longer than {MAX_NUMBER_CHARS} characters",
+            status=http_status,
+            attempts=attempts,
         )
     except (ValueError, RecursionError):
         _unusable("body is not valid JSON", status=http_status, attempts=attempts)
@@ -335,6 +432,132 @@ class _DeadlineExceeded(Exception):
     """Internal: the total deadline passed while a body was still arriving."""
 
 
+class _Watchdog:
+    """Holds one request to the total deadline, whatever the server does.
+
+    Per-phase timeouts cannot: httpx restarts the read timeout on every byte, so a
+    server sending its status line and then one header byte a second keeps a request
+    alive for ever, and the body-loop check below never runs before the headers end.
+
+    So a timer runs alongside each request. httpcore's ``trace`` extension reports
+    every socket the request opens (``build_http_client`` turns keep-alive off, so a
+    request always opens its own); when the deadline passes, the timer shuts those
+    sockets down. ``shutdown()`` from another thread reliably wakes a blocked
+    ``recv()`` with end-of-file (``close()`` does not), so httpx raises at once and
+    the attempt ends as "deadline exceeded". Connect, TLS, headers and body are all
+    covered; name resolution is not (no socket exists yet), which the connect
+    timeout and the OS resolver bound.
+    """
+
+    _SOCKET_EVENTS: Final = ("connection.connect_tcp.complete", "connection.start_tls.complete")
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._fired = False
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    @property
+    def fired(self) -> bool:
+        """Whether the deadline passed (and the request's sockets were shut down)."""
+        with self._lock:
+            return self._fired
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._timer.cancel()
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore's trace callback: remember each socket as soon as it exists."""
+        if event not in self._SOCKET_EVENTS:
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            fired = self._fired
+        if fired:  # the deadline passed while connecting
+            _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # socket.socket.shutdown even on an SSLSocket: SSLSocket.shutdown would tear down the
+    # TLS state under the thread reading it; the plain syscall only makes that read end.
+    # OSError: the socket is already closed (or was detached when TLS wrapped it).
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Inflater:
+    """Content-Encoding undone in bounded steps, so the body cap also caps inflated bytes.
+
+    httpx's own decoders inflate each network read whole: 64 KiB of a gzip bomb
+    becomes 64 MiB before any cap can look at it.
+    """
+
+    def __init__(self, content_encoding: str, status: int) -> None:
+        encodings = [e.strip().lower() for e in content_encoding.split(",") if e.strip()]
+        encodings = [e for e in encodings if e != "identity"]
+        self._status = status
+        self._zlib: Any = None
+        self._raw_deflate_fallback = False
+        if not encodings:
+            return
+        if len(encodings) > 1 or encodings[0] not in ("gzip", "x-gzip", "deflate"):
+            # We only ask for gzip and deflate; anything else is not an answer to us.
+            _unusable(
+                f"Content-Encoding {content_encoding.strip()[:40]!r} is not supported",
+                status=status,
+            )
+        if encodings[0] == "deflate":
+            # "deflate" should be zlib-wrapped, but some servers send it raw (as httpx allows).
+            self._zlib = zlib.decompressobj()
+            self._raw_deflate_fallback = True
+        else:
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The bytes ``data`` inflates to, at most ``_INFLATE_STEP`` at a time."""
+        if self._zlib is None:
+            if data:
+                yield data
+            return
+        while True:
+            try:
+                piece = self._zlib.decompress(data, _INFLATE_STEP)
+            except zlib.error:
+                if self._raw_deflate_fallback:
+                    self._raw_deflate_fallback = False
+                    self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                _unusable("body cannot be decoded", status=self._status)
+            self._raw_deflate_fallback = False
+            if piece:
+                yield piece
+            data = self._zlib.unconsumed_tail
+            # A full step may leave output inside zlib even with no input left: ask again.
+            if not data and len(piece) < _INFLATE_STEP:
+                return
+
+
 class VendorClient:
     """The vendor's profile API for one account (one token), on a caller-owned httpx client.
 
@@ -356,6 +579,10 @@ class VendorClient:
         if not isinstance(token, Secret):
             # A plain str would lose Secret's redaction everywhere downstream.
             raise TypeError("token must be a preflight.secret.Secret")
+        if not is_valid_token(token.reveal()):
+            # Settings refuse such a token already; a Secret built by hand must not reach
+            # a header either (UnicodeEncodeError, or a request cut at a line break).
+            raise ConfigError(f"vendor token: {TOKEN_FORMAT}")
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
         self._http = http
@@ -470,6 +697,7 @@ class VendorClient:
         headers = {
             "Authorization": f"Bearer {self._token.reveal()}",
             "Accept": "application/json",
+            "Accept-Encoding": _ACCEPT_ENCODING,
         }
         if has_body:
             headers["Content-Type"] = "application/json"
@@ -484,42 +712,48 @@ class VendorClient:
         remaining: float,
     ) -> Profile | _Failure:
         started = self._clock()
+        headers_received = False
         try:
-            with self._http.stream(
-                method,
-                PROFILE_PATH,
-                content=content,
-                headers=self._headers(content is not None),
-                timeout=self._timeout(remaining),
-            ) as response:
+            with (
+                _Watchdog(remaining) as watchdog,
+                self._http.stream(
+                    method,
+                    PROFILE_PATH,
+                    content=content,
+                    headers=self._headers(content is not None),
+                    timeout=self._timeout(remaining),
+                    extensions={"trace": watchdog.trace},
+                ) as response,
+            ):
+                headers_received = True
                 status = response.status_code
                 if 200 <= status < 300:
                     return self._read_profile(response, attempt, started, deadline_at)
                 return self._handle_status(method, response, attempt, deadline_at)
         except _DeadlineExceeded:
-            raise VendorUnavailableError(
-                f"vendor unavailable after {_attempts_text(attempt)}: body still arriving, "
-                f"deadline of {self._policy.deadline:g}s exceeded",
-                status=None,
-                attempts=attempt,
-            ) from None
-        except httpx.DecodingError as exc:
-            # A body whose Content-Encoding cannot be decoded is as unusable as bad JSON.
-            unusable = UnusableResponseError(
-                "unusable response: body cannot be decoded", attempts=attempt
-            )
-            return _Failure("body cannot be decoded", exc, unusable=unusable)
+            raise self._deadline_error(attempt, headers_received) from None
         except httpx.UnsupportedProtocol as exc:
             raise VendorUnavailableError(
                 f"vendor URL is not usable: {_one_line(str(exc), 200)}", attempts=attempt
             ) from exc
         except (httpx.TimeoutException, httpx.TransportError) as exc:
+            if watchdog.fired:
+                raise self._deadline_error(attempt, headers_received) from None
             return _Failure(_describe_transport(exc), exc)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise VendorUnavailableError(
                 f"vendor request failed: {_one_line(str(exc), 200) or type(exc).__name__}",
                 attempts=attempt,
             ) from exc
+
+    def _deadline_error(self, attempt: int, headers_received: bool) -> VendorUnavailableError:
+        what = "body still arriving" if headers_received else "no complete response headers"
+        return VendorUnavailableError(
+            f"vendor unavailable after {_attempts_text(attempt)}: {what}, "
+            f"deadline of {self._policy.deadline:g}s exceeded",
+            status=None,
+            attempts=attempt,
+        )
 
     def _read_profile(
         self, response: httpx.Response, attempt: int, started: float, deadline_at: float
@@ -536,27 +770,51 @@ class VendorClient:
                 text, http_status=status, latency_ms=max(latency_ms, 0), attempts=attempt
             )
         except UnusableResponseError as exc:
+            # Without its traceback: those frames hold the body and its text (up to twice
+            # the body cap), which would stay alive through the next attempt's read.
+            exc = exc.with_traceback(None)
             return _Failure(exc.message, exc, status=status, unusable=exc)
 
     def _read_body(self, response: httpx.Response, limit: int, deadline_at: float) -> bytes:
-        """The body, cut off once it passes ``limit`` bytes or the deadline, whichever first."""
+        """The body, cut off once it passes ``limit`` bytes or the deadline, whichever first.
+
+        ``limit`` applies to the bytes received and to the bytes they inflate to, as they
+        are produced: memory stays within ``limit`` plus one inflate step.
+        """
+        status = response.status_code
         declared: int | None = None
         length = response.headers.get("Content-Length", "")
         if length.strip().isdigit():
             declared = int(length)
             if declared > limit:
                 _unusable(
-                    f"body of {declared} bytes exceeds the limit of {limit} bytes",
-                    status=response.status_code,
+                    f"body of {declared} bytes exceeds the limit of {limit} bytes", status=status
                 )
+        chunks: Iterable[bytes]
+        if response.is_stream_consumed:
+            # Built whole in memory (httpx reads a content= body at once, as mocks do):
+            # nothing arrives from the network, and httpx has already decoded it.
+            chunks, inflater = [response.content], _Inflater("", status)
+        else:
+            chunks = response.iter_raw()
+            inflater = _Inflater(response.headers.get("Content-Encoding", ""), status)
         body = bytearray()
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > limit:
-                _unusable(f"body exceeds the limit of {limit} bytes", status=response.status_code)
+        received = 0
+        for chunk in chunks:
+            received += len(chunk)
+            for piece in inflater.feed(chunk):
+                if len(body) + len(piece) > limit:
+                    received = limit + 1
+                    break
+                body += piece
+            if received > limit:
+                # Freed now: the error's traceback keeps this frame, and with it the
+                # buffer, alive for as long as the failure is remembered (a whole retry).
+                body.clear()
+                _unusable(f"body exceeds the limit of {limit} bytes", status=status)
             # The read timeout bounds each chunk, not the whole body: a server dripping
             # one byte at a time would otherwise hold us far past the deadline.
-            complete = declared is not None and response.num_bytes_downloaded >= declared
+            complete = declared is not None and received >= declared
             if not complete and self._clock() > deadline_at:
                 raise _DeadlineExceeded
         return bytes(body)
@@ -610,7 +868,7 @@ class VendorClient:
             body = self._read_body(
                 response, min(self._max_body_bytes, _MAX_ERROR_BODY_BYTES), deadline_at
             )
-            data = json.loads(body.decode("utf-8", errors="replace"), parse_float=Decimal)
+            data = _load_json(body.decode("utf-8", errors="replace"))
         except (VendorError, _DeadlineExceeded, httpx.HTTPError, ValueError, RecursionError):
             return ""
         return _one_line(_error_message(data))

@@ -74,11 +74,12 @@ SINCE_OPTION = click.option(
 
 
 def parse_since(value: str | None) -> datetime | None:
+    """``--since`` as an aware UTC time: an ISO 8601 time, or a duration back from now."""
     from datetime import UTC
 
-    from preflight.domain.outcome import parse_timestamp
+    from preflight.domain.outcome import EARLIEST_TIME, LATEST_TIME, parse_timestamp
     from preflight.errors import UsageError
-    from preflight.settings import parse_duration
+    from preflight.settings import MAX_DURATION, parse_duration
 
     if value is None:
         return None
@@ -90,6 +91,7 @@ def parse_since(value: str | None) -> datetime | None:
         return parse_timestamp(value, "--since")
     except UsageError:
         raise click.BadParameter(
-            f"{value!r} is neither an ISO 8601 time nor a duration like 24h",
+            f"{value[:40]!r} is neither an ISO 8601 time from {EARLIEST_TIME.date()} to "
+            f"{LATEST_TIME.date()} nor a duration like 24h of at most {MAX_DURATION.days}d",
             param_hint="--since",
         ) from None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
+from preflight.domain.amounts import MAX_NUMBER_CHARS, AmountError, parse_amount, preview
 from preflight.domain.errors import UsageError
 from preflight.domain.vocabulary import OutcomeStatus
 
@@ -91,38 +93,68 @@ class OutcomeInput:
 def _amount(value: object, name: str) -> Decimal | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool | float):
-        raise UsageError(f"{name}: not an exact amount: {value!r}")
     try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise UsageError(f"{name}: not a decimal amount: {value!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise UsageError(f"{name}: must be a non-negative decimal: {value!r}")
-    return amount
+        return parse_amount(value)
+    except AmountError as exc:
+        raise UsageError(f"{name}: {exc}") from None
+
+
+#: Times preflight accepts (outcome times, ``--since``): real jobs happen in this range, and
+#: any window or duration (at most 100 years) added to or taken from such a time stays
+#: far inside what ``datetime`` can hold, so no later arithmetic can overflow.
+EARLIEST_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME: Final = datetime(9000, 1, 1, tzinfo=UTC)
+# "2026-11-24T09:00:00.123456+05:30" is 32 characters; anything much longer is not a time.
+_MAX_TIME_CHARS: Final = 64
 
 
 def parse_timestamp(value: object, name: str = "at") -> datetime:
-    """ISO 8601; a time without an offset is taken as UTC."""
+    """ISO 8601; a time without an offset is taken as UTC.
+
+    The time must fall in [:data:`EARLIEST_TIME`, :data:`LATEST_TIME`) once in UTC;
+    anything else raises :class:`UsageError` naming ``name``.
+    """
     if isinstance(value, datetime):
         moment = value
     else:
+        text = str(value).strip()
+        if len(text) > _MAX_TIME_CHARS:
+            raise UsageError(f"{name}: not an ISO 8601 time: {preview(value)}")
         try:
-            moment = datetime.fromisoformat(str(value).strip())
+            moment = datetime.fromisoformat(text)
         except ValueError:
-            raise UsageError(f"{name}: not an ISO 8601 time: {value!r}") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+            raise UsageError(f"{name}: not an ISO 8601 time: {preview(value)}") from None
+    try:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+14:00 is a valid ISO time whose UTC lies before year 1.
+        moment = EARLIEST_TIME - timedelta(days=1)
+    if not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise UsageError(
+            f"{name}: must be between {EARLIEST_TIME.date()} and {LATEST_TIME.date()} UTC: "
+            f"{preview(value if not isinstance(value, datetime) else value.isoformat())}"
+        )
+    return moment
+
+
+# A strict integer: ASCII digits only. int() alone would also take " 402 ", "4_02" and
+# digits of other scripts; 7 digits are more than any field here allows.
+_DIGITS: Final = re.compile(r"[0-9]{1,7}")
 
 
 def _integer(value: object, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool):
-        raise UsageError(f"{name}: not a whole number: {value!r}")
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        raise UsageError(f"{name}: not a whole number: {value!r}") from None
+    """A JSON integer, or a string of ASCII digits without spaces or signs, in [low, high]."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+    else:
+        raise UsageError(
+            f"{name}: not a whole number (a JSON integer, or a string of digits only): "
+            f"{preview(value)}"
+        )
     if not low <= number <= high:
-        raise UsageError(f"{name}: must be between {low} and {high}: {value!r}")
+        raise UsageError(f"{name}: must be between {low} and {high}: {preview(value)}")
     return number
 
 
@@ -134,23 +166,46 @@ def _flag(value: object, name: str) -> bool:
     return value
 
 
+_STATUSES: Final = frozenset(status.value for status in OutcomeStatus)
+
+
+def _error_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"error: must be text: {preview(value)}")
+    text = value[:MAX_ERROR_CHARS]
+    # JSON can spell a lone surrogate ("\\ud800") or NUL: neither can be stored as text
+    # (UTF-8 has no encoding for the first, PostgreSQL refuses the second).
+    if "\x00" in text or (not text.isascii() and _has_surrogate(text)):
+        raise UsageError("error: must be text without NUL characters or lone surrogates")
+    return text
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
     """Validate one outcome given as a mapping (a JSON line, or the CLI's options)."""
     unknown = set(fields) - FIELDS
     if unknown:
-        raise UsageError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        # repr and a cap: a field name is caller text, and may hold a newline or be huge.
+        names = ", ".join(preview(name) for name in sorted(map(str, unknown))[:5])
+        raise UsageError(f"unknown field(s): {names}{', ...' if len(unknown) > 5 else ''}")
     job_id = fields.get("job_id")
     if not isinstance(job_id, str) or not 1 <= len(job_id) <= 200 or not job_id.isprintable():
-        raise UsageError(f"job_id: must be 1-200 printable characters: {job_id!r}")
+        raise UsageError(f"job_id: must be 1-200 printable characters: {preview(job_id)}")
     status_text = fields.get("status")
-    try:
-        status = OutcomeStatus(str(status_text))
-    except ValueError:
-        raise UsageError(f"status: must be succeeded or failed: {status_text!r}") from None
+    if not isinstance(status_text, str) or status_text not in _STATUSES:
+        raise UsageError(f"status: must be succeeded or failed: {preview(status_text)}")
+    status = OutcomeStatus(status_text)
     http_status = fields.get("http_status")
     error = fields.get("error")
-    if error is not None and not isinstance(error, str):
-        raise UsageError(f"error: must be text: {error!r}")
+    if error is not None:
+        error = _error_text(error)
     at = fields.get("at")
     return OutcomeInput(
         job_id=job_id,
@@ -159,18 +214,54 @@ def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
         cost=_amount(fields.get("cost"), "cost"),
         expected_cost=_amount(fields.get("expected_cost"), "expected_cost"),
         http_status=None if http_status is None else _integer(http_status, "http_status", 100, 599),
-        error=None if error is None else error[:MAX_ERROR_CHARS],
+        error=error,
         marked_quota=_flag(fields.get("quota_failure"), "quota_failure"),
         at=None if at is None else parse_timestamp(at),
     )
 
 
+class _NumberTooLong(ValueError):
+    """Raised from inside json.loads: a number's text is longer than any field allows."""
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _NumberTooLong(text)
+    return int(text)
+
+
+def _json_float(text: str) -> Decimal:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _NumberTooLong(text)
+    return Decimal(text)
+
+
+def _json_constant(name: str) -> object:
+    raise UsageError(f"{name} is not a number")
+
+
 def parse_json_line(line: str) -> OutcomeInput:
-    """One JSON Lines record; numbers are read as exact decimals."""
+    """One JSON Lines record; numbers are read as exact decimals.
+
+    Anything wrong with the line raises :class:`UsageError`: bad JSON, ``NaN`` /
+    ``Infinity``, a number longer than :data:`~preflight.domain.amounts.MAX_NUMBER_CHARS`
+    characters, nesting too deep for the parser, or a record that is not an outcome.
+    """
     try:
-        data = json.loads(line, parse_float=Decimal)
+        # A byte-order mark is not JSON, but editors put one at the start of a file.
+        data = json.loads(
+            line.removeprefix("\ufeff"),
+            parse_float=_json_float,
+            parse_int=_json_int,
+            parse_constant=_json_constant,
+        )
     except json.JSONDecodeError as exc:
         raise UsageError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except _NumberTooLong:
+        raise UsageError(f"a number longer than {MAX_NUMBER_CHARS} characters") from None
+    except RecursionError:
+        # The C parser recurses per level: [[[[... 30,000 deep overflows it.
+        raise UsageError("not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise UsageError("each line must be a JSON object")
     return build_outcome(data)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 
 from preflight.db import repositories as repo
+from preflight.domain.amounts import parse_amount
 from preflight.domain.batch import choose_meter, validate_batch_id
 from preflight.domain.verdict import NO_GO, Assessment, Verdict, assess
 from preflight.domain.vocabulary import METERS, BatchStatus, SnapshotKind
@@ -22,7 +23,6 @@ from preflight.errors import (
 )
 from preflight.services.results import CheckResult
 from preflight.services.runtime import Runtime
-from preflight.settings import parse_amount
 
 if TYPE_CHECKING:
     from preflight.db.models import Batch

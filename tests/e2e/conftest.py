@@ -45,16 +45,25 @@ def cli_env(sandbox: SandboxServer, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def cli(cli_env: dict[str, str]) -> Cli:
-    """Run ``preflight ARGS...``; keyword ``env`` adds variables, ``stdin`` feeds input."""
+    """Run ``preflight ARGS...``; keyword ``env`` adds variables, ``stdin`` feeds input.
 
-    def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Run:
+    ``timeout`` bounds the run (``subprocess.TimeoutExpired`` fails the test): tests bound
+    durations this way, never by asserting on a wall clock.
+    """
+
+    def run(
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
+        timeout: float = 60,
+    ) -> Run:
         completed = subprocess.run(
             [sys.executable, "-m", "preflight", *args],
             env={**cli_env, **(env or {})},
             input=stdin,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
             check=False,
         )
         return Run(completed.returncode, completed.stdout, completed.stderr)

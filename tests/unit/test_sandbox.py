@@ -380,12 +380,10 @@ def test_hang_times_out_the_client_and_is_released_on_stop() -> None:
         time.sleep(0.2)
         assert waiter.is_alive()  # hanging
     finally:
-        started = time.monotonic()
         sandbox.stop()
-    waiter.join(timeout=2)
+    waiter.join(timeout=2)  # a bound on the wait, not an assertion on the clock
 
     assert not waiter.is_alive()
-    assert time.monotonic() - started < 1.5
     assert len(outcome) == 1
     assert isinstance(outcome[0], httpx.RemoteProtocolError)
     sandbox.stop()  # idempotent

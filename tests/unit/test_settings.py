@@ -120,3 +120,156 @@ def test_a_vendor_url_must_be_http_or_https(url: str) -> None:
 def test_a_trivially_short_secret_does_not_garble_messages() -> None:
     Secret("x")
     assert scrub("exit 2: invalid batch id 'xx'") == "exit 2: invalid batch id 'xx'"
+
+
+@pytest.mark.parametrize("text", ["36501d", "99999999999999d", "9" * 400 + "s", "١٠s"])
+def test_parse_duration_refuses_absurd_durations(text: str) -> None:
+    with pytest.raises(ValueError, match=r"longer than 36500 days|not a duration") as info:
+        parse_duration(text)
+
+    assert len(str(info.value)) < 120
+
+
+def test_a_duration_setting_over_the_bound_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^PREFLIGHT_HOLD_EXPIRY: longer than 36500 days"):
+        load_settings({"PREFLIGHT_HOLD_EXPIRY": "99999999999999d"})
+
+
+# ---------------------------------------------------------------- issue 10: tokens, numbers
+
+BAD_TOKENS = [
+    pytest.param("tök-123456", id="non-ascii"),
+    pytest.param("abc123\ndef456", id="newline"),
+    pytest.param("abc123\r\n X-Injected: 1", id="header-injection"),
+    pytest.param("abc 123456", id="space"),
+    pytest.param("abc123\t", id="tab"),
+    pytest.param(" abc123", id="leading-space"),
+    pytest.param("abc\x00123", id="nul"),
+]
+
+
+@pytest.mark.parametrize("token", BAD_TOKENS)
+def test_a_malformed_token_variable_is_a_config_error_without_the_value(token: str) -> None:
+    with pytest.raises(ConfigError, match=r"^PREFLIGHT_API_TOKEN: a token must be") as info:
+        load_settings({"PREFLIGHT_API_TOKEN": token})
+
+    assert token.strip() not in str(info.value)
+    assert "abc" not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("token", BAD_TOKENS)
+def test_a_malformed_token_file_is_a_config_error_without_the_value(
+    tmp_path: Path, token: str
+) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(token.encode("utf-8"))
+
+    with pytest.raises(ConfigError, match=r"^PREFLIGHT_API_TOKEN_FILE .*a token must be") as info:
+        load_settings({"PREFLIGHT_API_TOKEN_FILE": str(path)})
+
+    assert "abc" not in str(info.value)
+
+
+def test_a_token_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(b"abc\xff\xfe123")
+
+    with pytest.raises(ConfigError, match="PREFLIGHT_API_TOKEN_FILE"):
+        load_settings({"PREFLIGHT_API_TOKEN_FILE": str(path)})
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_a_token_file_may_end_with_one_newline(tmp_path: Path, ending: str) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(f"file-token-123{ending}".encode())
+
+    token = load_settings({"PREFLIGHT_API_TOKEN_FILE": str(path)}).account_settings().token
+
+    assert token is not None
+    assert token.reveal() == "file-token-123"
+
+
+def test_a_token_file_with_two_newlines_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(b"file-token-123\n\n")
+
+    with pytest.raises(ConfigError, match="PREFLIGHT_API_TOKEN_FILE"):
+        load_settings({"PREFLIGHT_API_TOKEN_FILE": str(path)})
+
+
+def test_account_tokens_name_their_variable_or_file(tmp_path: Path) -> None:
+    config = tmp_path / "preflight.toml"
+    token_file = tmp_path / "team_c"
+    token_file.write_text("bad token\n")
+    config.write_text(
+        '[accounts.team-b]\ntoken_env = "TEAM_B_TOKEN"\n'
+        f'[accounts.team-c]\ntoken_file = "{token_file}"\n'
+    )
+    with pytest.raises(ConfigError, match=r"^TEAM_B_TOKEN \(token_env of \[accounts.team-b\]\)"):
+        load_settings({"PREFLIGHT_CONFIG": str(config), "TEAM_B_TOKEN": "tök"})
+    with pytest.raises(ConfigError, match=r"^\[accounts.team-c\] token_file"):
+        load_settings({"PREFLIGHT_CONFIG": str(config), "TEAM_B_TOKEN": "good-token"})
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("deadline = 1e999", "deadline"),
+        ("deadline = inf", "deadline"),
+        ("deadline = nan", "deadline"),
+        ("read_timeout = -inf", "read_timeout"),
+        ("connect_timeout = 1e300", "connect_timeout"),
+        ("backoff_max = nan", "backoff_max"),
+        ("backoff_base = -1", "backoff_base"),
+        ("retry_after_max = inf", "retry_after_max"),
+        ("alert_timeout = 1e999", "alert_timeout"),
+        ("attempts = 1e999", "attempts"),
+        ("attempts = 3.7", "attempts"),
+        ("attempts = true", "attempts"),
+        ("attempts = 1000000000", "attempts"),
+        ("max_body_bytes = 99999999999999999", "max_body_bytes"),
+        ('deadline = "nan"', "deadline"),
+    ],
+)
+def test_non_finite_and_absurd_numeric_settings_name_the_key(
+    tmp_path: Path, toml: str, key: str
+) -> None:
+    config = tmp_path / "preflight.toml"
+    config.write_text(toml + "\n")
+
+    with pytest.raises(ConfigError, match=f"^config file key {key}: "):
+        load_settings({"PREFLIGHT_CONFIG": str(config)})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DEADLINE", "inf"),
+        ("DEADLINE", "nan"),
+        ("DEADLINE", "1e999"),
+        ("DEADLINE", "86401"),
+        ("READ_TIMEOUT", "1_0"),
+        ("ATTEMPTS", "1e3"),
+        ("ATTEMPTS", " 4_0 "),
+        ("MAX_BODY_BYTES", "9" * 5000),
+    ],
+)
+def test_non_finite_and_absurd_numeric_variables_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^PREFLIGHT_{name}: ") as info:
+        load_settings({f"PREFLIGHT_{name}": value})
+
+    assert len(str(info.value)) < 150
+
+
+def test_numeric_settings_within_bounds() -> None:
+    settings = load_settings(
+        {
+            "PREFLIGHT_DEADLINE": "0.5",
+            "PREFLIGHT_BACKOFF_BASE": "0",
+            "PREFLIGHT_ATTEMPTS": "100",
+            "PREFLIGHT_MAX_BODY_BYTES": "1024",
+        }
+    )
+    assert (settings.deadline, settings.backoff_base, settings.attempts) == (0.5, 0.0, 100)
+    assert settings.max_body_bytes == 1024

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
-import time
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,6 +25,7 @@ from structlog.testing import capture_logs
 from preflight.errors import (
     AuthError,
     BillingBlockedError,
+    ConfigError,
     UnusableResponseError,
     UsageError,
     VendorError,
@@ -207,6 +210,15 @@ def make_client(clock: FakeClock) -> Iterator[Callable[..., tuple[VendorClient, 
         pytest.param('{"user_id": null, "tier": null}', None, None, None, None, id="null-labels"),
         pytest.param("{}", None, None, None, None, id="empty-object"),
         pytest.param('\ufeff{"credits": 3}', Decimal(3), None, None, None, id="bom"),
+        pytest.param('{"credits": "-0"}', Decimal(0), None, None, None, id="minus-zero"),
+        pytest.param(
+            '{"credits": "' + "9" * 40 + "." + "9" * 20 + '"}',
+            Decimal("9" * 40 + "." + "9" * 20),
+            None,
+            None,
+            None,
+            id="largest-amount",
+        ),
     ],
 )
 def test_parse_tolerates_vendor_variations(
@@ -272,6 +284,21 @@ def test_unknown_fields_are_kept_in_raw_exactly(
         pytest.param('{"user_id": ["u"]}', "user_id", id="user-id-list"),
         pytest.param('{"tier": 3}', "tier", id="tier-number"),
         pytest.param(b'{"tier": "\xff"}', "UTF-8", id="not-utf8"),
+        # Issue 10: absurd numbers, deep nesting and unstorable labels.
+        pytest.param('{"credits": 1e999999999}', "credits: more than 40 digits", id="exp"),
+        pytest.param('{"credits": "1e999999999"}', "credits: more than 40", id="exp-string"),
+        pytest.param('{"credits": "1e999999999999"}', "credits: more than 40", id="exp-12"),
+        pytest.param('{"credits": 1' + "0" * 400 + "}", "number longer than 100", id="10^400"),
+        pytest.param('{"credits": 1' + "0" * 40 + "}", "credits: more than 40", id="10^40"),
+        pytest.param('{"credits": 1e-21}', "more than 20 digits after", id="tiny"),
+        pytest.param('{"x": ' + "9" * 5000 + "}", "number longer than", id="unknown-huge-int"),
+        pytest.param('{"credits": -Infinity}', "not valid JSON", id="minus-infinity"),
+        pytest.param("[" * 100_000 + "]" * 100_000, "not valid JSON", id="deep-array"),
+        pytest.param('{"a":' * 50_000 + "1" + "}" * 50_000, "not valid JSON", id="deep-object"),
+        pytest.param('{"user_id": "\\ud800"}', "user_id contains", id="lone-surrogate"),
+        pytest.param('{"tier": "a\\u0000b"}', "tier contains NUL", id="nul"),
+        pytest.param('{"tier": "' + "t" * 101 + '"}', "tier is longer than 100", id="long-tier"),
+        pytest.param('{"user_id": "' + "u" * 201 + '"}', "user_id is longer", id="long-user"),
     ],
 )
 def test_unusable_bodies_are_retried_then_raised(
@@ -660,6 +687,83 @@ def test_a_body_exactly_at_the_limit_is_accepted(
     assert client.get_profile().raw == SAMPLE
 
 
+def _gzip(data_chunks: Iterator[bytes], wbits: int = 31) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    return b"".join(compressor.compress(chunk) for chunk in data_chunks) + compressor.flush()
+
+
+def test_a_gzip_bomb_is_cut_at_the_cap_while_inflating(
+    make_client: Callable[..., tuple[VendorClient, FakeVendor]],
+) -> None:
+    # 64 MiB of zeros in ~64 KiB of gzip, sent in 16 KiB reads (each inflating to 16 MiB).
+    bomb = _gzip(bytes(1 << 20) for _ in range(64))
+    assert len(bomb) < 100_000
+    reads = [bomb[i : i + 16_384] for i in range(0, len(bomb), 16_384)]
+
+    class Reads(httpx.SyncByteStream):
+        pulled = 0
+
+        def __iter__(self) -> Iterator[bytes]:
+            for read in reads:
+                Reads.pulled += 1
+                yield read
+
+    client, _ = make_client(
+        stream(Reads(), {"Content-Encoding": "gzip"}),
+        policy=RetryPolicy(attempts=1),
+        max_body_bytes=65_536,
+    )
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnusableResponseError, match="exceeds the limit of 65536 bytes"):
+            client.get_profile()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert Reads.pulled == 1  # the first read already inflates past the cap
+    assert peak < 1_000_000  # the cap plus an inflate step, not 16 MiB per read
+
+
+@pytest.mark.parametrize(
+    ("encoding", "wbits"),
+    [("gzip", 31), ("x-gzip", 31), ("deflate", 15), ("deflate", -15), ("identity, gzip", 31)],
+)
+def test_compressed_bodies_are_inflated(
+    make_client: Callable[..., tuple[VendorClient, FakeVendor]], encoding: str, wbits: int
+) -> None:
+    compressed = _gzip(iter([SAMPLE.encode()]), wbits)
+    client, vendor = make_client(stream(ChunkStream(compressed, 1), {"Content-Encoding": encoding}))
+
+    profile = client.get_profile()
+
+    assert profile.raw == SAMPLE
+    assert vendor.requests[0].headers["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "detail"),
+    [
+        ("br", b"whatever", "Content-Encoding 'br' is not supported"),
+        ("gzip, gzip", b"whatever", "is not supported"),
+        ("gzip", b"not gzip at all", "body cannot be decoded"),
+    ],
+)
+def test_undecodable_encodings_are_unusable(
+    make_client: Callable[..., tuple[VendorClient, FakeVendor]],
+    encoding: str,
+    body: bytes,
+    detail: str,
+) -> None:
+    client, vendor = make_client(stream(ChunkStream(body, 1), {"Content-Encoding": encoding}))
+
+    with pytest.raises(UnusableResponseError, match=detail):
+        client.get_profile()
+
+    assert vendor.count == 3
+
+
 # ---------------------------------------------------------------- transport errors
 
 
@@ -775,6 +879,47 @@ def test_the_token_never_appears_in_an_error(
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(f'{{"user_id": "{TOKEN}", "credits": 5}}', id="user-id"),
+        pytest.param(f'{{"user_id": "u1", "tier": "Bearer {TOKEN}", "credits": 5}}', id="tier"),
+        pytest.param(f'{{"credits": 5, "echo": {{"headers": ["{TOKEN}"]}}}}', id="nested"),
+        pytest.param(f'{{"credits": 5, "{TOKEN}": 1}}', id="key"),
+        pytest.param(
+            '{"credits": 5, "user_id": "\\u0073k-test-0123456789abcdef-very-secret"}',
+            id="escaped",
+        ),
+        pytest.param(
+            f'{{"credits": 5, "tier": "x{TOKEN[:5]}\\u{ord(TOKEN[5]):04x}{TOKEN[6:]}y"}}',
+            id="escaped-middle",
+        ),
+    ],
+)
+def test_a_token_echoed_anywhere_in_the_body_is_scrubbed_before_anyone_sees_it(
+    make_client: Callable[..., tuple[VendorClient, FakeVendor]], body: str
+) -> None:
+    client, _ = make_client(ok(body))
+
+    profile = client.get_profile()
+
+    assert profile.credits == Decimal(5)
+    for text in (profile.raw, profile.user_id, profile.tier, repr(profile)):
+        assert TOKEN not in str(text)
+    assert TOKEN not in json.dumps(json.loads(profile.raw))  # nor in any decoded string
+    assert "[REDACTED]" in profile.raw
+
+
+def test_scrubbing_keeps_everything_else_byte_for_byte() -> None:
+    body = f'{{ "credits":1.50 ,"user_id":"{TOKEN}",\n "plan": {{"x": [1, 2.0e3]}}}}'
+
+    profile = parse_profile(body)
+
+    assert profile.raw == body.replace(TOKEN, "[REDACTED]")
+    assert str(profile.credits) == "1.50"
+    assert profile.user_id == "[REDACTED]"
+
+
 def test_the_http_client_never_holds_the_token(
     make_client: Callable[..., tuple[VendorClient, FakeVendor]],
 ) -> None:
@@ -789,6 +934,14 @@ def test_the_http_client_never_holds_the_token(
 def test_a_plain_string_token_is_refused() -> None:
     with httpx.Client() as http, pytest.raises(TypeError, match="Secret"):
         VendorClient(http, TOKEN)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("token", ["tök-123456", "abc123\ndef456", "abc123\r\n X-Injected: 1"])
+def test_a_malformed_token_never_reaches_a_header(token: str) -> None:
+    with httpx.Client() as http, pytest.raises(ConfigError, match="printable ASCII") as info:
+        VendorClient(http, Secret(token))
+
+    assert "abc" not in str(info.value)
 
 
 # ---------------------------------------------------------------- profile updates
@@ -996,13 +1149,91 @@ def drip_server() -> Iterator[str]:
 
 
 def test_real_dripping_server_is_cut_off_at_the_deadline(drip_server: str) -> None:
+    # The whole body would take 18 s; only the deadline path raises this error (no wall
+    # clock is asserted: a broken deadline would read the body and fail the raises).
     settings = Settings(database_url="sqlite://", read_timeout=10.0, deadline=1.0)
 
     with build_http_client(settings, drip_server) as http:
         client = VendorClient(http, Secret(TOKEN), policy=RetryPolicy.from_settings(settings))
-        started = time.monotonic()
         with pytest.raises(VendorUnavailableError, match="deadline of 1s exceeded"):
             client.get_profile()
-        elapsed = time.monotonic() - started
 
-    assert elapsed < 1.5
+
+class _RawServer:
+    """A loopback TCP server whose every connection runs ``script(conn, stop)`` in a thread."""
+
+    def __init__(self, script: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.script = script
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.threads: list[threading.Thread] = []
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.accepter = threading.Thread(target=self._accept)
+        self.accepter.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            thread = threading.Thread(target=self._run, args=(conn,))
+            thread.start()
+            self.threads.append(thread)
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096) or b"\r\n\r\n"
+                self.script(conn, self.stop)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.accepter.join(5)
+        for thread in self.threads:
+            thread.join(5)
+        self.listener.close()
+
+
+def _drip_headers(conn: socket.socket, stop: threading.Event) -> None:
+    # A status line, then header bytes 0.1 s apart for 4 s at most: each byte restarts
+    # httpx's read timeout, so only a bound on the whole request can end it sooner.
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    for byte in b"X-Slow: " + b"a" * 39:
+        if stop.wait(0.1):
+            return
+        conn.sendall(bytes([byte]))
+
+
+def _silence(conn: socket.socket, stop: threading.Event) -> None:
+    stop.wait(4)
+
+
+@pytest.mark.parametrize(
+    ("script", "phase"),
+    [(_drip_headers, "no complete response headers"), (_silence, "no complete response headers")],
+)
+def test_the_deadline_bounds_the_response_headers_too(
+    script: Callable[[socket.socket, threading.Event], None], phase: str
+) -> None:
+    server = _RawServer(script)
+    settings = Settings(database_url="sqlite://", read_timeout=10.0, deadline=1.0)
+    try:
+        with build_http_client(settings, server.url) as http:
+            client = VendorClient(http, Secret(TOKEN), policy=RetryPolicy.from_settings(settings))
+            with pytest.raises(VendorUnavailableError) as info:
+                client.get_profile()
+    finally:
+        server.close()
+
+    # Without the bound the server gives up first (after 4 s) and the error is a
+    # disconnection, not the deadline.
+    assert str(info.value) == (
+        f"vendor unavailable after 1 attempt: {phase}, deadline of 1s exceeded"
+    )
