@@ -54,18 +54,9 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def db_upgrade(revision: str) -> int:
     """Migrate the database in PREFLIGHT_DATABASE_URL (needed once for PostgreSQL)."""
-    from preflight.db import migrate
-    from preflight.db.session import build_engine
+    from preflight.services.schema import upgrade_schema
 
-    engine = build_engine(load_cli_settings().database_url)
-    try:
-        migrate.upgrade(engine, revision)
-        from preflight.db.session import translate_db_errors
-
-        with translate_db_errors(), engine.connect() as connection:
-            current = migrate.current_revision(connection)
-    finally:
-        engine.dispose()
+    current = upgrade_schema(load_cli_settings(), revision)
     click.echo(f"database schema at revision {current}")
     return 0
 
