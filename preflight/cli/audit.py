@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from preflight.cli.render import print_table
+from preflight.cli.render import print_rows
 from preflight.cli.support import FORMAT_OPTION, SINCE_OPTION, emit_json, open_app, parse_since
 from preflight.domain.vocabulary import FINDING_KINDS
 
@@ -117,23 +117,17 @@ def findings(since: str | None, kind: str | None, account: str | None, output_fo
     """What the audit found, oldest first: unexplained consumption, low balance, stale batches."""
     with open_app() as app:
         found = app.findings(since=parse_since(since), kind=kind, account=account)
-        rows = [finding.to_dict() for finding in found]
-    if output_format == "json":
-        emit_json(rows)
-    else:
-        print_table(
-            ["created_at", "account", "kind", "amount", "window_start", "window_end", "batches"],
-            [
-                [
-                    r["created_at"],
-                    r["account"],
-                    r["kind"],
-                    r["amount"],
-                    r["window_start"],
-                    r["window_end"],
-                    ", ".join(r["batches"]) or None,
-                ]
-                for r in rows
-            ],
-        )
+    print_rows(
+        [finding.to_dict() for finding in found],
+        output_format,
+        [
+            "created_at",
+            "account",
+            "kind",
+            "amount",
+            "window_start",
+            "window_end",
+            ("batches", lambda r: ", ".join(r["batches"]) or None),
+        ],
+    )
     return 0

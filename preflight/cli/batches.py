@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from preflight.cli.render import print_show, print_table
+from preflight.cli.render import print_rows, print_show
 from preflight.cli.support import (
     FORMAT_OPTION,
     SINCE_OPTION,
@@ -324,27 +324,20 @@ def show(batch_id: str, output_format: str) -> int:
 def failures(since: str | None, tag: str | None, account: str | None, output_format: str) -> int:
     """Quota failures across batches, with their tags."""
     with open_app() as app:
-        rows = [
-            f.to_dict() for f in app.failures(since=parse_since(since), tag=tag, account=account)
-        ]
-    if output_format == "json":
-        emit_json(rows)
-    else:
-        print_table(
-            ["failed_at", "batch_id", "job_id", "attempt", "tag", "foreign", "unattributed"],
-            [
-                [
-                    r["failed_at"],
-                    r["batch_id"],
-                    r["job_id"],
-                    r["attempt"],
-                    r["tag"],
-                    (r["evidence"] or {}).get("foreign"),
-                    r["unattributed"],
-                ]
-                for r in rows
-            ],
-        )
+        found = app.failures(since=parse_since(since), tag=tag, account=account)
+    print_rows(
+        [failure.to_dict() for failure in found],
+        output_format,
+        [
+            "failed_at",
+            "batch_id",
+            "job_id",
+            "attempt",
+            "tag",
+            ("foreign", lambda r: (r["evidence"] or {}).get("foreign")),
+            "unattributed",
+        ],
+    )
     return 0
 
 
@@ -361,37 +354,20 @@ def batches(since: str | None, status: str | None, account: str | None, output_f
     """Recent batches with their verdicts and failure counts."""
     with open_app() as app:
         listed = app.batches(since=parse_since(since), status=status, account=account)
-        rows = [b.to_dict() for b in listed]
-    if output_format == "json":
-        emit_json(rows)
-    else:
-        print_table(
-            [
-                "created_at",
-                "batch_id",
-                "status",
-                "verdict",
-                "meter",
-                "need",
-                "jobs",
-                "failed",
-                "quota",
-                "cost",
-            ],
-            [
-                [
-                    r["created_at"],
-                    r["batch_id"],
-                    r["status"],
-                    r["verdict"],
-                    r["meter"],
-                    r["need"],
-                    r["outcomes"]["total"],
-                    r["outcomes"]["failed"],
-                    r["outcomes"]["quota_failures"],
-                    r["outcomes"]["cost"],
-                ]
-                for r in rows
-            ],
-        )
+    print_rows(
+        [listing.to_dict() for listing in listed],
+        output_format,
+        [
+            "created_at",
+            "batch_id",
+            "status",
+            "verdict",
+            "meter",
+            "need",
+            ("jobs", lambda r: r["outcomes"]["total"]),
+            ("failed", lambda r: r["outcomes"]["failed"]),
+            ("quota", lambda r: r["outcomes"]["quota_failures"]),
+            ("cost", lambda r: r["outcomes"]["cost"]),
+        ],
+    )
     return 0

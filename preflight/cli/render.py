@@ -5,9 +5,28 @@ JSON output is each result's ``to_dict()``, printed by :func:`preflight.cli.supp
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
+
+from preflight.cli.support import emit_json
+
+#: A table column: a key of the row's JSON form, or (header, how to get the cell).
+Column = str | tuple[str, Callable[[Mapping[str, Any]], Any]]
+
+
+def print_rows(
+    rows: Sequence[Mapping[str, Any]], output_format: str, columns: Sequence[Column]
+) -> None:
+    """A listing: JSON (each row's JSON form, all of it), or a table of ``columns``."""
+    if output_format == "json":
+        emit_json(list(rows))
+        return
+    print_table(
+        [c if isinstance(c, str) else c[0] for c in columns],
+        [[row[c] if isinstance(c, str) else c[1](row) for c in columns] for row in rows],
+    )
 
 
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
