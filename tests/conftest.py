@@ -10,9 +10,14 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from preflight.sandbox import SandboxServer
 from tests.support import CLOCK_START, Clock
+
+#: For mutation testing (docs/classification.md): the same examples on every run and no
+#: example database, so whether a mutant is killed never depends on an earlier mutant.
+settings.register_profile("mutation", derandomize=True, database=None)
 
 for _name in [name for name in os.environ if name.startswith("PREFLIGHT_")]:
     if _name != "PREFLIGHT_TEST_POSTGRES_URL":

@@ -57,6 +57,7 @@ def declared(**fields: object) -> D | None:
 
 
 PREFLIGHT = snap(1, 0, "100", "preflight")
+CHECKED_AT = "2026-11-24T12:00:00+00:00"  # t0 as the evidence shows it
 
 
 def failure(**overrides: object) -> QuotaFailure:
@@ -84,7 +85,13 @@ CASES = {
             timeline=[snap(2, 10.5, "0", "failure")],
         ),
         Tag.PRE_EXISTING_LOW_BALANCE,
-        {"b0": "100", "own": "100", "expected_cost": "10", "foreign": "0"},
+        {
+            "b0": "100",
+            "own": "100",
+            "expected_cost": "10",
+            "expected_cost_source": "mean_succeeded",
+            "foreign": "0",
+        },
         [],
         "0",
     ),
@@ -146,7 +153,7 @@ CASES = {
     "meter absent at the check": (
         failure(preflight=snap(1, 0, None, "preflight")),
         Tag.INCONCLUSIVE,
-        {"b0": None},
+        {"b0": None, "t0": CHECKED_AT, "snapshot_ids": [1]},
         [],
         None,
     ),
@@ -157,7 +164,13 @@ CASES = {
             timeline=[snap(2, 40, "20", "audit"), snap(3, 200, "0", "audit")],
         ),
         Tag.CONCURRENT_CONSUMPTION,
-        {"ba": "20", "foreign": "70", "before_failure": False},
+        {
+            "t0": CHECKED_AT,
+            "ba": "20",
+            "ta": "2026-11-24T12:40:00+00:00",
+            "foreign": "70",
+            "before_failure": False,
+        },
         [],
         "70",
     ),
@@ -165,7 +178,7 @@ CASES = {
     "later snapshot too stale": (
         failure(own=[own(1, "10")], timeline=[snap(2, 200, "0", "audit")]),
         Tag.INCONCLUSIVE,
-        {"ba": None, "foreign": None},
+        {"t0": CHECKED_AT, "ba": None, "foreign": None, "snapshot_ids": [1]},
         [],
         None,
     ),
@@ -246,7 +259,7 @@ CASES = {
     "own costs unknown": (
         failure(own=[own(1, None)], timeline=[snap(2, 10.5, "0")]),
         Tag.INCONCLUSIVE,
-        {"own": "0"},
+        {"own": "0", "expected_cost": "0", "expected_cost_source": "unknown"},
         [],
         "100",
     ),
@@ -261,6 +274,98 @@ CASES = {
         Tag.PRE_EXISTING_LOW_BALANCE,
         {"own": "95", "expected_cost": "10", "expected_cost_source": "declared"},
         [],
+        "0",
+    ),
+    # ---- boundaries: which instant belongs to which interval ----
+    # The check's instant belongs to the check: a job recorded then is already in b0, so
+    # neither own(t0, tf] nor an unknown cost of the batch.
+    "jobs recorded at the check instant are before it": (
+        failure(own=[own(0, "10"), own(0, None)], timeline=[snap(2, 10.5, "60", "failure")]),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"own": "0", "expected_cost": "10", "foreign": "40"},
+        [],
+        "40",
+    ),
+    # The failure's instant belongs to the failure: a job recorded then with no cost is
+    # an unknown own cost.
+    "a job without cost at the failure instant is unknown": (
+        failure(own=[own(10, None)], timeline=[snap(2, 10.5, "60", "failure")]),
+        Tag.INCONCLUSIVE,
+        {"own": "0", "foreign": "40"},
+        [],
+        "40",
+    ),
+    # Only a failure strictly before t0 has no preflight evidence.
+    "a failure at the check instant is after it": (
+        failure(failed_at=at(0), timeline=[snap(2, 0.5, "60", "failure")]),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"b0": "100", "foreign": "40", "before_failure": False},
+        [],
+        "40",
+    ),
+    # Other snapshots of the check's instant (and the preflight snapshot itself, which the
+    # account's timeline holds) are not after the check: no segment, no bound.
+    "snapshots taken with the check are not after it": (
+        failure(
+            own=[own(1, "10")],
+            timeline=[PREFLIGHT, snap(2, 0, "100"), snap(3, 10.5, "60", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"foreign": "30", "foreign_before_failure": None, "snapshot_ids": [1, 3]},
+        [],
+        "30",
+    ),
+    # ... nor can they measure a failure that nothing after the check measured.
+    "snapshots at or before the check measure nothing": (
+        failure(timeline=[snap(2, -5, "120"), snap(3, 0, "100")]),
+        Tag.INCONCLUSIVE,
+        {"ba": None, "foreign": None},
+        [],
+        None,
+    ),
+    # A snapshot at the failure's instant is at or after it: it measures, and it is not a
+    # reading before the failure.
+    "a snapshot at the failure instant measures it": (
+        failure(own=[own(1, "10")], timeline=[snap(2, 10, "60")]),
+        Tag.CONCURRENT_CONSUMPTION,
+        {
+            "ta": "2026-11-24T12:10:00+00:00",
+            "foreign": "30",
+            "before_failure": False,
+            "foreign_before_failure": None,
+        },
+        [],
+        "30",
+    ),
+    # The staleness window is closed: a snapshot exactly one hour after the failure measures.
+    "a snapshot at the end of the staleness window measures": (
+        failure(own=[own(1, "10")], timeline=[snap(2, 70, "60")]),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"ta": "2026-11-24T13:10:00+00:00", "foreign": "30", "before_failure": False},
+        [],
+        "30",
+    ),
+    # Attribution covers (t0, ta]: A's spend at the check is already in b0, C's at the
+    # measuring snapshot is in ba.
+    "attribution covers (t0, ta]": (
+        failure(
+            others=[other("A", 0, "30"), other("C", 10.5, "25")],
+            timeline=[snap(2, 10.5, "45", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"foreign": "55"},
+        [Attributed("C", D("25"))],
+        "30",
+    ),
+    # Equal costs rank by batch id, whatever order they were recorded in: reruns agree.
+    "equal costs rank by batch id": (
+        failure(
+            others=[other("Z", 1, "20"), other("A", 2, "20")],
+            timeline=[snap(2, 10.5, "60", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"foreign": "40"},
+        [Attributed("A", D("20")), Attributed("Z", D("20"))],
         "0",
     ),
     # ---- the examples of the issue that made the numbers exact ----
@@ -371,7 +476,7 @@ CASES = {
             timeline=[snap(2, 5, "20")],
         ),
         Tag.INCONCLUSIVE,
-        {"b0": None, "foreign": None},
+        {"b0": None, "t0": CHECKED_AT, "foreign": None, "snapshot_ids": [1]},
         [],
         None,
     ),
@@ -390,18 +495,95 @@ CASES = {
 }
 
 
+CASES["low balance, and others spent too"] = (
+    # 35 at the check could not cover 3 jobs of 10 + the failed job's 10; others spent 5.
+    failure(
+        preflight=snap(1, 0, "35", "preflight"),
+        own=[own(1, "10"), own(2, "10"), own(3, "10")],
+        declared_cost=D("10"),
+        timeline=[snap(2, 10.5, "0", "failure")],
+    ),
+    Tag.PRE_EXISTING_LOW_BALANCE,
+    {"b0": "35", "own": "30", "expected_cost": "10", "foreign": "5"},
+    [],
+    "5",
+)
+
+# The reasons of the two decisive tags, word for word: what the operator reads first.
+DECISIVE_REASONS = {
+    "own jobs exhaust the balance": (
+        "balance at the check 100 could not cover the batch's own cost 100 "
+        "plus this job's expected 10"
+    ),
+    "low balance, and others spent too": (
+        "balance at the check 35 could not cover the batch's own cost 30 "
+        "plus this job's expected 10; foreign consumption 5 was also seen"
+    ),
+    "unrecorded spend": (
+        "balance at the check 100 covered own cost 20 + expected 10, but others spent 70 "
+        "between the check and the snapshot that measured it"
+    ),
+    "top-up between check and failure": (
+        "balance at the check 100 covered own cost 20 + expected 10, but others spent "
+        "at least 160 between the check and the snapshot that measured it"
+    ),
+    "only a snapshot before the failure": (
+        "balance at the check 100 covered own cost 10 + expected 10, but others spent "
+        "at least 40 between the check and the failure"
+    ),
+}
+
+
+@pytest.mark.parametrize(("name", "reason"), list(DECISIVE_REASONS.items()))
+def test_decisive_reasons_say_what_was_measured(name: str, reason: str) -> None:
+    assert classify(CASES[name][0]).reason == reason
+
+
+# The reason of an inconclusive tag is the contract: it says what is missing, word for word.
 REASONS = {
+    "no preflight snapshot": "no preflight snapshot: the batch was never checked",
+    "meter absent at the check": "credits is absent from the preflight snapshot 1",
     "ex5: failure before the check": "the failure happened before the batch was checked",
     "ex6: meter absent from the measuring snapshot": (
         "credits is absent from snapshot 7, which would measure the failure"
     ),
-    "later snapshot too stale": "no usable snapshot after the check",
+    "later snapshot too stale": (
+        "no usable snapshot after the check "
+        "(none at or after the failure within 1:00:00; later ones are too stale)"
+    ),
+    "snapshots at or before the check measure nothing": (
+        "no usable snapshot after the check (none at or after the failure within 1:00:00)"
+    ),
+    "own costs unknown": "costs unknown: 1 succeeded job(s) of the batch recorded no cost",
+    "a job without cost at the failure instant is unknown": (
+        "costs unknown: 1 succeeded job(s) of the batch recorded no cost"
+    ),
+    "no foreign spend seen": (
+        "balance at the check 100 covered own cost 10 + expected 10 "
+        "and no foreign consumption above tolerance 0 was seen"
+    ),
+    "own cost billed late, nothing else seen": (
+        "balance at the check 100 covered own cost 10 + expected 10 "
+        "and no foreign consumption above tolerance 0 was seen"
+    ),
 }
 
 
 @pytest.mark.parametrize(("name", "reason"), list(REASONS.items()))
 def test_inconclusive_reasons_name_what_is_missing(name: str, reason: str) -> None:
-    assert reason in classify(CASES[name][0]).reason
+    assert classify(CASES[name][0]).reason == reason
+
+
+def test_every_inconclusive_case_has_its_reason() -> None:
+    assert set(REASONS) == {name for name, row in CASES.items() if row[1] is Tag.INCONCLUSIVE}
+
+
+@pytest.mark.parametrize(
+    "name", [name for name, row in CASES.items() if row[1] is Tag.CONCURRENT_CONSUMPTION]
+)
+def test_a_lower_bound_says_at_least(name: str) -> None:
+    result = classify(CASES[name][0])
+    assert ("at least" in result.reason) is result.evidence.foreign_is_lower_bound
 
 
 @pytest.mark.parametrize(

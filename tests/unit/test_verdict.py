@@ -24,7 +24,10 @@ from preflight.errors import UsageError
     ],
 )
 def test_assess(balance: str, need: str, reserve: str, other: str, expected: Verdict) -> None:
-    assert assess(D(balance), D(need), D(reserve), D(other)).verdict is expected
+    result = assess(D(balance), D(need), D(reserve), D(other))
+    assert result.verdict is expected
+    # Every verdict explains itself with the balance it judged.
+    assert balance in result.reason
 
 
 @pytest.mark.parametrize(
@@ -44,6 +47,12 @@ def test_assess(balance: str, need: str, reserve: str, other: str, expected: Ver
 )
 def test_exit_codes(verdict: Verdict, strict: bool, fail_open: bool, code: int) -> None:
     assert exit_code(verdict, strict=strict, fail_open=fail_open) == code
+
+
+@pytest.mark.parametrize(("verdict", "code"), [(Verdict.AT_RISK, 0), (Verdict.UNAVAILABLE, 13)])
+def test_exit_codes_default_to_lenient_at_risk_and_fail_closed(verdict: Verdict, code: int) -> None:
+    # Unless asked: at_risk still dispatches, and an unavailable vendor is a no-go.
+    assert exit_code(verdict) == code
 
 
 @pytest.mark.parametrize(
