@@ -4,7 +4,8 @@
     ├── NoGoError                    a batch refused to start: the check's verdict
     ├── UsageError                   bad arguments or bad input: nothing was stored
     │   ├── ConfigError              bad settings or TOML file
-    │   └── ConflictError            e.g. a different outcome for a recorded key
+    │   ├── ConflictError            e.g. a different outcome for a recorded key
+    │   └── NotFoundError            e.g. no batch with that id
     ├── VendorError                  the vendor's profile API
     │   ├── AuthError                HTTP 401: never retried
     │   ├── BillingBlockedError      HTTP 402 on the profile itself
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "NoGoError",
+    "NotFoundError",
     "PreflightError",
     "SchemaMissingError",
     "StorageError",
@@ -61,6 +63,10 @@ class ConfigError(UsageError):
 
 class ConflictError(UsageError):
     """The request contradicts what is already stored (never silently overwritten)."""
+
+
+class NotFoundError(UsageError):
+    """The request names something that does not exist (e.g. no batch with that id)."""
 
 
 class VendorError(PreflightError):

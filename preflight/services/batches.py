@@ -15,7 +15,7 @@ from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Attributed, foreign_consumption
 from preflight.domain.vocabulary import FINDING_KINDS, BatchStatus, SnapshotKind, Tag
 from preflight.domain.wire import amount_text
-from preflight.errors import ConfigError, UsageError, VendorError
+from preflight.errors import ConfigError, NotFoundError, UsageError, VendorError
 from preflight.services.results import (
     BatchListing,
     BatchReport,
@@ -235,5 +235,5 @@ def _summary(session: Session, batch: Batch) -> SpendSummary:
 def _existing(session: Session, batch_id: str, *, hint: str = "") -> Batch:
     batch = repo.find_batch(session, batch_id)
     if batch is None:
-        raise UsageError(f"no batch {batch_id!r}{hint}")
+        raise NotFoundError(f"no batch {batch_id!r}{hint}")
     return batch

@@ -14,7 +14,7 @@ from preflight.domain.classify import Classification
 from preflight.domain.classify import classify as classify_failure
 from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
 from preflight.domain.vocabulary import SnapshotKind, Tag
-from preflight.errors import ConfigError, UsageError, VendorError
+from preflight.errors import ConfigError, NotFoundError, UsageError, VendorError
 from preflight.services.results import ImportResult, RecordResult
 from preflight.services.runtime import Runtime
 from preflight.services.snapshots import take_snapshot
@@ -168,7 +168,7 @@ def classify(
         validate_batch_id(batch_id)
         with rt.database.read() as session:
             if repo.find_batch(session, batch_id) is None:
-                raise UsageError(f"no batch {batch_id!r}")
+                raise NotFoundError(f"no batch {batch_id!r}")
         names = [batch_id]
     else:
         with rt.database.read() as session:
