@@ -87,6 +87,12 @@ class Settings:
     alert_kinds: tuple[str, ...] = FINDING_KINDS
     alert_timeout: float = 5.0
     alert_attempts: int = 3
+    # The HTTP API (`preflight serve`) and remote mode: with server_url and server_token
+    # set, the CLI and Preflight() call that server instead of a database.
+    server_url: str | None = None
+    server_token: Secret | None = None
+    metrics_public: bool = False  # GET /metrics without a token carrying the metrics scope
+    metrics_port: int | None = None  # `preflight worker` serves /metrics on it when set
 
     def account_settings(self, name: str | None = None) -> AccountSettings:
         name = name or self.account
@@ -292,6 +298,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "alert_kinds": _finding_kinds,
     "alert_timeout": _seconds(positive=True),
     "alert_attempts": _count(MAX_ATTEMPTS_SETTING),
+    "server_url": _http_url,
+    "metrics_public": _parse_bool,
+    "metrics_port": _count(65535),
 }
 
 
@@ -354,12 +363,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             raise ConfigError(f"config file {config_path} is not valid TOML: {exc}") from None
 
     account_tables = file_values.pop("accounts", {})
-    for inline in ("api_token", "token"):
+    for inline in ("api_token", "token", "server_token"):
         if inline in file_values:
             raise ConfigError(
                 f"config file: `{inline}` is not allowed; use api_token_file or PREFLIGHT_API_TOKEN"
             )
     token_file_from_toml = file_values.pop("api_token_file", None)
+    server_token_file = file_values.pop("server_token_file", None)
+    server_token_file = env.get(f"{ENV_PREFIX}SERVER_TOKEN_FILE") or server_token_file
 
     values: dict[str, Any] = {"database_url": default_database_url(env)}
     for name, parse in _PARSERS.items():
@@ -411,6 +422,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             vendor_url=_account_vendor_url(name, table.get("vendor_url")),
         )
     values["accounts"] = accounts
+    values["server_token"] = _read_token(
+        value=env.get(f"{ENV_PREFIX}SERVER_TOKEN"),
+        file=server_token_file,
+        value_where=f"{ENV_PREFIX}SERVER_TOKEN",
+        file_where=f"{ENV_PREFIX}SERVER_TOKEN_FILE",
+    )
     settings = Settings(**values)
     if overrides:
         known = {f.name for f in fields(Settings)}

@@ -45,6 +45,7 @@ from typing import Any, Final, Literal, NoReturn
 import httpx
 import structlog
 
+from preflight import metrics
 from preflight.domain.amounts import MAX_NUMBER_CHARS, AmountError, parse_amount
 from preflight.errors import (
     AuthError,
@@ -711,6 +712,21 @@ class VendorClient:
         deadline_at: float,
         remaining: float,
     ) -> Profile | _Failure:
+        timer = metrics.VendorTimer()  # preflight_vendor_requests_total, ..._seconds
+        try:
+            return self._attempt_timed(timer, method, content, attempt, deadline_at, remaining)
+        finally:
+            timer.done()
+
+    def _attempt_timed(
+        self,
+        timer: metrics.VendorTimer,
+        method: Method,
+        content: bytes | None,
+        attempt: int,
+        deadline_at: float,
+        remaining: float,
+    ) -> Profile | _Failure:
         started = self._clock()
         headers_received = False
         try:
@@ -726,7 +742,7 @@ class VendorClient:
                 ) as response,
             ):
                 headers_received = True
-                status = response.status_code
+                status = timer.status = response.status_code
                 if 200 <= status < 300:
                     return self._read_profile(response, attempt, started, deadline_at)
                 return self._handle_status(method, response, attempt, deadline_at)

@@ -257,3 +257,20 @@ class Finding(Base):
         UniqueConstraint("account_id", "kind", "key", name="uq_findings_account_kind_key"),
         Index("ix_findings_created", "created_at"),
     )
+
+
+# ---------------------------------------------------------------- the HTTP API's own tokens
+
+
+class ApiToken(Base):
+    """A bearer token of the HTTP API. Only its SHA-256 is kept: the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # Hex SHA-256 of the token; requests are authenticated by looking this up.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

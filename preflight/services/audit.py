@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
+from preflight import metrics
 from preflight.db import audit as store
 from preflight.db import repositories as repo
 from preflight.domain.audit import (
@@ -46,7 +47,7 @@ from preflight.domain.audit import (
     unexplained_consumption,
 )
 from preflight.domain.periods import period_start
-from preflight.domain.vocabulary import FindingKind, SnapshotKind
+from preflight.domain.vocabulary import METERS, FindingKind, SnapshotKind
 from preflight.domain.wire import amount_text, time_text
 from preflight.errors import AuthError, ConfigError, PreflightError, VendorError
 from preflight.services.batches import finding_view
@@ -149,6 +150,9 @@ def run_audit(
         if stop is not None and stop.is_set():
             break
         outcomes.extend(_audit_account(rt, name, force=force, replica=replica, stop=stop))
+    for outcome in outcomes:
+        result = "skipped" if outcome.skipped else (outcome.status or "unknown")
+        metrics.audit_run(result, (finding.kind for finding in outcome.findings))
     return outcomes
 
 
@@ -353,6 +357,7 @@ class _AccountRun:
         try:
             # Outside any transaction: a slow vendor never holds a database lock.
             profile = self.rt.vendor(self.account).get_profile()
+            metrics.balance_seen(self.account, {m: profile.meter(m) for m in METERS})
         except AuthError as exc:
             # Loud: nothing else will tell the operator that the audit has gone blind.
             self.log.error("audit_auth_failed", error=str(exc), token_fingerprint=fingerprint)

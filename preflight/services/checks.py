@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
+from preflight import metrics
 from preflight.db import repositories as repo
 from preflight.domain.amounts import parse_amount
 from preflight.domain.batch import choose_meter, validate_batch_id
@@ -172,6 +173,9 @@ def check(
             fail_open=fail_open and verdict is Verdict.UNAVAILABLE,
             labels=dict(batch.labels),
         )
+    metrics.check_done(verdict.value)
+    if profile is not None:
+        metrics.balance_seen(account_name, {m: profile.meter(m) for m in METERS})
     bound.info(
         "check_completed",
         verdict=verdict.value,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from preflight import metrics
 from preflight.db import repositories as repo
 from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Classification
@@ -73,6 +74,9 @@ def record(
     if item.quota_failure:
         tags = classify_batches(rt, [batch_id], job=(item.job_id, item.attempt))
         tag = tags[0] if tags else None
+    metrics.outcomes_received([item.status.value])
+    if tag is not None and created:
+        metrics.quota_failures({tag.tag.value: 1})
     log.info(
         "outcome_recorded",
         batch_id=batch_id,
@@ -117,6 +121,7 @@ def record_many(
             warnings.update(dict.fromkeys(lifecycle_warnings(batch)))
         counts["inserted"] += stored.inserted
         counts["duplicates"] += stored.duplicates
+        metrics.outcomes_received(item.status.value for _, item in pending)
         pending.clear()
         if stored.conflict is not None:
             line_no, error = stored.conflict
@@ -146,6 +151,7 @@ def record_many(
             flush()
     flush()
     tags = classify_batches(rt, [batch_id]) if quota_failures_seen else []
+    metrics.quota_failures(count_tags(tags))
     return ImportResult(
         batch_id=batch_id,
         lines=counts["lines"],

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from preflight import metrics
 from preflight.db import repositories as repo
-from preflight.domain.vocabulary import SnapshotKind
+from preflight.domain.vocabulary import METERS, SnapshotKind
 from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -45,4 +46,6 @@ def take_snapshot(
         snapshot = repo.store_snapshot(
             session, account_row, profile, now=now, kind=kind, batch=batch, outcome_id=outcome_id
         )
-        return Taken(snapshot.id, now, profile)
+        taken = Taken(snapshot.id, now, profile)
+    metrics.balance_seen(account, {m: profile.meter(m) for m in METERS})
+    return taken
