@@ -18,6 +18,8 @@ from preflight.cli import admin
 from preflight.cli import audit as audit_commands
 from preflight.cli import batches as batch_commands
 from preflight.cli import profile as profile_commands
+from preflight.cli import serve as serve_command
+from preflight.cli import tokens as token_commands
 from preflight.cli.exit_codes import INTERNAL, INTERRUPTED, USAGE, exit_code_of
 from preflight.errors import PreflightError
 from preflight.secret import scrub
@@ -61,6 +63,8 @@ for _command in (
     audit_commands.audit,
     audit_commands.worker,
     audit_commands.findings,
+    serve_command.serve,
+    token_commands.token,
 ):
     cli.add_command(_command)
 

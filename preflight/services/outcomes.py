@@ -15,7 +15,7 @@ from preflight.domain.classify import Classification
 from preflight.domain.classify import classify as classify_failure
 from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
 from preflight.domain.vocabulary import SnapshotKind, Tag
-from preflight.errors import ConfigError, NotFoundError, UsageError, VendorError
+from preflight.errors import ConfigError, ConflictError, NotFoundError, UsageError, VendorError
 from preflight.services.results import ImportResult, RecordResult
 from preflight.services.runtime import Runtime
 from preflight.services.snapshots import take_snapshot
@@ -125,7 +125,7 @@ def record_many(
         pending.clear()
         if stored.conflict is not None:
             line_no, error = stored.conflict
-            raise UsageError(f"line {line_no}: {error}")
+            raise ConflictError(f"line {line_no}: {error}")
 
     for line_no, raw in enumerate(lines, start=1):
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from preflight.services.runtime import Runtime
 from preflight.settings import Settings
 
 
@@ -20,3 +21,20 @@ def upgrade_schema(settings: Settings, revision: str = "head") -> str | None:
             return migrate.current_revision(connection)
     finally:
         engine.dispose()
+
+
+def ready_revision(rt: Runtime) -> str:
+    """The database's schema revision, once it is reachable and at head; else StorageError
+    (or SchemaMissingError): what a readiness probe asks."""
+    from preflight.db import migrate
+    from preflight.db.session import translate_db_errors
+    from preflight.errors import SchemaMissingError
+
+    engine = rt.database.engine
+    with translate_db_errors(), engine.connect() as connection:
+        current = migrate.current_revision(connection)
+    if current != migrate.SCHEMA_HEAD:
+        raise SchemaMissingError(
+            f"the database is at revision {current}, preflight needs {migrate.SCHEMA_HEAD}"
+        )
+    return current

@@ -1,0 +1,48 @@
+"""``preflight serve``: the HTTP API on uvicorn (the ``server`` extra)."""
+
+from __future__ import annotations
+
+import click
+
+from preflight.cli.support import load_cli_settings
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port, printed at start).",
+)
+def serve(host: str, port: int) -> int:
+    """Serve the HTTP API: the same verbs as the CLI, over JSON, on the local database.
+
+    Routes need `Authorization: Bearer <token>` (`preflight token create`), except
+    /healthz. The OpenAPI document is /openapi.json, interactive docs /docs. Runs until
+    SIGTERM / SIGINT. Remote-mode settings (PREFLIGHT_SERVER_URL) are ignored here.
+    """
+    try:
+        import uvicorn
+
+        from preflight.http.app import create_app
+    except ImportError as exc:
+        raise click.UsageError(
+            f"the HTTP API needs the server extra: pip install 'preflight[server]' ({exc.name})"
+        ) from None
+    from preflight.services.runtime import Runtime
+
+    settings = load_cli_settings()
+    app = create_app(Runtime(settings), close_runtime=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        # None: uvicorn's loggers go through ours (one format, secrets scrubbed).
+        log_config=None,
+        access_log=settings.log_level in ("debug", "info"),
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
