@@ -1,15 +1,8 @@
 """The Python API: the same verbs as the CLI, for Python orchestrators.
 
-    from preflight.api import Preflight
-
-    with Preflight() as pf:
-        result = pf.check("nightly-2026-11-24", need=Decimal("500"))
-        if result.go:
-            dispatch()
-
-Each method is one verb of :mod:`preflight.services`, run on the object's
-:class:`~preflight.services.runtime.Runtime`: it talks to the vendor outside any database
-transaction (a slow vendor never holds SQLite's write lock), then commits once.
+Each method is one verb of :mod:`preflight.services` on the object's ``Runtime`` — or, in
+remote mode (``server_url``/``server_token``, or ``PREFLIGHT_SERVER_URL``/``_TOKEN``), the
+same verb on a preflight server (:mod:`preflight.remote`), with the same results.
 """
 
 from __future__ import annotations
@@ -20,11 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 
 from preflight.domain.outcome import OutcomeInput
 from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
+from preflight.remote import RemoteClient, connect
 from preflight.services import audit, batches, checks, outcomes, profile
 from preflight.services.results import (
     AuditOutcome,
@@ -45,12 +39,15 @@ if TYPE_CHECKING:
     import httpx
 
     from preflight.db.session import Database
+    from preflight.secret import Secret
     from preflight.services.profile import ProfileUpdate
     from preflight.vendor import VendorClient
 
 __all__ = ["BatchRun", "Preflight"]
 
 Amount = Decimal | str | int
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,11 +63,8 @@ class BatchRun:
 
 
 class Preflight:
-    """Snapshots, verdicts, outcomes and post-mortems for one configuration.
-
-    The engine and the HTTP connection pools are built once and reused by every call;
-    close the object (or use it as a context manager) to release them.
-    """
+    """Snapshots, verdicts, outcomes and post-mortems for one configuration. The engine and
+    the HTTP pools are built once; close it (or use ``with``) to release them."""
 
     def __init__(
         self,
@@ -79,10 +73,24 @@ class Preflight:
         database: Database | None = None,
         http_factory: Callable[[str], httpx.Client] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        server_url: str | None = None,
+        server_token: str | Secret | None = None,
     ) -> None:
-        self.runtime = Runtime(
-            settings or load_settings(), database=database, http_factory=http_factory, clock=clock
-        )
+        settings = settings or load_settings()
+        self.runtime = Runtime(settings, database=database, http_factory=http_factory, clock=clock)
+        self._remote: RemoteClient | None = connect(settings, server_url, server_token)
+
+    @classmethod
+    def remote(cls, server_url: str, server_token: str | Secret, **options: Any) -> Preflight:
+        """The facade of a preflight server (``preflight serve``): the same verbs over HTTP."""
+        return cls(server_url=server_url, server_token=server_token, **options)
+
+    def _do(self, verb: Callable[Concatenate[Runtime, P], T], *args: P.args, **kw: P.kwargs) -> T:
+        """``verb`` of the services on this runtime, or the verb of that name on the server."""
+        if self._remote is not None:
+            remote_verb: Callable[P, T] = getattr(self._remote, verb.__name__)
+            return remote_verb(*args, **kw)
+        return verb(self.runtime, *args, **kw)
 
     @property
     def settings(self) -> Settings:
@@ -97,6 +105,8 @@ class Preflight:
         return self.runtime.vendor(account)
 
     def close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
         self.runtime.close()
 
     def __enter__(self) -> Self:
@@ -119,8 +129,8 @@ class Preflight:
         labels: Mapping[str, str] | None = None,
     ) -> CheckResult:
         """Snapshot the profile, store it keyed by ``batch_id`` and answer go / no-go."""
-        return checks.check(
-            self.runtime,
+        return self._do(
+            checks.check,
             batch_id,
             need=need,
             meter=meter,
@@ -161,7 +171,7 @@ class Preflight:
         account: str | None = None,
     ) -> RecordResult:
         """Record one job outcome; idempotent on (batch, job, attempt)."""
-        return outcomes.record(self.runtime, batch_id, outcome, snapshot=snapshot, account=account)
+        return self._do(outcomes.record, batch_id, outcome, snapshot=snapshot, account=account)
 
     def record_many(
         self,
@@ -172,31 +182,31 @@ class Preflight:
         chunk_size: int = 1000,
     ) -> ImportResult:
         """Record outcomes from JSON Lines; a bad line stops it, every line before is kept."""
-        return outcomes.record_many(
-            self.runtime, batch_id, lines, account=account, chunk_size=chunk_size
+        return self._do(
+            outcomes.record_many, batch_id, lines, account=account, chunk_size=chunk_size
         )
 
     def finish(self, batch_id: str, *, snapshot: bool = True) -> FinishResult:
         """Take a ``finish`` snapshot, mark the batch finished, report foreign consumption."""
-        return batches.finish(self.runtime, batch_id, snapshot=snapshot)
+        return self._do(batches.finish, batch_id, snapshot=snapshot)
 
     def classify(
         self, batch_id: str | None = None, *, only_inconclusive: bool = False
     ) -> dict[str, int]:
         """(Re)classify stored quota failures of one batch, or of every batch."""
-        return outcomes.classify(self.runtime, batch_id, only_inconclusive=only_inconclusive)
+        return self._do(outcomes.classify, batch_id, only_inconclusive=only_inconclusive)
 
     # ------------------------------------------------------------ post-mortems
 
     def show(self, batch_id: str) -> BatchReport:
         """One batch: snapshots in time order, outcome totals, tagged quota failures."""
-        return batches.show(self.runtime, batch_id)
+        return self._do(batches.show, batch_id)
 
     def failures(
         self, *, since: datetime | None = None, tag: str | None = None, account: str | None = None
     ) -> list[FailureView]:
         """Quota failures across batches, oldest first."""
-        return batches.failures(self.runtime, since=since, tag=tag, account=account)
+        return self._do(batches.failures, since=since, tag=tag, account=account)
 
     def batches(
         self,
@@ -206,13 +216,13 @@ class Preflight:
         account: str | None = None,
     ) -> list[BatchListing]:
         """Recent batches, newest first, with verdicts and outcome totals."""
-        return batches.batches(self.runtime, since=since, status=status, account=account)
+        return self._do(batches.batches, since=since, status=status, account=account)
 
     def findings(
         self, *, since: datetime | None = None, kind: str | None = None, account: str | None = None
     ) -> list[FindingView]:
         """Stored audit findings, oldest first."""
-        return batches.findings(self.runtime, since=since, kind=kind, account=account)
+        return self._do(batches.findings, since=since, kind=kind, account=account)
 
     # ------------------------------------------------------------ audit and profile
 
@@ -225,18 +235,14 @@ class Preflight:
         stop: threading.Event | None = None,
     ) -> list[AuditOutcome]:
         """One audit run per account for the current period (claimed once across replicas)."""
-        return audit.run_audit(
-            self.runtime, account=account, force=force, replica=replica, stop=stop
-        )
+        return self._do(audit.run_audit, account=account, force=force, replica=replica, stop=stop)
 
     def profile(self, account: str | None = None) -> ProfileReading:
         """Read the profile now and keep it as a ``manual`` snapshot."""
-        return profile.read_profile(self.runtime, account)
+        return self._do(profile.read_profile, account)
 
     def update_profile(
         self, webhook_url: str, *, account: str | None = None, allow_http: bool = False
     ) -> ProfileUpdate:
         """Set the profile's ``webhookUrl``; kept apart from batch work."""
-        return profile.update_profile(
-            self.runtime, webhook_url, account=account, allow_http=allow_http
-        )
+        return self._do(profile.update_profile, webhook_url, account=account, allow_http=allow_http)

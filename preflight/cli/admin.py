@@ -32,7 +32,8 @@ def demo(database_url: str | None, output_format: str) -> int:
     url = database_url or default_demo_database()
     say = (lambda _line: None) if output_format == "json" else click.echo
     result = run_demo(url, say=say)
-    with open_app(replace(settings, database_url=url)) as app:
+    # The demo's own database, always locally (never through PREFLIGHT_SERVER_URL).
+    with open_app(replace(settings, database_url=url, server_url=None)) as app:
         reports = [app.show(batch_id).to_dict() for batch_id in result.batch_ids]
     if output_format == "json":
         emit_json({"database_url": url, "batches": reports})
