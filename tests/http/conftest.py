@@ -8,6 +8,7 @@ import pytest
 
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 from preflight.settings import Settings, load_settings
+from tests.e2e.conftest import cli, cli_env  # noqa: F401 - the CLI, for comparisons
 from tests.http_support import LiveServer, live_server
 
 
