@@ -129,6 +129,13 @@ def run_worker(rt: Runtime, *, stop_event: threading.Event | None = None) -> Non
         # Only a list append: a handler must not take a lock the interrupted code may hold.
         received.append(signum)
 
+    if settings.metrics_port is not None:
+        # The same registry `preflight serve` exposes on /metrics (audits, vendor calls).
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+        log.info("metrics_serving", port=settings.metrics_port)
+
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

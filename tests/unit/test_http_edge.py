@@ -1,0 +1,82 @@
+"""The HTTP edge's tables: statuses, problem types read back by the remote client, schemas."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+from preflight.domain import errors
+from preflight.domain.verdict import Verdict
+from preflight.domain.vocabulary import FINDING_KINDS, BatchStatus, Tag
+from preflight.errors import PreflightError
+
+pytest.importorskip("fastapi")
+
+from preflight.http import bodies, problems, schemas
+from preflight.remote import ERROR_OF_TYPE
+
+
+def _leaves() -> list[type[PreflightError]]:
+    return [getattr(errors, name) for name in errors.__all__ if name != "PreflightError"]
+
+
+def test_every_error_class_has_a_status_and_bad_input_is_never_a_5xx() -> None:
+    for cls in _leaves():
+        kind = problems.kind_of(cls.__new__(cls))
+        assert kind is not problems.INTERNAL, cls
+        if issubclass(cls, errors.UsageError) and cls is not errors.ConfigError:
+            assert 400 <= kind.status < 500, cls
+    assert problems.kind_of(errors.NotFoundError("x")).status == 404
+    assert problems.kind_of(errors.ConflictError("x")).status == 409
+    assert problems.kind_of(errors.StorageError("x")).status == 503
+    assert problems.kind_of(errors.VendorUnavailableError("x")).status == 503
+
+
+def test_the_remote_client_reads_each_problem_type_back_as_its_error() -> None:
+    for cls, kind in problems.BY_ERROR:
+        back = ERROR_OF_TYPE[kind.type]
+        assert issubclass(cls, back) or cls is errors.NoGoError, (cls, back)
+    assert set(ERROR_OF_TYPE) >= {kind.type for kind in problems.ALL_KINDS} - {
+        problems.INTERNAL.type,
+        problems.UNAUTHORIZED.type,
+        problems.FORBIDDEN.type,
+    }
+
+
+def test_problem_details_scrub_bearer_credentials() -> None:
+    body = problems.problem(problems.UNAUTHORIZED, "got Bearer abcdef123456")
+    assert "abcdef123456" not in body["detail"]
+    assert body["type"] == "/problems/unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("literal", "values"),
+    [
+        (schemas.VerdictName, [v.value for v in Verdict]),
+        (schemas.StatusName, [s.value for s in BatchStatus]),
+        (schemas.TagName, [t.value for t in Tag]),
+        (schemas.FindingKindName, list(FINDING_KINDS)),
+    ],
+)
+def test_the_schema_literals_are_the_vocabulary(literal: object, values: list[str]) -> None:
+    assert list(typing.get_args(literal)) == values
+
+
+def test_lines_are_split_across_chunks_and_a_long_line_is_cut() -> None:
+    chunks = iter([b'{"a":', b' 1}\n{"b"', b": 2}\n\n", b"last"])
+    assert list(bodies.split_lines(lambda: next(chunks, None), 100)) == [
+        b'{"a": 1}\n',
+        b'{"b": 2}\n',
+        b"\n",
+        b"last",
+    ]
+    long = iter([b"x" * 60, b"x" * 60, b"never read\n"])
+    assert list(bodies.split_lines(lambda: next(long, None), 100)) == [b"x" * 101]
+
+
+def test_exact_json_keeps_decimals_and_refuses_nan() -> None:
+    data = bodies.load_exact_json(b'[{"cost": 0.1}]')
+    assert list(bodies.as_lines(data)) == ['{"cost": "0.1"}']  # type: ignore[arg-type]
+    with pytest.raises(errors.UsageError, match="NaN"):
+        bodies.load_exact_json(b'{"cost": NaN}')
