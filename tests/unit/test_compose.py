@@ -17,8 +17,8 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def test_services_are_postgres_migration_and_worker(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "migrate", "worker"}
+def test_services_are_postgres_migration_worker_and_api(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", "migrate", "worker", "api"}
     assert compose["services"]["postgres"]["image"].startswith("postgres:")
     assert "healthcheck" in compose["services"]["postgres"]
 
@@ -39,7 +39,7 @@ def test_worker_starts_after_a_successful_migration(compose: dict[str, Any]) -> 
 
 
 def test_both_use_the_compose_postgres_and_no_inline_token(compose: dict[str, Any]) -> None:
-    for name in ("migrate", "worker"):
+    for name in ("migrate", "worker", "api"):
         env = compose["services"][name]["environment"]
         assert env["PREFLIGHT_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert "@postgres:5432/" in env["PREFLIGHT_DATABASE_URL"]
@@ -52,7 +52,29 @@ def test_both_use_the_compose_postgres_and_no_inline_token(compose: dict[str, An
 def test_the_image_it_builds_installs_preflight_with_postgres(compose: dict[str, Any]) -> None:
     assert compose["services"]["worker"]["build"] == "."
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "'.[postgres]'" in dockerfile
+    assert "'.[postgres,server]'" in dockerfile
     assert 'ENTRYPOINT ["preflight"]' in dockerfile
     for copied in ("preflight", "migrations", "pyproject.toml"):
         assert copied in dockerfile
+
+
+def test_the_api_serves_after_the_migration_and_checks_readiness_with_a_secret_token(
+    compose: dict[str, Any],
+) -> None:
+    api = compose["services"]["api"]
+    assert api["command"][0] == "serve"
+    assert api["command"][api["command"].index("--port") + 1] == "8080"
+    assert api["command"][api["command"].index("--host") + 1] == "0.0.0.0"
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert {"vendor_token", "api_token"} <= set(api["secrets"])
+    assert compose["secrets"]["api_token"]["file"] == "./secrets/api_token"
+    probe = " ".join(api["healthcheck"]["test"])
+    assert "/readyz" in probe
+    assert "/run/secrets/api_token" in probe
+    assert "Bearer" in probe
+    assert "PREFLIGHT_SERVER_TOKEN" not in api["environment"]
+    assert api["stop_signal"] == "SIGTERM"
+
+
+def test_the_worker_serves_metrics(compose: dict[str, Any]) -> None:
+    assert compose["services"]["worker"]["environment"]["PREFLIGHT_METRICS_PORT"] == "9100"
