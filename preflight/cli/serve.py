@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from types import FrameType
+
 import click
 
 from preflight.cli.support import load_cli_settings
@@ -35,7 +38,9 @@ def serve(host: str, port: int) -> int:
 
     settings = load_cli_settings()
     app = create_app(Runtime(settings), close_runtime=True)
-    uvicorn.run(
+    # "Uvicorn running on http://HOST:PORT" (the real port when --port 0) whatever the level.
+    logging.getLogger("uvicorn.error").setLevel(logging.INFO)
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -45,4 +50,13 @@ def serve(host: str, port: int) -> int:
         server_header=False,
         timeout_graceful_shutdown=30,
     )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully, so the
+            # process would die by the signal; a graceful stop exits 0, as `worker` does.
+            getattr(self, "_captured_signals", []).clear()
+
+    Server(config).run()
     return 0
