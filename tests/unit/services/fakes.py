@@ -15,9 +15,10 @@ import httpx
 import sqlalchemy as sa
 
 from preflight.db.models import Snapshot
-from preflight.services import outcomes
+from preflight.services import checks, outcomes
 from preflight.services.results import RecordResult
 from preflight.services.runtime import Runtime
+from tests.support import Clock
 
 PROFILE_PATH: Final = "/api/open/v1/profile"
 TOKEN: Final = "unit-token"
@@ -138,3 +139,19 @@ def snapshot_kinds(rt: Runtime) -> list[tuple[str, str | None]]:
     with rt.database.read() as session:
         rows = session.execute(sa.select(Snapshot.kind, Snapshot.credits).order_by(Snapshot.id))
         return [(kind, None if credits is None else str(credits)) for kind, credits in rows]
+
+
+def concurrent_failure(rt: Runtime, vendor: FakeVendor, clock: Clock) -> RecordResult:
+    """The README's story, a minute a step: ``b`` is checked at credits 1000 (12:00), ``other``
+    too (12:01); b spends 30 (12:02); other records 600 and 300 more goes unrecorded (12:03);
+    b's next job fails with a 402 (12:04), its live failure snapshot reading 70."""
+    checks.check(rt, "b", need="100")
+    clock.advance(minutes=1)
+    checks.check(rt, "other", need="700")
+    clock.advance(minutes=1)
+    succeeded(rt, "b", "j1", "30", vendor)
+    clock.advance(minutes=1)
+    succeeded(rt, "other", "o1", "600", vendor)
+    vendor.consume("300")
+    clock.advance(minutes=1)
+    return quota_failure(rt, "b", "j2")
