@@ -112,19 +112,27 @@ class FakeVendor:
 
 
 def succeeded(
-    rt: Runtime, batch_id: str, job_id: str, cost: str, vendor: FakeVendor | None = None
+    rt: Runtime,
+    batch_id: str,
+    job_id: str,
+    cost: str,
+    vendor: FakeVendor | None = None,
+    *,
+    account: str | None = None,
 ) -> RecordResult:
     """Record a succeeded job of ``cost``; with ``vendor``, the vendor charges it too."""
     if vendor is not None:
         vendor.consume(cost)
-    return outcomes.record(rt, batch_id, {"job_id": job_id, "status": "succeeded", "cost": cost})
+    job = {"job_id": job_id, "status": "succeeded", "cost": cost}
+    return outcomes.record(rt, batch_id, job, account=account)
 
 
-def quota_failure(rt: Runtime, batch_id: str, job_id: str, **fields: Any) -> RecordResult:
+def quota_failure(
+    rt: Runtime, batch_id: str, job_id: str, *, account: str | None = None, **fields: Any
+) -> RecordResult:
     """Record a failed job with HTTP 402 (a quota failure)."""
-    return outcomes.record(
-        rt, batch_id, {"job_id": job_id, "status": "failed", "http_status": 402, **fields}
-    )
+    job = {"job_id": job_id, "status": "failed", "http_status": 402, **fields}
+    return outcomes.record(rt, batch_id, job, account=account)
 
 
 def snapshot_row(rt: Runtime, snapshot_id: int | None) -> Snapshot:
