@@ -8,6 +8,7 @@ Two accounts are configured: ``default`` on ``vendor`` and ``team-b`` on ``vendo
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from collections.abc import Iterator
 
@@ -34,6 +35,17 @@ ENVIRONMENT = {
     "PREFLIGHT_BACKOFF_MAX": "0",
     "PREFLIGHT_RETRY_AFTER_MAX": "0",
 }
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake vendor is in process: any socket connection is a bug of the test set-up."""
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("tests/unit/services must not open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
 @pytest.fixture(scope="session")

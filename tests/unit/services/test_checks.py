@@ -179,14 +179,27 @@ def test_fail_open_comes_from_the_settings(rt: Runtime, vendor: FakeVendor) -> N
     assert (result.verdict, result.go, result.fail_open) == (Verdict.UNAVAILABLE, True, True)
 
 
+ABSENT = "absent from the vendor's profile"
+
+
 @pytest.mark.parametrize(
-    ("credits", "quota", "meter", "chosen", "balance"),
+    ("credits", "quota", "meter", "chosen", "reason"),
     [
-        ("1000", "40", None, "credits", "1000"),
-        ("1000", "40", "auto", "credits", "1000"),
-        (None, "40", "auto", "api_quota_remaining", "40"),
-        ("1000", "40", "api_quota_remaining", "api_quota_remaining", "40"),
-        ("1000", None, "credits", "credits", "1000"),
+        ("1000", "40", None, "credits", "balance 1000 covers need 1 + reserve 0"),
+        ("1000", "40", "auto", "credits", "balance 1000 covers need 1 + reserve 0"),
+        (None, "40", "auto", "api_quota_remaining", "balance 40 covers need 1 + reserve 0"),
+        (
+            "1000",
+            "40",
+            "api_quota_remaining",
+            "api_quota_remaining",
+            "balance 40 covers need 1 + reserve 0",
+        ),
+        ("1000", None, "credits", "credits", "balance 1000 covers need 1 + reserve 0"),
+        # Without the meter: unavailable, the reading still kept as the preflight snapshot.
+        (None, None, "auto", None, f"credits and api_quota_remaining {ABSENT}"),
+        (None, "40", "credits", None, f"credits {ABSENT}"),
+        ("1000", None, "api_quota_remaining", None, f"api_quota_remaining {ABSENT}"),
     ],
 )
 def test_the_meter_auto_or_explicit(
@@ -195,56 +208,24 @@ def test_the_meter_auto_or_explicit(
     credits: str | None,
     quota: str | None,
     meter: str | None,
-    chosen: str,
-    balance: str,
-) -> None:
-    vendor.credits = None if credits is None else Decimal(credits)
-    vendor.api_quota_remaining = None if quota is None else Decimal(quota)
-    result = checks.check(rt, "nightly", need="40", meter=meter)
-
-    assert (result.verdict, result.meter, result.balance) == (
-        Verdict.GO,
-        chosen,
-        Decimal(balance),
-    )
-    with rt.database.read() as session:
-        stored = session.scalars(sa.select(Batch.meter)).one()
-    assert stored == chosen
-
-
-@pytest.mark.parametrize(
-    ("credits", "quota", "meter", "reason"),
-    [
-        (
-            None,
-            None,
-            "auto",
-            "credits and api_quota_remaining absent from the vendor's profile",
-        ),
-        (None, "40", "credits", "credits absent from the vendor's profile"),
-        (
-            "1000",
-            None,
-            "api_quota_remaining",
-            "api_quota_remaining absent from the vendor's profile",
-        ),
-    ],
-)
-def test_an_absent_meter_is_unavailable_with_the_snapshot_kept(
-    rt: Runtime,
-    vendor: FakeVendor,
-    credits: str | None,
-    quota: str | None,
-    meter: str,
+    chosen: str | None,
     reason: str,
 ) -> None:
     vendor.credits = None if credits is None else Decimal(credits)
     vendor.api_quota_remaining = None if quota is None else Decimal(quota)
     result = checks.check(rt, "nightly", need="1", meter=meter)
 
-    assert (result.verdict, result.reason, result.meter) == (Verdict.UNAVAILABLE, reason, None)
-    assert (result.go, result.verified, result.status) == (False, False, "blocked")
-    assert result.snapshot_kind == "preflight"  # the reading is evidence even without the meter
+    verdict = Verdict.GO if chosen else Verdict.UNAVAILABLE
+    assert (result.verdict, result.reason, result.meter) == (verdict, reason, chosen)
+    assert result.balance == (getattr(vendor, chosen) if chosen else None)
+    assert (result.go, result.verified, result.status) == (
+        bool(chosen),
+        bool(chosen),
+        "open" if chosen else "blocked",
+    )
+    assert result.snapshot_kind == "preflight"
+    with rt.database.read() as session:
+        assert session.scalars(sa.select(Batch.meter)).one() == chosen
 
 
 def test_a_recheck_is_stored_as_recheck_and_keeps_the_first_preflight(
