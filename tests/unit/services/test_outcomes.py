@@ -297,6 +297,13 @@ def test_a_bulk_import_into_a_never_checked_batch_warns_once(rt: Runtime) -> Non
 # ---------------------------------------------------------------- classify
 
 
+def stored_tag_of(rt: Runtime, batch_id: str) -> tuple[str, str, Any]:
+    failure = batches.show(rt, batch_id).quota_failures[0]
+    assert failure.tag is not None
+    assert failure.classifier_version is not None
+    return failure.tag, failure.classifier_version, failure.classified_at
+
+
 def test_classify_is_idempotent(rt: Runtime, vendor: FakeVendor, clock: Clock) -> None:
     concurrent_failure(rt, vendor, clock)
     quota_failure(rt, "B", "never-checked")
@@ -306,13 +313,6 @@ def test_classify_is_idempotent(rt: Runtime, vendor: FakeVendor, clock: Clock) -
     assert outcomes.classify(rt) == {"concurrent_consumption": 1, "inconclusive": 1}
     assert outcomes.classify(rt, "b") == {"concurrent_consumption": 1}
     assert stored_tag_of(rt, "b") == before  # nothing changed: not even classified_at
-
-
-def stored_tag_of(rt: Runtime, batch_id: str) -> tuple[str, str, Any]:
-    failure = batches.show(rt, batch_id).quota_failures[0]
-    assert failure.tag is not None
-    assert failure.classifier_version is not None
-    return failure.tag, failure.classifier_version, failure.classified_at
 
 
 def test_only_inconclusive_reclassifies_tags_of_an_older_classifier(
