@@ -275,10 +275,10 @@ def test_a_batch_keeps_its_account(rt: Runtime, vendor_b: FakeVendor) -> None:
     [
         ({"batch_id": "bad id"}, "invalid batch id 'bad id': use 1-200 characters of letters"),
         ({"batch_id": ""}, "invalid batch id ''"),
-        ({"need": "-1"}, "need: amount must be a non-negative decimal: '-1'"),
+        ({"need": "-1"}, "need: must be a non-negative amount: '-1'"),
         ({"need": "ten"}, "need: not a decimal amount: 'ten'"),
         ({"need": 1.5}, "need: not an exact amount: 1.5"),
-        ({"reserve": "NaN"}, "reserve: amount must be a non-negative decimal: 'NaN'"),
+        ({"reserve": "NaN"}, "reserve: not a decimal amount: 'NaN'"),
         ({"meter": "gold"}, "meter: must be auto, credits or api_quota_remaining, not 'gold'"),
     ],
 )

@@ -246,7 +246,7 @@ def test_a_bulk_import_counts_lines_inserts_and_duplicates(
             "{not json\n",
             "line 3: not valid JSON: Expecting property name enclosed in double quotes",
         ),
-        (line("j3", cost="-1"), "line 3: cost: must be a non-negative decimal: '-1'"),
+        (line("j3", cost="-1"), "line 3: cost: must be a non-negative amount: '-1'"),
         # Said as "given on line 1" or "already recorded", as line 1 was stored yet or not.
         (line("j1", cost="9"), "line 3: job 'j1' attempt 1 "),
         (b"\xff\n", "line 3: not UTF-8 text"),
