@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, event, exc, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 __all__ = [
     "Database",
@@ -94,15 +95,22 @@ def build_engine(url: str) -> Engine:
 
 def _build_sqlite_engine(url: URL) -> Engine:
     database = url.database
-    if database and database != ":memory:" and not database.startswith("file:"):
+    in_memory = not database or database == ":memory:"
+    if not in_memory and database and not database.startswith("file:"):
         try:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StorageError(f"cannot create the database directory: {error.strerror}") from None
+    connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    if in_memory:
+        # Each connection to ":memory:" is a database of its own: one connection, shared
+        # by every session and thread, makes ``sqlite://`` one database (tests use it).
+        connect_args["check_same_thread"] = False
     engine = create_engine(
         url,
         hide_parameters=True,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        connect_args=connect_args,
+        poolclass=StaticPool if in_memory else None,
     )
 
     @event.listens_for(engine, "connect")

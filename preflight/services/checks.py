@@ -118,7 +118,10 @@ def check(
             ).id
             balance = profile.meter(chosen) if chosen else None
             if balance is None:
-                absent = chosen or f"no meter ({', '.join(METERS)})"
+                # Name what is missing: the batch's or the requested meter; for auto, both.
+                absent = chosen or (
+                    requested_meter if requested_meter != "auto" else " and ".join(METERS)
+                )
                 assessment = Assessment(
                     Verdict.UNAVAILABLE, f"{absent} absent from the vendor's profile"
                 )
