@@ -32,9 +32,8 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
-import structlog
-
 from preflight.errors import PreflightError
+from preflight.logs import get_logger
 from preflight.services.audit import accounts_to_audit, current_period, replica_id, run_audit
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JOB_ID", "build_trigger", "run_worker"]
 
-log = structlog.get_logger("preflight.worker")
+log = get_logger("preflight.worker")
 
 JOB_ID: Final = "preflight-audit"
 # How often the main thread looks at signals received (the handler only records them).

@@ -33,8 +33,6 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final
 
-import structlog
-
 from preflight.db import audit as store
 from preflight.db import repositories as repo
 from preflight.domain.audit import (
@@ -49,6 +47,7 @@ from preflight.domain.periods import period_start
 from preflight.domain.vocabulary import FindingKind, SnapshotKind
 from preflight.domain.wire import amount_text, time_text
 from preflight.errors import AuthError, ConfigError, PreflightError, VendorError
+from preflight.logs import get_logger
 from preflight.services.batches import finding_view
 from preflight.services.outcomes import classify
 from preflight.services.results import AuditOutcome, FindingView
@@ -69,7 +68,7 @@ __all__ = [
     "token_fingerprint",
 ]
 
-log = structlog.get_logger("preflight.audit")
+log = get_logger("preflight.audit")
 
 ALREADY_AUDITED: Final = "already audited in this period"
 IN_PROGRESS: Final = "being audited by another replica in this period"

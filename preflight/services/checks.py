@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
-import structlog
-
 from preflight.db import repositories as repo
 from preflight.domain.amounts import parse_amount
 from preflight.domain.batch import choose_meter, validate_batch_id
@@ -21,6 +19,7 @@ from preflight.errors import (
     VendorError,
     VendorUnavailableError,
 )
+from preflight.logs import get_logger
 from preflight.services.results import CheckResult
 from preflight.services.runtime import Runtime
 
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from preflight.db.models import Batch
     from preflight.vendor import Profile
 
-log = structlog.get_logger("preflight")
+log = get_logger("preflight")
 
 _VERDICT_OF_ERROR: Final[dict[type[VendorError], Verdict]] = {
     AuthError: Verdict.AUTH_FAILED,

@@ -6,8 +6,6 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-import structlog
-
 from preflight.db import repositories as repo
 from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Classification
@@ -15,6 +13,7 @@ from preflight.domain.classify import classify as classify_failure
 from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
 from preflight.domain.vocabulary import SnapshotKind, Tag
 from preflight.errors import ConfigError, UsageError, VendorError
+from preflight.logs import get_logger
 from preflight.services.results import ImportResult, RecordResult
 from preflight.services.runtime import Runtime
 from preflight.services.snapshots import take_snapshot
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from preflight.db.models import Batch
     from preflight.db.session import Session
 
-log = structlog.get_logger("preflight")
+log = get_logger("preflight")
 
 
 def record(
