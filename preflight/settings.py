@@ -322,6 +322,10 @@ def _read_token(
     return None
 
 
+def _no_token(**_where: str | None) -> Secret | None:
+    return None
+
+
 def _checked_token(text: str, where: str) -> Secret:
     # A space, line break or non-ASCII byte cannot travel in an HTTP header: httpx would
     # fail with an encoding error, or the request would be cut (and \r\n would inject).
@@ -339,9 +343,16 @@ def _account_vendor_url(name: str, value: object) -> str | None:
         raise ConfigError(f"[accounts.{name}] vendor_url: {exc}") from None
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read the settings once. ``overrides`` (already typed) win over everything."""
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, tokens: bool = True, **overrides: Any
+) -> Settings:
+    """Read the settings once. ``overrides`` (already typed) win over everything.
+
+    ``tokens=False`` reads no vendor token (every account's token is None): for commands
+    that never call the vendor, such as ``db upgrade`` in a migration job without secrets.
+    """
     env = dict(os.environ if environ is None else environ)
+    read_token = _read_token if tokens else _no_token
     file_values: dict[str, Any] = {}
     config_path = env.get(f"{ENV_PREFIX}CONFIG")
     if config_path:
@@ -380,7 +391,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     accounts: dict[str, AccountSettings] = {
         DEFAULT_ACCOUNT: AccountSettings(
             name=DEFAULT_ACCOUNT,
-            token=_read_token(
+            token=read_token(
                 value=env.get(f"{ENV_PREFIX}API_TOKEN"),
                 file=env.get(f"{ENV_PREFIX}API_TOKEN_FILE") or token_file_from_toml,
                 value_where=f"{ENV_PREFIX}API_TOKEN",
@@ -402,7 +413,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         token_env = table.get("token_env")
         accounts[name] = AccountSettings(
             name=name,
-            token=_read_token(
+            token=read_token(
                 value=env.get(token_env) if token_env else None,
                 file=table.get("token_file"),
                 value_where=f"{token_env} (token_env of [accounts.{name}])",

@@ -56,7 +56,7 @@ def db_upgrade(revision: str) -> int:
     """Migrate the database in PREFLIGHT_DATABASE_URL (needed once for PostgreSQL)."""
     from preflight.services.schema import upgrade_schema
 
-    current = upgrade_schema(load_cli_settings(), revision)
+    current = upgrade_schema(load_cli_settings(tokens=False), revision)
     click.echo(f"database schema at revision {current}")
     return 0
 

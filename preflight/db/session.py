@@ -8,6 +8,8 @@ the timeout, because SQLite cannot wait for a lock it would deadlock on.
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -34,7 +36,7 @@ from sqlalchemy.sql.functions import GenericFunction
 
 from preflight.db.types import Amount
 from preflight.domain.exact import exact
-from preflight.errors import StorageError
+from preflight.errors import ConfigError, StorageError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _READ_ONLY = "preflight_read_only"
@@ -68,15 +70,19 @@ class _SQLiteDecimalSum:
 
 def normalize_url(url: str) -> URL:
     """Parse a database URL; bare ``postgresql://`` means the psycopg 3 driver we ship."""
+    # A bad URL is a bad setting (exit 2), not a storage failure: nothing was tried yet.
     try:
         parsed = make_url(url)
     except exc.ArgumentError:
-        raise StorageError("database URL is not valid") from None
+        raise ConfigError(
+            "database_url: not a database URL (sqlite:///PATH or postgresql://…)"
+        ) from None
     if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in {"sqlite", "postgresql"}:
-        raise StorageError(
-            f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql"
+        raise ConfigError(
+            f"database_url: unsupported database {parsed.get_backend_name()!r}: "
+            "use sqlite or postgresql"
         )
     return parsed
 
@@ -97,10 +103,7 @@ def _build_sqlite_engine(url: URL) -> Engine:
     database = url.database
     in_memory = not database or database == ":memory:"
     if not in_memory and database and not database.startswith("file:"):
-        try:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StorageError(f"cannot create the database directory: {error.strerror}") from None
+        _check_sqlite_path(Path(database).expanduser())
     connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     if in_memory:
         # Each connection to ":memory:" is a database of its own: one connection, shared
@@ -131,6 +134,35 @@ def _build_sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _check_sqlite_path(path: Path) -> None:
+    """Create the database's directory, and open the file once, so that a path that cannot
+    work fails now with the path and the cause (SQLite itself says only "unable to open
+    database file")."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(
+            f"cannot create the database directory {path.parent}: {error.strerror}"
+        ) from None
+    if not path.parent.is_dir():
+        raise StorageError(f"cannot use {path}: {path.parent} is not a directory")
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as error:
+        raise StorageError(
+            f"cannot open the database file {path}: {_os_cause(path, error)}"
+        ) from None
+
+
+def _os_cause(path: Path, error: sqlite3.Error) -> str:
+    """The operating system's reason a file cannot be opened, where there is one."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as os_error:
+        return os_error.strerror or str(error)
+    return str(error)
 
 
 class Database:
