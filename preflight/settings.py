@@ -49,6 +49,9 @@ class Settings:
     """Everything preflight can be configured with. Build it with :func:`load_settings`."""
 
     database_url: str
+    # How long a command rides out a database outage (transient connection errors are
+    # retried with backoff) before it gives up with a storage error, exit 3.
+    database_outage_window: timedelta = timedelta(seconds=30)
     vendor_url: str = "https://fishaudio.org"
     account: str = DEFAULT_ACCOUNT
     accounts: Mapping[str, AccountSettings] = field(default_factory=dict)
@@ -272,6 +275,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_body_bytes": _count(MAX_BODY_BYTES_SETTING),
     "meter": _choice("auto", *METERS),
     "reserve": parse_amount,
+    "database_outage_window": parse_duration,
     "hold_expiry": parse_duration,
     "fail_open": _parse_bool,
     "staleness_window": parse_duration,

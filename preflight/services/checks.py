@@ -25,6 +25,7 @@ from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
     from preflight.db.models import Batch
+    from preflight.db.session import Session
     from preflight.vendor import Profile
 
 log = get_logger("preflight")
@@ -91,7 +92,7 @@ def check(
         vendor_error = exc
     now = rt.clock()
 
-    with rt.database.write() as session:
+    def decide(session: Session) -> CheckResult:
         account_row = repo.get_or_create_account(session, account_name, now=now)
         batch, _created = repo.get_or_create_batch(
             session, batch_id, account=account_row, now=now, reserve=reserve_amount
@@ -156,7 +157,7 @@ def check(
             batch.labels = {**batch.labels, **labels}
         if batch.status != BatchStatus.FINISHED.value:
             batch.status = (BatchStatus.OPEN if dispatchable else BatchStatus.BLOCKED).value
-        result = CheckResult(
+        return CheckResult(
             batch_id=batch_id,
             account=account_name,
             verdict=verdict,
@@ -174,11 +175,14 @@ def check(
             fail_open=fail_open and verdict is Verdict.UNAVAILABLE,
             labels=dict(batch.labels),
         )
+
+    # One write transaction; re-run whole if the connection breaks midway.
+    result = rt.database.run_write(decide)
     bound.info(
         "check_completed",
-        verdict=verdict.value,
-        meter=chosen,
-        balance=amount_text(balance),
+        verdict=result.verdict.value,
+        meter=result.meter,
+        balance=amount_text(result.balance),
         need=amount_text(result.need),
         snapshot_id=result.snapshot_id,
     )

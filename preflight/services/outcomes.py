@@ -44,14 +44,17 @@ def record(
     validate_batch_id(batch_id)
     item = outcome if isinstance(outcome, OutcomeInput) else build_outcome(outcome)
     now = rt.clock()
-    with rt.database.write() as session:
+
+    def store(session: Session) -> tuple[repo.StoredOutcomes, str, tuple[str, ...]]:
         batch = _batch_for_outcomes(rt, session, batch_id, account, now)
         stored = repo.store_outcomes(session, batch, [(1, item)], now)
         if stored.conflict is not None:
             raise stored.conflict[1]
         batch.last_activity_at = now
-        account_name = batch.account.name
-        warnings = lifecycle_warnings(batch)
+        return stored, batch.account.name, lifecycle_warnings(batch)
+
+    # Re-run whole if the connection breaks midway: an acknowledged outcome is stored.
+    stored, account_name, warnings = rt.database.run_write(store)
     created = stored.inserted == 1
     snapshot_id: int | None = None
     snapshot_error: str | None = None
@@ -109,11 +112,16 @@ def record_many(
         if not pending:
             return
         now = rt.clock()
-        with rt.database.write() as session:
+
+        def store(session: Session) -> repo.StoredOutcomes:
             batch = _batch_for_outcomes(rt, session, batch_id, account, now)
             stored = repo.store_outcomes(session, batch, pending, now)
             batch.last_activity_at = now
             warnings.update(dict.fromkeys(lifecycle_warnings(batch)))
+            return stored
+
+        # A chunk whose connection broke is re-run whole: the import resumes where it was.
+        stored = rt.database.run_write(store)
         counts["inserted"] += stored.inserted
         counts["duplicates"] += stored.duplicates
         pending.clear()

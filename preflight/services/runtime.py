@@ -54,7 +54,11 @@ class Runtime:
             from preflight.db.migrate import ensure_schema
             from preflight.db.session import Database
 
-            database = Database.from_url(self.settings.database_url)
+            database = Database.from_url(
+                self.settings.database_url,
+                outage_window=self.settings.database_outage_window.total_seconds(),
+            )
+            database.wait_until_reachable()
             ensure_schema(database.engine)
             self._database = database
         return self._database
