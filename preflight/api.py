@@ -170,10 +170,11 @@ class Preflight:
         *,
         account: str | None = None,
         chunk_size: int = 1000,
+        progress: Callable[[outcomes.ImportProgress], None] | None = None,
     ) -> ImportResult:
         """Record outcomes from JSON Lines; a bad line stops it, every line before is kept."""
         return outcomes.record_many(
-            self.runtime, batch_id, lines, account=account, chunk_size=chunk_size
+            self.runtime, batch_id, lines, account=account, chunk_size=chunk_size, progress=progress
         )
 
     def finish(self, batch_id: str, *, snapshot: bool = True) -> FinishResult:
@@ -223,10 +224,16 @@ class Preflight:
         force: bool = False,
         replica: str | None = None,
         stop: threading.Event | None = None,
+        log_findings: bool = True,
     ) -> list[AuditOutcome]:
         """One audit run per account for the current period (claimed once across replicas)."""
         return audit.run_audit(
-            self.runtime, account=account, force=force, replica=replica, stop=stop
+            self.runtime,
+            account=account,
+            force=force,
+            replica=replica,
+            stop=stop,
+            log_findings=log_findings,
         )
 
     def profile(self, account: str | None = None) -> ProfileReading:

@@ -131,6 +131,7 @@ def run_audit(
     force: bool = False,
     replica: str | None = None,
     stop: threading.Event | None = None,
+    log_findings: bool = True,
 ) -> list[AuditOutcome]:
     """Audit every account to audit (or ``account``) for the current period.
 
@@ -140,6 +141,8 @@ def run_audit(
     runs an extra audit outside the claim mechanism (no claim row, no lease): use it by
     hand, not from several hosts. ``stop`` set: the run is abandoned at the next step
     boundary, leaving the claim for another replica and no audit run rows.
+    ``log_findings`` False: the caller shows the findings itself (no ``audit_finding``
+    events, e.g. the CLI printing them on a terminal).
     """
     names = accounts_to_audit(rt.settings, account)
     replica = replica or replica_id()
@@ -147,12 +150,22 @@ def run_audit(
     for name in names:
         if stop is not None and stop.is_set():
             break
-        outcomes.extend(_audit_account(rt, name, force=force, replica=replica, stop=stop))
+        outcomes.extend(
+            _audit_account(
+                rt, name, force=force, replica=replica, stop=stop, log_findings=log_findings
+            )
+        )
     return outcomes
 
 
 def _audit_account(
-    rt: Runtime, name: str, *, force: bool, replica: str, stop: threading.Event | None
+    rt: Runtime,
+    name: str,
+    *,
+    force: bool,
+    replica: str,
+    stop: threading.Event | None,
+    log_findings: bool,
 ) -> list[AuditOutcome]:
     settings = rt.settings
     now = rt.clock()
@@ -162,7 +175,15 @@ def _audit_account(
 
     def runner(claim_id: int | None, at: datetime, *, takeover: bool = False) -> _AccountRun:
         return _AccountRun(
-            rt, name, account_id, at, claim_id, replica=replica, stop=stop, takeover=takeover
+            rt,
+            name,
+            account_id,
+            at,
+            claim_id,
+            replica=replica,
+            stop=stop,
+            takeover=takeover,
+            log_findings=log_findings,
         )
 
     with rt.database.write() as session:
@@ -230,8 +251,10 @@ class _AccountRun:
         replica: str,
         stop: threading.Event | None,
         takeover: bool,
+        log_findings: bool = True,
     ) -> None:
         self.rt = rt
+        self.log_findings = log_findings
         self.settings = rt.settings
         self.account = account
         self.account_id = account_id
@@ -539,7 +562,7 @@ class _AccountRun:
             findings=len(findings),
             takeover=self.takeover,
         )
-        for finding in findings:
+        for finding in findings if self.log_findings else ():
             self.log.warning(
                 "audit_finding",
                 kind=finding.kind,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from preflight.db import repositories as repo
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
     from preflight.db.session import Session
 
 log = get_logger("preflight")
+
+
+@dataclass(frozen=True)
+class ImportProgress:
+    """How far a bulk import is: lines read, outcomes recorded, repeats already recorded."""
+
+    lines: int
+    inserted: int
+    duplicates: int
 
 
 def record(
@@ -94,13 +104,14 @@ def record_many(
     *,
     account: str | None = None,
     chunk_size: int = 1000,
+    progress: Callable[[ImportProgress], None] | None = None,
 ) -> ImportResult:
     """Record outcomes from JSON Lines, streaming, ``chunk_size`` per transaction.
 
-    A bad line stops the import with a ``UsageError`` naming its line number; every
-    line before it is kept (re-running the fixed file is safe: records are
-    idempotent). Quota failures are classified from the account's snapshot
-    timeline afterwards; no live snapshot is taken.
+    A bad line stops the import with a ``UsageError`` naming its line number and how
+    many lines before it were kept: all of them (re-running the fixed file is safe:
+    records are idempotent). Quota failures are classified from the account's snapshot
+    timeline afterwards; no live snapshot is taken. ``progress`` hears after each chunk.
     """
     validate_batch_id(batch_id)
     counts = {"lines": 0, "inserted": 0, "duplicates": 0}
@@ -127,7 +138,16 @@ def record_many(
         pending.clear()
         if stored.conflict is not None:
             line_no, error = stored.conflict
-            raise UsageError(f"line {line_no}: {error}")
+            raise bad_line(line_no, str(error))
+        if progress is not None:
+            progress(ImportProgress(counts["lines"], counts["inserted"], counts["duplicates"]))
+
+    def bad_line(line_no: int, problem: str) -> UsageError:
+        kept = counts["inserted"] + counts["duplicates"]
+        return UsageError(
+            f"line {line_no}: {problem} (stopped there; the {kept} outcome(s) before it are "
+            f"kept: {counts['inserted']} recorded, {counts['duplicates']} already recorded)"
+        )
 
     for line_no, raw in enumerate(lines, start=1):
         try:
@@ -135,10 +155,10 @@ def record_many(
             line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
             flush()
-            raise UsageError(f"line {line_no}: not UTF-8 text") from None
+            raise bad_line(line_no, "not UTF-8 text") from None
         if len(line.rstrip("\r\n")) > MAX_LINE_BYTES:
             flush()
-            raise UsageError(f"line {line_no}: longer than {MAX_LINE_BYTES} bytes")
+            raise bad_line(line_no, f"longer than {MAX_LINE_BYTES} bytes")
         if not line.strip():
             continue
         counts["lines"] += 1
@@ -146,7 +166,7 @@ def record_many(
             item = parse_json_line(line)
         except UsageError as exc:
             flush()
-            raise UsageError(f"line {line_no}: {exc}") from None
+            raise bad_line(line_no, str(exc)) from None
         quota_failures_seen += item.quota_failure
         pending.append((line_no, item))
         if len(pending) >= chunk_size:

@@ -269,9 +269,16 @@ def test_a_bad_line_stops_the_import_keeping_every_line_before_it(
         (
             "stored",
             "line 2: job 'j1' attempt 1 of batch 'b' is already recorded with a different cost; "
-            "outcomes are never overwritten (record it as a new attempt instead)",
+            "outcomes are never overwritten (record it as a new attempt instead) "
+            "(stopped there; the 1 outcome(s) before it are kept: 1 recorded, "
+            "0 already recorded)",
         ),
-        ("in the file", "line 3: job 'j1' attempt 1 was given on line 1 with different values"),
+        (
+            "in the file",
+            "line 3: job 'j1' attempt 1 was given on line 1 with different values "
+            "(stopped there; the 2 outcome(s) before it are kept: 2 recorded, "
+            "0 already recorded)",
+        ),
     ],
 )
 def test_a_line_contradicting_an_earlier_outcome_stops_the_import(
