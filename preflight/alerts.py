@@ -20,14 +20,14 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httpx
-import structlog
 
+from preflight.logs import get_logger
 from preflight.secret import scrub
 from preflight.settings import Settings
 
 __all__ = ["send_alerts"]
 
-log = structlog.get_logger("preflight.alerts")
+log = get_logger("preflight.alerts")
 
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_MAX: Final = 4.0

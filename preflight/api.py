@@ -19,19 +19,7 @@ from preflight.domain.outcome import OutcomeInput
 from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
 from preflight.remote import RemoteClient, connect
-from preflight.services import audit, batches, checks, outcomes, profile
-from preflight.services.results import (
-    AuditOutcome,
-    BatchListing,
-    BatchReport,
-    CheckResult,
-    FailureView,
-    FindingView,
-    FinishResult,
-    ImportResult,
-    ProfileReading,
-    RecordResult,
-)
+from preflight.services import audit, batches, checks, outcomes, profile, results
 from preflight.services.runtime import Runtime, utcnow
 from preflight.settings import Settings, load_settings
 
@@ -55,9 +43,9 @@ class BatchRun:
     """The handle ``Preflight.batch()`` yields: the check's answer and a way to record."""
 
     app: Preflight
-    check: CheckResult
+    check: results.CheckResult
 
-    def record(self, job_id: str, status: str, **fields: object) -> RecordResult:
+    def record(self, job_id: str, status: str, **fields: object) -> results.RecordResult:
         """Record one outcome of this batch (same fields as ``Preflight.record``)."""
         return self.app.record(self.check.batch_id, {"job_id": job_id, "status": status, **fields})
 
@@ -127,7 +115,7 @@ class Preflight:
         fail_open: bool | None = None,
         account: str | None = None,
         labels: Mapping[str, str] | None = None,
-    ) -> CheckResult:
+    ) -> results.CheckResult:
         """Snapshot the profile, store it keyed by ``batch_id`` and answer go / no-go."""
         return self._do(
             checks.check,
@@ -169,7 +157,7 @@ class Preflight:
         *,
         snapshot: bool = True,
         account: str | None = None,
-    ) -> RecordResult:
+    ) -> results.RecordResult:
         """Record one job outcome; idempotent on (batch, job, attempt)."""
         return self._do(outcomes.record, batch_id, outcome, snapshot=snapshot, account=account)
 
@@ -180,13 +168,19 @@ class Preflight:
         *,
         account: str | None = None,
         chunk_size: int = 1000,
-    ) -> ImportResult:
+        progress: Callable[[outcomes.ImportProgress], None] | None = None,
+    ) -> results.ImportResult:
         """Record outcomes from JSON Lines; a bad line stops it, every line before is kept."""
         return self._do(
-            outcomes.record_many, batch_id, lines, account=account, chunk_size=chunk_size
+            outcomes.record_many,
+            batch_id,
+            lines,
+            account=account,
+            chunk_size=chunk_size,
+            progress=progress,
         )
 
-    def finish(self, batch_id: str, *, snapshot: bool = True) -> FinishResult:
+    def finish(self, batch_id: str, *, snapshot: bool = True) -> results.FinishResult:
         """Take a ``finish`` snapshot, mark the batch finished, report foreign consumption."""
         return self._do(batches.finish, batch_id, snapshot=snapshot)
 
@@ -198,13 +192,13 @@ class Preflight:
 
     # ------------------------------------------------------------ post-mortems
 
-    def show(self, batch_id: str) -> BatchReport:
+    def show(self, batch_id: str) -> results.BatchReport:
         """One batch: snapshots in time order, outcome totals, tagged quota failures."""
         return self._do(batches.show, batch_id)
 
     def failures(
         self, *, since: datetime | None = None, tag: str | None = None, account: str | None = None
-    ) -> list[FailureView]:
+    ) -> list[results.FailureView]:
         """Quota failures across batches, oldest first."""
         return self._do(batches.failures, since=since, tag=tag, account=account)
 
@@ -214,13 +208,13 @@ class Preflight:
         since: datetime | None = None,
         status: str | None = None,
         account: str | None = None,
-    ) -> list[BatchListing]:
+    ) -> list[results.BatchListing]:
         """Recent batches, newest first, with verdicts and outcome totals."""
         return self._do(batches.batches, since=since, status=status, account=account)
 
     def findings(
         self, *, since: datetime | None = None, kind: str | None = None, account: str | None = None
-    ) -> list[FindingView]:
+    ) -> list[results.FindingView]:
         """Stored audit findings, oldest first."""
         return self._do(batches.findings, since=since, kind=kind, account=account)
 
@@ -233,11 +227,19 @@ class Preflight:
         force: bool = False,
         replica: str | None = None,
         stop: threading.Event | None = None,
-    ) -> list[AuditOutcome]:
+        log_findings: bool = True,
+    ) -> list[results.AuditOutcome]:
         """One audit run per account for the current period (claimed once across replicas)."""
-        return self._do(audit.run_audit, account=account, force=force, replica=replica, stop=stop)
+        return self._do(
+            audit.run_audit,
+            account=account,
+            force=force,
+            replica=replica,
+            stop=stop,
+            log_findings=log_findings,
+        )
 
-    def profile(self, account: str | None = None) -> ProfileReading:
+    def profile(self, account: str | None = None) -> results.ProfileReading:
         """Read the profile now and keep it as a ``manual`` snapshot."""
         return self._do(profile.read_profile, account)
 

@@ -1,8 +1,18 @@
-"""structlog set-up: JSON when stderr is not a TTY, console otherwise; secrets scrubbed last.
+"""Logging: structlog events with stable snake_case names, secrets scrubbed last.
 
-Events have stable snake_case names (``check_completed``, ``vendor_request_retry``…)
-and carry ``batch_id`` when one is bound. Logs go to stderr: stdout belongs to the
-command's output, which orchestrators parse.
+Two situations:
+
+- **The CLI and the worker** call :func:`configure_logging`: JSON when stderr is not a
+  TTY, console otherwise, always to stderr (stdout belongs to the command's output,
+  which orchestrators parse), at ``PREFLIGHT_LOG_LEVEL``.
+- **A library user** (``from preflight import Preflight``) configured nothing of ours.
+  preflight then never prints on its own: its events go to the stdlib logger of the same
+  name (``preflight``, ``preflight.vendor``…), so the host's logging set-up decides where
+  they go; with none, Python's last-resort handler writes warnings and errors to stderr.
+  :func:`apply_level` sets the ``preflight`` logger's level from the settings unless the
+  host set one. A host that configured structlog itself gets our events through it.
+
+Events carry ``batch_id`` when one is bound.
 """
 
 from __future__ import annotations
@@ -41,6 +51,76 @@ def _scrub_value(value: Any) -> Any:
 def redact_secrets(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     """Replace every known token (and any bearer credential) anywhere in the event."""
     return {key: _scrub_value(value) for key, value in event_dict.items()}
+
+
+_CONFIGURED_BY_US = False
+
+
+class Logger:
+    """A structlog-style logger that is safe in a library.
+
+    When structlog is configured (by :func:`configure_logging`, by the host application,
+    or by ``structlog.testing.capture_logs``) events go through that configuration;
+    otherwise through the stdlib logger of the same name, never to stdout.
+    """
+
+    def __init__(self, name: str, context: dict[str, Any] | None = None) -> None:
+        self._name = name
+        self._context = context or {}
+
+    def bind(self, **values: Any) -> Logger:
+        return Logger(self._name, {**self._context, **values})
+
+    def _emit(self, method: str, event: str, values: dict[str, Any]) -> None:
+        merged = {**self._context, **values}
+        if structlog.is_configured():
+            getattr(structlog.get_logger(self._name), method)(event, **merged)
+            return
+        stdlib = logging.getLogger(self._name)
+        level = _METHOD_LEVELS[method]
+        if not stdlib.isEnabledFor(level):
+            return
+        exc_info = merged.pop("exc_info", None) or method == "exception"
+        fields = redact_secrets(stdlib, method, merged)
+        text = " ".join([event, *(f"{key}={value!r}" for key, value in fields.items())])
+        # The rendered text is scrubbed; a traceback is logged without frame locals.
+        stdlib.log(level, "%s", scrub(text), exc_info=bool(exc_info))
+
+    def debug(self, event: str, **values: Any) -> None:
+        self._emit("debug", event, values)
+
+    def info(self, event: str, **values: Any) -> None:
+        self._emit("info", event, values)
+
+    def warning(self, event: str, **values: Any) -> None:
+        self._emit("warning", event, values)
+
+    def error(self, event: str, **values: Any) -> None:
+        self._emit("error", event, values)
+
+    def exception(self, event: str, **values: Any) -> None:
+        self._emit("exception", event, values)
+
+
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+}
+
+
+def get_logger(name: str) -> Logger:
+    """The logger every preflight module uses (see the module docstring)."""
+    return Logger(name)
+
+
+def apply_level(level: str) -> None:
+    """Give the ``preflight`` stdlib logger the configured level, unless the host set one."""
+    logger = logging.getLogger("preflight")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(_LEVELS.get(level, logging.WARNING))
 
 
 def configure_logging(

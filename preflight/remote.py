@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -49,6 +49,7 @@ from preflight.errors import (
     VendorUnavailableError,
 )
 from preflight.secret import Secret, scrub
+from preflight.services.outcomes import ImportProgress
 from preflight.services.results import (
     AuditOutcome,
     BatchListing,
@@ -354,8 +355,14 @@ class RemoteClient:
         *,
         account: str | None = None,
         chunk_size: int = 1000,
+        progress: Callable[[ImportProgress], None] | None = None,
     ) -> ImportResult:
-        """Stream ``lines`` as application/x-ndjson: never held whole in memory."""
+        """Stream ``lines`` as application/x-ndjson: never held whole in memory.
+
+        ``progress`` hears the lines sent so far, after each chunk (what the server has
+        recorded of them is in the result; ``chunk_size`` is the server's own).
+        """
+        sent = 0
 
         def body() -> Iterator[bytes]:
             pending = bytearray()
@@ -364,9 +371,13 @@ class RemoteClient:
                 pending += raw
                 if not raw.endswith(b"\n"):
                     pending += b"\n"
+                nonlocal sent
+                sent += 1
                 if len(pending) >= _CHUNK_BYTES:
                     yield bytes(pending)
                     pending.clear()
+                    if progress is not None:
+                        progress(ImportProgress(sent, 0, 0))
             if pending:
                 yield bytes(pending)
 
@@ -446,8 +457,9 @@ class RemoteClient:
         force: bool = False,
         replica: str | None = None,
         stop: threading.Event | None = None,
+        log_findings: bool = True,
     ) -> list[AuditOutcome]:
-        """One audit run on the server (``replica`` and ``stop`` are the server's own)."""
+        """One audit run on the server (``replica``, ``stop`` and logging are the server's)."""
         body: dict[str, object] = {"force": force}
         if account is not None:
             body["account"] = account

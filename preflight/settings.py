@@ -49,6 +49,9 @@ class Settings:
     """Everything preflight can be configured with. Build it with :func:`load_settings`."""
 
     database_url: str
+    # How long a command rides out a database outage (transient connection errors are
+    # retried with backoff) before it gives up with a storage error, exit 3.
+    database_outage_window: timedelta = timedelta(seconds=30)
     vendor_url: str = "https://fishaudio.org"
     account: str = DEFAULT_ACCOUNT
     accounts: Mapping[str, AccountSettings] = field(default_factory=dict)
@@ -278,6 +281,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_body_bytes": _count(MAX_BODY_BYTES_SETTING),
     "meter": _choice("auto", *METERS),
     "reserve": parse_amount,
+    "database_outage_window": parse_duration,
     "hold_expiry": parse_duration,
     "fail_open": _parse_bool,
     "staleness_window": parse_duration,
@@ -331,6 +335,10 @@ def _read_token(
     return None
 
 
+def _no_token(**_where: str | None) -> Secret | None:
+    return None
+
+
 def _checked_token(text: str, where: str) -> Secret:
     # A space, line break or non-ASCII byte cannot travel in an HTTP header: httpx would
     # fail with an encoding error, or the request would be cut (and \r\n would inject).
@@ -348,9 +356,16 @@ def _account_vendor_url(name: str, value: object) -> str | None:
         raise ConfigError(f"[accounts.{name}] vendor_url: {exc}") from None
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read the settings once. ``overrides`` (already typed) win over everything."""
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, tokens: bool = True, **overrides: Any
+) -> Settings:
+    """Read the settings once. ``overrides`` (already typed) win over everything.
+
+    ``tokens=False`` reads no token (every account's and the server's are None): for commands
+    that never call the vendor, such as ``db upgrade`` in a migration job without secrets.
+    """
     env = dict(os.environ if environ is None else environ)
+    read_token = _read_token if tokens else _no_token
     file_values: dict[str, Any] = {}
     config_path = env.get(f"{ENV_PREFIX}CONFIG")
     if config_path:
@@ -391,7 +406,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     accounts: dict[str, AccountSettings] = {
         DEFAULT_ACCOUNT: AccountSettings(
             name=DEFAULT_ACCOUNT,
-            token=_read_token(
+            token=read_token(
                 value=env.get(f"{ENV_PREFIX}API_TOKEN"),
                 file=env.get(f"{ENV_PREFIX}API_TOKEN_FILE") or token_file_from_toml,
                 value_where=f"{ENV_PREFIX}API_TOKEN",
@@ -413,7 +428,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         token_env = table.get("token_env")
         accounts[name] = AccountSettings(
             name=name,
-            token=_read_token(
+            token=read_token(
                 value=env.get(token_env) if token_env else None,
                 file=table.get("token_file"),
                 value_where=f"{token_env} (token_env of [accounts.{name}])",
@@ -422,7 +437,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             vendor_url=_account_vendor_url(name, table.get("vendor_url")),
         )
     values["accounts"] = accounts
-    values["server_token"] = _read_token(
+    values["server_token"] = read_token(
         value=env.get(f"{ENV_PREFIX}SERVER_TOKEN"),
         file=server_token_file,
         value_where=f"{ENV_PREFIX}SERVER_TOKEN",

@@ -43,7 +43,6 @@ from types import TracebackType
 from typing import Any, Final, Literal, NoReturn
 
 import httpx
-import structlog
 
 from preflight import metrics
 from preflight.domain.amounts import MAX_NUMBER_CHARS, AmountError, parse_amount
@@ -57,6 +56,7 @@ from preflight.errors import (
     VendorRejectedError,
     VendorUnavailableError,
 )
+from preflight.logs import get_logger
 from preflight.secret import TOKEN_FORMAT, Secret, contains_secret, is_valid_token, scrub
 from preflight.settings import Settings
 
@@ -87,7 +87,7 @@ _ACCEPT_ENCODING: Final = "gzip, deflate"
 # The widest labels the database stores (snapshots.user_id / snapshots.tier).
 _LABEL_MAX_CHARS: Final = {"user_id": 200, "tier": 100}
 
-_log = structlog.get_logger("preflight.vendor")
+_log = get_logger("preflight.vendor")
 
 Method = Literal["GET", "POST"]
 

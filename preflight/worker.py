@@ -28,13 +28,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
-import structlog
-
 from preflight.errors import PreflightError
+from preflight.logs import get_logger
 from preflight.services.audit import accounts_to_audit, current_period, replica_id, run_audit
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JOB_ID", "build_trigger", "run_worker"]
 
-log = structlog.get_logger("preflight.worker")
+log = get_logger("preflight.worker")
 
 JOB_ID: Final = "preflight-audit"
 # How often the main thread looks at signals received (the handler only records them).
@@ -82,11 +82,18 @@ def _tick(rt: Runtime, replica: str, stop: threading.Event) -> None:
         log.error("audit_tick_failed", replica=replica, error=repr(exc), exc_info=True)
 
 
-def run_worker(rt: Runtime, *, stop_event: threading.Event | None = None) -> None:
+def run_worker(
+    rt: Runtime,
+    *,
+    stop_event: threading.Event | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
     """Run the audit on the configured schedule until ``stop_event`` is set or a signal comes.
 
     Signal handlers (SIGTERM, SIGINT) are installed when called from the main thread.
     Returns once the scheduler is shut down and any run in progress has ended.
+    ``announce`` hears one line when the worker has started and one when it stopped,
+    whatever the log level (the CLI prints them on stderr).
     """
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -148,6 +155,12 @@ def run_worker(rt: Runtime, *, stop_event: threading.Event | None = None) -> Non
         schedule=settings.audit_cron or f"every {settings.audit_interval}",
         lease_seconds=settings.audit_lease.total_seconds(),
     )
+    if announce is not None:
+        schedule = settings.audit_cron or f"every {settings.audit_interval}"
+        announce(
+            f"preflight worker started: replica {replica}, accounts {', '.join(accounts)}, "
+            f"{schedule}; stop with SIGTERM or Ctrl-C"
+        )
     try:
         while not received and not stop.wait(_POLL_SECONDS):
             pass
@@ -161,3 +174,5 @@ def run_worker(rt: Runtime, *, stop_event: threading.Event | None = None) -> Non
             replica=replica,
             signal=signal.Signals(received[0]).name if received else None,
         )
+        if announce is not None:
+            announce(f"preflight worker stopped: replica {replica}")

@@ -42,6 +42,7 @@ def _isolated_logging() -> Iterator[None]:
     structlog.reset_defaults()
     root.handlers[:] = handlers
     root.setLevel(level)
+    logging.getLogger("preflight").setLevel(logging.NOTSET)  # apply_level() sets it
 
 
 @pytest.fixture

@@ -35,3 +35,92 @@ def upgrade_schema(database_url: str) -> None:
         migrate.upgrade(engine)
     finally:
         engine.dispose()
+
+
+class TcpProxy:
+    """A loopback TCP proxy to ``upstream`` that a test can cut and restore, to simulate a
+    database outage without touching the shared server.
+
+    While cut, live connections are closed and new ones are accepted and closed at once
+    (the client sees the server go away, as during a restart).
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        import socket
+        import threading
+
+        self.upstream = upstream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._cut = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._live: list[socket.socket] = []
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            live, self._live = self._live, []
+        for sock in live:
+            self._close(sock)
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.cut()
+        self._close(self._listener)
+        self._acceptor.join(timeout=5)
+
+    @staticmethod
+    def _close(sock: object) -> None:
+        import contextlib
+        import socket
+
+        assert isinstance(sock, socket.socket)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        self._listener.settimeout(0.2)
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self._cut.is_set():
+                self._close(client)
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                self._close(client)
+                continue
+            with self._lock:
+                self._live += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: object, target: object) -> None:
+        import socket
+
+        assert isinstance(source, socket.socket)
+        assert isinstance(target, socket.socket)
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._close(source)
+            self._close(target)

@@ -42,7 +42,7 @@ def demo(database_url: str | None, output_format: str) -> int:
         click.echo("\n" + "=" * 78)
         print_show(report)
     click.echo("\n" + "=" * 78)
-    click.echo(f"explore: PREFLIGHT_DATABASE_URL={url} preflight show {result.batch_ids[0]}")
+    click.echo(f"explore: PREFLIGHT_DATABASE_URL={url} {_program()} show {result.batch_ids[0]}")
     return 0
 
 
@@ -57,7 +57,7 @@ def db_upgrade(revision: str) -> int:
     """Migrate the database in PREFLIGHT_DATABASE_URL (needed once for PostgreSQL)."""
     from preflight.services.schema import upgrade_schema
 
-    current = upgrade_schema(load_cli_settings(), revision)
+    current = upgrade_schema(load_cli_settings(tokens=False), revision)
     click.echo(f"database schema at revision {current}")
     return 0
 
@@ -116,3 +116,17 @@ def _optional_amount(text: str, option: str) -> Decimal | None:
         return parse_amount(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _program() -> str:
+    """How to run preflight again from this shell: ``preflight`` if that is what PATH finds,
+    else the path this one was started by (an inactive virtual environment)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    started = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("preflight")
+    if on_path and Path(on_path).resolve() == started:
+        return "preflight"
+    return str(started) if started.name == "preflight" else f"{sys.executable} -m preflight"

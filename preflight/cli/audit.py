@@ -6,6 +6,7 @@ Heavy modules (SQLAlchemy, httpx, APScheduler) are imported inside the commands,
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -41,8 +42,10 @@ def audit(account: str | None, force: bool, output_format: str) -> int:
     of old audit snapshots. A second run in the same period (another host's cron, a
     worker) does nothing, says so, and exits 0. Findings: `preflight findings`.
     """
+    # On a terminal the text below shows each finding: not a second time as a log line.
+    shown_as_text = output_format == "text" and sys.stdout.isatty()
     with open_app() as app:
-        outcomes = app.audit(account=account, force=force)
+        outcomes = app.audit(account=account, force=force, log_findings=not shown_as_text)
     if output_format == "json":
         emit_json([outcome.to_dict() for outcome in outcomes])
     else:
@@ -101,7 +104,7 @@ def worker() -> int:
     from preflight.worker import run_worker
 
     with open_app() as app:
-        run_worker(app.runtime)
+        run_worker(app.runtime, announce=lambda line: click.echo(line, err=True))
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from preflight.cli.render import print_rows, print_show
+from preflight.cli.render import ImportProgressLine, paint, print_rows, print_show
 from preflight.cli.support import (
     FORMAT_OPTION,
     SINCE_OPTION,
@@ -90,11 +90,11 @@ def check(
     if output_format == "json":
         emit_json(result.to_dict())
     else:
-        click.echo(f"{result.verdict.value}: {result.reason}")
+        click.echo(f"{paint(result.verdict.value)}: {result.reason}")
         click.echo(
             f"batch {result.batch_id} ({result.status}"
             f"{', unverified' if not result.verified else ''}) on {result.meter or '-'}: "
-            f"balance {_text(result.balance)}, need {_text(result.need)}, "
+            f"balance {_text(result.balance)}, need {_need(result.need)}, "
             f"reserve {_text(result.reserve)}, other open batches still need "
             f"{_text(result.outstanding_other)}"
         )
@@ -105,6 +105,11 @@ def check(
             )
         click.echo(ADVISORY)
     return exit_code(result.verdict, strict=strict, fail_open=result.fail_open)
+
+
+def _need(value: Decimal | None) -> str:
+    # The verdict's reason reads an undeclared need as 0: say the same, and why.
+    return "0 (none declared)" if value is None else _text(value)
 
 
 def _text(value: Decimal | None) -> str:
@@ -197,9 +202,13 @@ def record(
             raise click.UsageError("give either JOB_ID with --status, or --from, not both")
         from preflight.domain.outcome import MAX_LINE_BYTES
 
-        with open_app() as app, source as stream:
-            lines = bounded_lines(stream, MAX_LINE_BYTES)
-            result = app.record_many(batch_id, lines, account=account)
+        shown = ImportProgressLine()
+        try:
+            with open_app() as app, source as stream:
+                lines = bounded_lines(stream, MAX_LINE_BYTES)
+                result = app.record_many(batch_id, lines, account=account, progress=shown)
+        finally:
+            shown.done()
         if output_format == "json":
             emit_json(result.to_dict())
         else:
@@ -236,7 +245,7 @@ def record(
         state = "recorded" if outcome.created else "already recorded (unchanged)"
         click.echo(f"{batch_id} {job_id} attempt {attempt}: {status}, {state}")
         if outcome.tag is not None:
-            click.echo(f"quota failure: {outcome.tag.tag.value}: {outcome.tag.reason}")
+            click.echo(f"quota failure: {paint(outcome.tag.tag.value)}: {outcome.tag.reason}")
     _warn(outcome.warnings)
     if outcome.snapshot_error:
         click.echo(f"preflight: warning: no failure snapshot: {outcome.snapshot_error}", err=True)

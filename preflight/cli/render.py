@@ -5,15 +5,78 @@ JSON output is each result's ``to_dict()``, printed by :func:`preflight.cli.supp
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from preflight.cli.support import emit_json
 
+if TYPE_CHECKING:
+    from preflight.services.outcomes import ImportProgress
+
 #: A table column: a key of the row's JSON form, or (header, how to get the cell).
 Column = str | tuple[str, Callable[[Mapping[str, Any]], Any]]
+
+
+# Verdicts and tags in colour on a terminal: green is fine, yellow needs a look, red stops.
+_COLOURS = {
+    "go": "green",
+    "at_risk": "yellow",
+    "insufficient": "red",
+    "auth_failed": "red",
+    "billing_blocked": "red",
+    "unavailable": "red",
+    "pre_existing_low_balance": "red",
+    "concurrent_consumption": "yellow",
+    "inconclusive": "blue",
+}
+
+
+def wants_colour(stream: TextIO | None = None) -> bool:
+    """Colour only for a person: a terminal, and no ``NO_COLOR`` (https://no-color.org)."""
+    stream = stream or sys.stdout
+    return not os.environ.get("NO_COLOR") and stream.isatty()
+
+
+def paint(word: str, *, stream: TextIO | None = None) -> str:
+    """``word`` (a verdict or a tag) in its colour when a person reads ``stream``."""
+    colour = _COLOURS.get(word)
+    if colour is None or not wants_colour(stream):
+        return word
+    return click.style(word, fg=colour, bold=True)
+
+
+class ImportProgressLine:
+    """The one progress line a long bulk import shows on a terminal (stderr), rewritten in
+    place at most a few times a second; nothing at all when stderr is not a terminal."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._enabled = self._stream.isatty()
+        self._started = time.monotonic()
+        self._shown_at = 0.0
+        self._shown = False
+
+    def __call__(self, progress: ImportProgress) -> None:
+        now = time.monotonic()
+        if not self._enabled or now - self._shown_at < 0.2:
+            return
+        self._shown_at, self._shown = now, True
+        rate = progress.lines / max(now - self._started, 1e-9)
+        click.echo(
+            f"\r{progress.lines} lines, {rate:,.0f} lines/s, {progress.inserted} stored / "
+            f"{progress.duplicates} duplicates",
+            file=self._stream,
+            nl=False,
+        )
+
+    def done(self) -> None:
+        if self._shown:
+            click.echo("", file=self._stream)
 
 
 def print_rows(
@@ -38,10 +101,11 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
 
 
 def print_show(data: dict[str, Any]) -> None:
-    need = data["need"] or "-"
+    need = data["need"] or "0 (none declared)"
+    verdict = paint(data["verdict"]) if data["verdict"] else "-"
     click.echo(
         f"batch {data['batch_id']}  account {data['account']}  status {data['status']}"
-        f"{'' if data['verified'] else ' (unverified)'}  verdict {data['verdict'] or '-'}  "
+        f"{'' if data['verified'] else ' (unverified)'}  verdict {verdict}  "
         f"meter {data['meter'] or '-'}  need {need}"
     )
     click.echo("\nsnapshots")
@@ -80,7 +144,7 @@ def echo_failure(failure: dict[str, Any]) -> None:
         f"\nquota failure: job {failure['job_id']} attempt {failure['attempt']} "
         f"at {failure['failed_at']} ({failure['batch_id']})"
     )
-    click.echo(f"  tag       {failure['tag'] or '-'}")
+    click.echo(f"  tag       {paint(failure['tag']) if failure['tag'] else '-'}")
     click.echo(f"  reason    {failure['reason']}")
     if evidence:
         click.echo(

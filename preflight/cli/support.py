@@ -39,12 +39,13 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, default=_json_default, ensure_ascii=False))
 
 
-def load_cli_settings() -> Settings:
-    """Read the settings once and set up logging from them."""
+def load_cli_settings(*, tokens: bool = True) -> Settings:
+    """Read the settings once and set up logging from them (``tokens=False``: a command
+    that never calls the vendor, so a missing token secret cannot stop it)."""
     from preflight.logs import configure_logging
     from preflight.settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings(tokens=tokens)
     configure_logging(settings.log_level, settings.log_format)
     return settings
 

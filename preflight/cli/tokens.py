@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def _runtime() -> Iterator[Runtime]:
     from preflight.services.runtime import Runtime
 
-    with Runtime(load_cli_settings()) as rt:
+    with Runtime(load_cli_settings(tokens=False)) as rt:
         yield rt
 
 

@@ -8,16 +8,21 @@ the timeout, because SQLite cannot wait for a lock it would deadlock on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, exc, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 __all__ = [
     "Database",
@@ -33,7 +38,11 @@ from sqlalchemy.sql.functions import GenericFunction
 
 from preflight.db.types import Amount
 from preflight.domain.exact import exact
-from preflight.errors import StorageError
+from preflight.errors import ConfigError, StorageError
+from preflight.logs import get_logger
+
+T = TypeVar("T")
+_log = get_logger("preflight.db")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _READ_ONLY = "preflight_read_only"
@@ -67,15 +76,19 @@ class _SQLiteDecimalSum:
 
 def normalize_url(url: str) -> URL:
     """Parse a database URL; bare ``postgresql://`` means the psycopg 3 driver we ship."""
+    # A bad URL is a bad setting (exit 2), not a storage failure: nothing was tried yet.
     try:
         parsed = make_url(url)
     except exc.ArgumentError:
-        raise StorageError("database URL is not valid") from None
+        raise ConfigError(
+            "database_url: not a database URL (sqlite:///PATH or postgresql://…)"
+        ) from None
     if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in {"sqlite", "postgresql"}:
-        raise StorageError(
-            f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql"
+        raise ConfigError(
+            f"database_url: unsupported database {parsed.get_backend_name()!r}: "
+            "use sqlite or postgresql"
         )
     return parsed
 
@@ -94,15 +107,19 @@ def build_engine(url: str) -> Engine:
 
 def _build_sqlite_engine(url: URL) -> Engine:
     database = url.database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        try:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StorageError(f"cannot create the database directory: {error.strerror}") from None
+    in_memory = not database or database == ":memory:"
+    if not in_memory and database and not database.startswith("file:"):
+        _check_sqlite_path(Path(database).expanduser())
+    connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    if in_memory:
+        # Each connection to ":memory:" is a database of its own: one connection, shared
+        # by every session and thread, makes ``sqlite://`` one database (tests use it).
+        connect_args["check_same_thread"] = False
     engine = create_engine(
         url,
         hide_parameters=True,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        connect_args=connect_args,
+        poolclass=StaticPool if in_memory else None,
     )
 
     @event.listens_for(engine, "connect")
@@ -125,37 +142,144 @@ def _build_sqlite_engine(url: URL) -> Engine:
     return engine
 
 
+def _check_sqlite_path(path: Path) -> None:
+    """Create the database's directory, and open the file once, so that a path that cannot
+    work fails now with the path and the cause (SQLite itself says only "unable to open
+    database file")."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(
+            f"cannot create the database directory {path.parent}: {error.strerror}"
+        ) from None
+    if not path.parent.is_dir():
+        raise StorageError(f"cannot use {path}: {path.parent} is not a directory")
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as error:
+        raise StorageError(
+            f"cannot open the database file {path}: {_os_cause(path, error)}"
+        ) from None
+
+
+def _os_cause(path: Path, error: sqlite3.Error) -> str:
+    """The operating system's reason a file cannot be opened, where there is one."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as os_error:
+        return os_error.strerror or str(error)
+    return str(error)
+
+
 class Database:
     """The engine and the two kinds of transaction scope commands use.
 
     Commit happens here, at the edge: repositories only add and query.
+
+    A database outage (PostgreSQL restarting, a network cut) is ridden out for up to
+    ``outage_window`` seconds: opening a transaction retries transient connection errors
+    with backoff, and :meth:`run_write` re-runs a whole unit of work whose connection
+    broke midway. Only then does the caller get a ``StorageError``.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        outage_window: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.engine = engine
         self._writer = sessionmaker(engine, expire_on_commit=False)
         self._reader = sessionmaker(
             engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
         )
+        self._outage_window = outage_window
+        self._sleep = sleep
+        self._monotonic = monotonic
 
     @classmethod
-    def from_url(cls, url: str) -> Database:
-        return cls(build_engine(url))
+    def from_url(cls, url: str, *, outage_window: float = 30.0) -> Database:
+        return cls(build_engine(url), outage_window=outage_window)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction: commits on success, rolls back on any error."""
-        with translate_db_errors(), self._writer() as session, session.begin():
+        with translate_db_errors(), self._open(self._writer) as session:
             yield session
+            session.commit()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """One read-only transaction (no write lock on SQLite)."""
-        with translate_db_errors(), self._reader() as session, session.begin():
+        with translate_db_errors(), self._open(self._reader) as session:
             yield session
+            session.commit()
+
+    def wait_until_reachable(self) -> None:
+        """Connect once, riding out an outage (for work that opens its own connections,
+        such as the schema check at start-up)."""
+        with translate_db_errors(), self._open(self._reader):
+            pass
+
+    def run_write(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one write transaction, again from the start when the connection
+        broke midway (within the outage window). ``work`` must be safe to repeat after a
+        rollback: every insert of ours is ``ON CONFLICT DO NOTHING`` or keyed."""
+        deadline = self._monotonic() + self._outage_window
+        for attempt in itertools.count():
+            try:
+                with self.write() as session:
+                    return work(session)
+            except StorageError as error:
+                if not self._transient(error.__cause__) or self._monotonic() >= deadline:
+                    raise
+                _log.warning("database_retry", attempt=attempt + 1, error=str(error))
+                self._sleep(_backoff(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover - count() never ends
+
+    @contextmanager
+    def _open(self, factory: sessionmaker[Session]) -> Iterator[Session]:
+        """A session whose transaction already holds a live connection, retried through an
+        outage; rolled back and closed on the way out unless the caller committed."""
+        deadline = self._monotonic() + self._outage_window
+        for attempt in itertools.count():
+            session = factory()
+            try:
+                session.begin()
+                session.connection()  # connects, and begins (BEGIN IMMEDIATE on SQLite)
+                break
+            except exc.DBAPIError as error:
+                session.close()
+                if not self._transient(error) or self._monotonic() >= deadline:
+                    raise
+                _log.warning("database_retry", attempt=attempt + 1, error=_first_line(error))
+                self._sleep(_backoff(attempt))
+        try:
+            yield session
+        finally:
+            session.close()  # rolls back what was not committed
+
+    def _transient(self, error: BaseException | None) -> bool:
+        """A lost or refused connection, which another try may not meet. SQLite has none:
+        its "database is locked" is already waited out by the busy timeout."""
+        if self.engine.dialect.name != "postgresql":
+            return False
+        return isinstance(error, exc.OperationalError | exc.InterfaceError) or bool(
+            getattr(error, "connection_invalidated", False)
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(0.1 * 2**attempt, 2.0))
+
+
+def _first_line(error: exc.DBAPIError) -> str:
+    return str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
 
 
 @contextmanager
@@ -164,5 +288,4 @@ def translate_db_errors() -> Iterator[None]:
     try:
         yield
     except exc.DBAPIError as error:
-        detail = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-        raise StorageError(f"database error: {detail}") from error
+        raise StorageError(f"database error: {_first_line(error)}") from error

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Final
 
 from preflight.domain.exact import exact
+from preflight.domain.wire import amount_text
 
 
 class Verdict(StrEnum):
@@ -72,15 +73,14 @@ def assess(
       account take what they still declared: balance − outstanding_other < need;
     - ``go`` otherwise.
     """
+    # Plain decimals, never an exponent: the same digits as the JSON and the table print.
+    b, n, r, o = (amount_text(x) for x in (balance, need, reserve, outstanding_other))
     if balance < need + reserve:
-        return Assessment(
-            Verdict.INSUFFICIENT,
-            f"balance {balance} is below need {need} + reserve {reserve}",
-        )
+        return Assessment(Verdict.INSUFFICIENT, f"balance {b} is below need {n} + reserve {r}")
     if balance - outstanding_other < need:
         return Assessment(
             Verdict.AT_RISK,
-            f"balance {balance} minus {outstanding_other} still outstanding for other open "
-            f"batches leaves less than need {need}",
+            f"balance {b} minus {o} still outstanding for other open "
+            f"batches leaves less than need {n}",
         )
-    return Assessment(Verdict.GO, f"balance {balance} covers need {need} + reserve {reserve}")
+    return Assessment(Verdict.GO, f"balance {b} covers need {n} + reserve {r}")

@@ -19,7 +19,6 @@ from importlib.metadata import version
 from typing import Annotated, Any, Final, TypeVar
 
 import anyio
-import structlog
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -45,11 +44,12 @@ from preflight.http.problems import (
     kind_of,
     problem,
 )
+from preflight.logs import get_logger
 from preflight.services import audit, batches, checks, outcomes, profile, schema
 from preflight.services.runtime import Runtime
 from preflight.settings import MAX_DURATION, parse_duration
 
-log = structlog.get_logger("preflight.http")
+log = get_logger("preflight.http")
 
 T = TypeVar("T")
 

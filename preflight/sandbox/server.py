@@ -441,7 +441,8 @@ def serve_forever(
 ) -> None:
     """Run the sandbox vendor in the foreground until SIGINT or SIGTERM (``preflight simulate``).
 
-    Echoes one line, ``sandbox vendor listening on http://HOST:PORT (token: TOKEN)``, then blocks;
+    Echoes ``sandbox vendor listening on http://HOST:PORT (token: TOKEN)`` and the starting
+    balance of each meter, then blocks;
     on either signal it stops the server cleanly and returns (so the process can exit 0).
     Must run in the main thread, which is where Python delivers signals. A port that cannot be
     bound raises ``OSError``.
@@ -464,6 +465,13 @@ def serve_forever(
             host=host, port=port, credits=credits, quota=quota, token=token
         ) as server:
             echo(f"sandbox vendor listening on {server.url} (token: {token})")
+            echo(
+                "starting balance: "
+                + ", ".join(
+                    f"{meter} {'absent' if value is None else format(value, 'f')}"
+                    for meter, value in server.balance.items()
+                )
+            )
             sys.stdout.flush()  # a supervisor reading a pipe must see the line now
             while not received:
                 time.sleep(0.1)

@@ -33,8 +33,6 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final
 
-import structlog
-
 from preflight import metrics
 from preflight.db import audit as store
 from preflight.db import repositories as repo
@@ -50,6 +48,7 @@ from preflight.domain.periods import period_start
 from preflight.domain.vocabulary import METERS, FindingKind, SnapshotKind
 from preflight.domain.wire import amount_text, time_text
 from preflight.errors import AuthError, ConfigError, PreflightError, VendorError
+from preflight.logs import get_logger
 from preflight.services.batches import finding_view
 from preflight.services.outcomes import classify
 from preflight.services.results import AuditOutcome, FindingView
@@ -70,7 +69,7 @@ __all__ = [
     "token_fingerprint",
 ]
 
-log = structlog.get_logger("preflight.audit")
+log = get_logger("preflight.audit")
 
 ALREADY_AUDITED: Final = "already audited in this period"
 IN_PROGRESS: Final = "being audited by another replica in this period"
@@ -133,6 +132,7 @@ def run_audit(
     force: bool = False,
     replica: str | None = None,
     stop: threading.Event | None = None,
+    log_findings: bool = True,
 ) -> list[AuditOutcome]:
     """Audit every account to audit (or ``account``) for the current period.
 
@@ -142,6 +142,8 @@ def run_audit(
     runs an extra audit outside the claim mechanism (no claim row, no lease): use it by
     hand, not from several hosts. ``stop`` set: the run is abandoned at the next step
     boundary, leaving the claim for another replica and no audit run rows.
+    ``log_findings`` False: the caller shows the findings itself (no ``audit_finding``
+    events, e.g. the CLI printing them on a terminal).
     """
     names = accounts_to_audit(rt.settings, account)
     replica = replica or replica_id()
@@ -149,7 +151,11 @@ def run_audit(
     for name in names:
         if stop is not None and stop.is_set():
             break
-        outcomes.extend(_audit_account(rt, name, force=force, replica=replica, stop=stop))
+        outcomes.extend(
+            _audit_account(
+                rt, name, force=force, replica=replica, stop=stop, log_findings=log_findings
+            )
+        )
     for outcome in outcomes:
         result = "skipped" if outcome.skipped else (outcome.status or "unknown")
         metrics.audit_run(result, (finding.kind for finding in outcome.findings))
@@ -157,7 +163,13 @@ def run_audit(
 
 
 def _audit_account(
-    rt: Runtime, name: str, *, force: bool, replica: str, stop: threading.Event | None
+    rt: Runtime,
+    name: str,
+    *,
+    force: bool,
+    replica: str,
+    stop: threading.Event | None,
+    log_findings: bool,
 ) -> list[AuditOutcome]:
     settings = rt.settings
     now = rt.clock()
@@ -167,7 +179,15 @@ def _audit_account(
 
     def runner(claim_id: int | None, at: datetime, *, takeover: bool = False) -> _AccountRun:
         return _AccountRun(
-            rt, name, account_id, at, claim_id, replica=replica, stop=stop, takeover=takeover
+            rt,
+            name,
+            account_id,
+            at,
+            claim_id,
+            replica=replica,
+            stop=stop,
+            takeover=takeover,
+            log_findings=log_findings,
         )
 
     with rt.database.write() as session:
@@ -235,8 +255,10 @@ class _AccountRun:
         replica: str,
         stop: threading.Event | None,
         takeover: bool,
+        log_findings: bool = True,
     ) -> None:
         self.rt = rt
+        self.log_findings = log_findings
         self.settings = rt.settings
         self.account = account
         self.account_id = account_id
@@ -545,7 +567,7 @@ class _AccountRun:
             findings=len(findings),
             takeover=self.takeover,
         )
-        for finding in findings:
+        for finding in findings if self.log_findings else ():
             self.log.warning(
                 "audit_finding",
                 kind=finding.kind,

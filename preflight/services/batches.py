@@ -7,8 +7,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-import structlog
-
 from preflight.db import reports
 from preflight.db import repositories as repo
 from preflight.domain.batch import validate_batch_id
@@ -16,6 +14,7 @@ from preflight.domain.classify import Attributed, foreign_consumption
 from preflight.domain.vocabulary import FINDING_KINDS, BatchStatus, SnapshotKind, Tag
 from preflight.domain.wire import amount_text
 from preflight.errors import ConfigError, NotFoundError, UsageError, VendorError
+from preflight.logs import get_logger
 from preflight.services.results import (
     BatchListing,
     BatchReport,
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from preflight.db.models import Batch, FailureTag, Finding, Outcome, Snapshot
     from preflight.db.session import Session
 
-log = structlog.get_logger("preflight")
+log = get_logger("preflight")
 
 
 def finish(rt: Runtime, batch_id: str, *, snapshot: bool = True) -> FinishResult:

@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
-import structlog
-
 from preflight import metrics
 from preflight.db import repositories as repo
 from preflight.domain.amounts import parse_amount
@@ -22,14 +20,16 @@ from preflight.errors import (
     VendorError,
     VendorUnavailableError,
 )
+from preflight.logs import get_logger
 from preflight.services.results import CheckResult
 from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
     from preflight.db.models import Batch
+    from preflight.db.session import Session
     from preflight.vendor import Profile
 
-log = structlog.get_logger("preflight")
+log = get_logger("preflight")
 
 _VERDICT_OF_ERROR: Final[dict[type[VendorError], Verdict]] = {
     AuthError: Verdict.AUTH_FAILED,
@@ -93,7 +93,7 @@ def check(
         vendor_error = exc
     now = rt.clock()
 
-    with rt.database.write() as session:
+    def decide(session: Session) -> CheckResult:
         account_row = repo.get_or_create_account(session, account_name, now=now)
         batch, _created = repo.get_or_create_batch(
             session, batch_id, account=account_row, now=now, reserve=reserve_amount
@@ -119,7 +119,10 @@ def check(
             ).id
             balance = profile.meter(chosen) if chosen else None
             if balance is None:
-                absent = chosen or f"no meter ({', '.join(METERS)})"
+                # Name what is missing: the batch's or the requested meter; for auto, both.
+                absent = chosen or (
+                    requested_meter if requested_meter != "auto" else " and ".join(METERS)
+                )
                 assessment = Assessment(
                     Verdict.UNAVAILABLE, f"{absent} absent from the vendor's profile"
                 )
@@ -155,7 +158,7 @@ def check(
             batch.labels = {**batch.labels, **labels}
         if batch.status != BatchStatus.FINISHED.value:
             batch.status = (BatchStatus.OPEN if dispatchable else BatchStatus.BLOCKED).value
-        result = CheckResult(
+        return CheckResult(
             batch_id=batch_id,
             account=account_name,
             verdict=verdict,
@@ -173,14 +176,17 @@ def check(
             fail_open=fail_open and verdict is Verdict.UNAVAILABLE,
             labels=dict(batch.labels),
         )
-    metrics.check_done(verdict.value)
+
+    # One write transaction; re-run whole if the connection breaks midway.
+    result = rt.database.run_write(decide)
+    metrics.check_done(result.verdict.value)
     if profile is not None:
         metrics.balance_seen(account_name, {m: profile.meter(m) for m in METERS})
     bound.info(
         "check_completed",
-        verdict=verdict.value,
-        meter=chosen,
-        balance=amount_text(balance),
+        verdict=result.verdict.value,
+        meter=result.meter,
+        balance=amount_text(result.balance),
         need=amount_text(result.need),
         snapshot_id=result.snapshot_id,
     )

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import structlog
 
 from preflight import metrics
 from preflight.db import repositories as repo
@@ -16,6 +15,7 @@ from preflight.domain.classify import classify as classify_failure
 from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
 from preflight.domain.vocabulary import SnapshotKind, Tag
 from preflight.errors import ConfigError, ConflictError, NotFoundError, UsageError, VendorError
+from preflight.logs import get_logger
 from preflight.services.results import ImportResult, RecordResult
 from preflight.services.runtime import Runtime
 from preflight.services.snapshots import take_snapshot
@@ -26,7 +26,16 @@ if TYPE_CHECKING:
     from preflight.db.models import Batch
     from preflight.db.session import Session
 
-log = structlog.get_logger("preflight")
+log = get_logger("preflight")
+
+
+@dataclass(frozen=True)
+class ImportProgress:
+    """How far a bulk import is: lines read, outcomes recorded, repeats already recorded."""
+
+    lines: int
+    inserted: int
+    duplicates: int
 
 
 def record(
@@ -46,14 +55,17 @@ def record(
     validate_batch_id(batch_id)
     item = outcome if isinstance(outcome, OutcomeInput) else build_outcome(outcome)
     now = rt.clock()
-    with rt.database.write() as session:
+
+    def store(session: Session) -> tuple[repo.StoredOutcomes, str, tuple[str, ...]]:
         batch = _batch_for_outcomes(rt, session, batch_id, account, now)
         stored = repo.store_outcomes(session, batch, [(1, item)], now)
         if stored.conflict is not None:
             raise stored.conflict[1]
         batch.last_activity_at = now
-        account_name = batch.account.name
-        warnings = lifecycle_warnings(batch)
+        return stored, batch.account.name, lifecycle_warnings(batch)
+
+    # Re-run whole if the connection breaks midway: an acknowledged outcome is stored.
+    stored, account_name, warnings = rt.database.run_write(store)
     created = stored.inserted == 1
     snapshot_id: int | None = None
     snapshot_error: str | None = None
@@ -96,13 +108,14 @@ def record_many(
     *,
     account: str | None = None,
     chunk_size: int = 1000,
+    progress: Callable[[ImportProgress], None] | None = None,
 ) -> ImportResult:
     """Record outcomes from JSON Lines, streaming, ``chunk_size`` per transaction.
 
-    A bad line stops the import with a ``UsageError`` naming its line number; every
-    line before it is kept (re-running the fixed file is safe: records are
-    idempotent). Quota failures are classified from the account's snapshot
-    timeline afterwards; no live snapshot is taken.
+    A bad line stops the import with a ``UsageError`` naming its line number and how
+    many lines before it were kept: all of them (re-running the fixed file is safe:
+    records are idempotent). Quota failures are classified from the account's snapshot
+    timeline afterwards; no live snapshot is taken. ``progress`` hears after each chunk.
     """
     validate_batch_id(batch_id)
     counts = {"lines": 0, "inserted": 0, "duplicates": 0}
@@ -114,18 +127,33 @@ def record_many(
         if not pending:
             return
         now = rt.clock()
-        with rt.database.write() as session:
+
+        def store(session: Session) -> repo.StoredOutcomes:
             batch = _batch_for_outcomes(rt, session, batch_id, account, now)
             stored = repo.store_outcomes(session, batch, pending, now)
             batch.last_activity_at = now
             warnings.update(dict.fromkeys(lifecycle_warnings(batch)))
+            return stored
+
+        # A chunk whose connection broke is re-run whole: the import resumes where it was.
+        stored = rt.database.run_write(store)
         counts["inserted"] += stored.inserted
         counts["duplicates"] += stored.duplicates
         metrics.outcomes_received(item.status.value for _, item in pending)
         pending.clear()
         if stored.conflict is not None:
             line_no, error = stored.conflict
-            raise ConflictError(f"line {line_no}: {error}")
+            # A conflicting line is a ConflictError (409 over HTTP), still exit 2 in the CLI.
+            raise bad_line(line_no, str(error), ConflictError)
+        if progress is not None:
+            progress(ImportProgress(counts["lines"], counts["inserted"], counts["duplicates"]))
+
+    def bad_line(line_no: int, problem: str, error: type[UsageError] = UsageError) -> UsageError:
+        kept = counts["inserted"] + counts["duplicates"]
+        return error(
+            f"line {line_no}: {problem} (stopped there; the {kept} outcome(s) before it are "
+            f"kept: {counts['inserted']} recorded, {counts['duplicates']} already recorded)"
+        )
 
     for line_no, raw in enumerate(lines, start=1):
         try:
@@ -133,10 +161,10 @@ def record_many(
             line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
             flush()
-            raise UsageError(f"line {line_no}: not UTF-8 text") from None
+            raise bad_line(line_no, "not UTF-8 text") from None
         if len(line.rstrip("\r\n")) > MAX_LINE_BYTES:
             flush()
-            raise UsageError(f"line {line_no}: longer than {MAX_LINE_BYTES} bytes")
+            raise bad_line(line_no, f"longer than {MAX_LINE_BYTES} bytes")
         if not line.strip():
             continue
         counts["lines"] += 1
@@ -144,7 +172,7 @@ def record_many(
             item = parse_json_line(line)
         except UsageError as exc:
             flush()
-            raise UsageError(f"line {line_no}: {exc}") from None
+            raise bad_line(line_no, str(exc)) from None
         quota_failures_seen += item.quota_failure
         pending.append((line_no, item))
         if len(pending) >= chunk_size:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self
 
 from preflight.errors import ConfigError
+from preflight.logs import apply_level
 
 if TYPE_CHECKING:
     import httpx
@@ -39,6 +40,8 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.clock = clock
+        # A library writes at the configured level and configures no output of its own.
+        apply_level(settings.log_level)
         self._database = database
         self._http_factory = http_factory
         self._vendors: dict[str, VendorClient] = {}
@@ -51,7 +54,11 @@ class Runtime:
             from preflight.db.migrate import ensure_schema
             from preflight.db.session import Database
 
-            database = Database.from_url(self.settings.database_url)
+            database = Database.from_url(
+                self.settings.database_url,
+                outage_window=self.settings.database_outage_window.total_seconds(),
+            )
+            database.wait_until_reachable()
             ensure_schema(database.engine)
             self._database = database
         return self._database

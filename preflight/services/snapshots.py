@@ -12,6 +12,7 @@ from preflight.domain.vocabulary import METERS, SnapshotKind
 from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
+    from preflight.db.session import Session
     from preflight.vendor import Profile
 
 
@@ -35,7 +36,8 @@ def take_snapshot(
     quota failure a live ``failure`` snapshot measures."""
     profile = rt.vendor(account).get_profile()
     now = rt.clock()
-    with rt.database.write() as session:
+
+    def store(session: Session) -> int:
         account_row = repo.get_or_create_account(session, account, now=now)
         batch = repo.find_batch(session, batch_id) if batch_id else None
         outcome_id = (
@@ -43,9 +45,10 @@ def take_snapshot(
             if batch is not None and outcome is not None
             else None
         )
-        snapshot = repo.store_snapshot(
+        return repo.store_snapshot(
             session, account_row, profile, now=now, kind=kind, batch=batch, outcome_id=outcome_id
-        )
-        taken = Taken(snapshot.id, now, profile)
+        ).id
+
+    taken = Taken(rt.database.run_write(store), now, profile)
     metrics.balance_seen(account, {m: profile.meter(m) for m in METERS})
     return taken

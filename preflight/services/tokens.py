@@ -15,19 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from preflight.db import tokens as store
 from preflight.domain.tokens import new_token, parse_scopes, token_hash, validate_name
 from preflight.domain.wire import time_text
 from preflight.errors import ConflictError, NotFoundError
+from preflight.logs import get_logger
 from preflight.secret import Secret
 from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
     from preflight.db.models import ApiToken
 
-log = structlog.get_logger("preflight.tokens")
+log = get_logger("preflight.tokens")
 
 
 @dataclass(frozen=True)

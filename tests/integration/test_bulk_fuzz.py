@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from preflight.api import Preflight
 from preflight.db.models import Batch, Outcome
+from preflight.domain.outcome import FIELDS as OUTCOME_FIELDS
 from preflight.errors import UsageError
 from preflight.settings import load_settings
 
@@ -56,20 +57,8 @@ ODD_VALUES = st.one_of(
     TEXT,
     st.integers(),
 )
-FIELDS = st.sampled_from(
-    [
-        "job_id",
-        "status",
-        "cost",
-        "expected_cost",
-        "http_status",
-        "attempt",
-        "at",
-        "error",
-        "quota_failure",
-        "unknown",
-    ]
-)
+# Every field an outcome line may carry, and one it may not.
+FIELD_NAMES = st.sampled_from([*sorted(OUTCOME_FIELDS), "unknown"])
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | TEXT,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
@@ -108,9 +97,9 @@ def _with_field(field: str, value_text: str) -> bytes:
 HOSTILE_LINE = st.one_of(
     st.binary(max_size=120),
     st.text(max_size=80).map(lambda text: text.encode("utf-8", "surrogatepass")),
-    st.builds(_with_field, FIELDS, ODD_NUMBERS),
-    st.builds(_with_field, FIELDS, ODD_NUMBERS.map(json.dumps)),
-    st.builds(lambda f, v: _with_field(f, json.dumps(v)), FIELDS, ODD_VALUES),
+    st.builds(_with_field, FIELD_NAMES, ODD_NUMBERS),
+    st.builds(_with_field, FIELD_NAMES, ODD_NUMBERS.map(json.dumps)),
+    st.builds(lambda f, v: _with_field(f, json.dumps(v)), FIELD_NAMES, ODD_VALUES),
     st.integers(1, 32_000).map(lambda n: b"[" * n + b"]" * n + b"\n"),
     st.integers(1, 10_000).map(
         lambda n: b'{"job_id": "h", "status": "failed", "error": ' + b"[" * n + b"]" * n + b"}\n"

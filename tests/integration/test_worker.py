@@ -198,6 +198,9 @@ def test_sigterm_during_a_run_exits_0_and_leaves_no_partial_run(
     log = (tmp_path / "worker-0.log").read_text()
     assert code == 0, log
     assert "worker_stopped" in log
+    # Said whatever the log level: a person starting a worker sees that it runs, and stops.
+    assert "preflight worker started: replica " in log
+    assert "preflight worker stopped: replica " in log
     [claim] = _claims(engine)
     assert claim.status == "abandoned"
     assert _rows(engine, "SELECT id FROM audit_runs") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,9 @@ def test_both_use_the_compose_postgres_and_no_inline_token(compose: dict[str, An
         env = compose["services"][name]["environment"]
         assert env["PREFLIGHT_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert "@postgres:5432/" in env["PREFLIGHT_DATABASE_URL"]
-        assert env["PREFLIGHT_API_TOKEN_FILE"] == "/run/secrets/vendor_token"
         assert "PREFLIGHT_API_TOKEN" not in env
+    worker_env = compose["services"]["worker"]["environment"]
+    assert worker_env["PREFLIGHT_API_TOKEN_FILE"] == "/run/secrets/vendor_token"
     db_user = compose["services"]["postgres"]["environment"]["POSTGRES_USER"]
     assert f"//{db_user}:" in compose["services"]["worker"]["environment"]["PREFLIGHT_DATABASE_URL"]
 
@@ -56,6 +58,47 @@ def test_the_image_it_builds_installs_preflight_with_postgres(compose: dict[str,
     assert 'ENTRYPOINT ["preflight"]' in dockerfile
     for copied in ("preflight", "migrations", "pyproject.toml"):
         assert copied in dockerfile
+
+
+def _resolved(value: str) -> str:
+    """Compose's ``${NAME:-default}`` with nothing set in the environment: the default."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def _service_environment(compose: dict[str, Any], name: str, secrets_dir: Path) -> dict[str, str]:
+    """The service's environment as its container sees it: only the secrets it mounts exist."""
+    service = compose["services"][name]
+    mounted = set(service.get("secrets", []))
+    for secret in mounted:
+        (secrets_dir / secret).write_text("tok-compose-1234567\n")
+    env: dict[str, str] = {}
+    for key, value in service["environment"].items():
+        text = _resolved(str(value))
+        if text.startswith("/run/secrets/"):
+            secret = text.removeprefix("/run/secrets/")
+            text = str(secrets_dir / secret) if secret in mounted else f"/nonexistent/{secret}"
+        env[key] = text
+    return env
+
+
+def test_each_service_environment_satisfies_what_its_command_reads(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    from preflight.services.audit import accounts_to_audit
+    from preflight.settings import load_settings
+
+    # `db upgrade` reads the database settings only: no token secret is mounted for it.
+    migrate = _service_environment(compose, "migrate", tmp_path)
+    assert load_settings(migrate, tokens=False).database_url.startswith("postgresql")
+    # `worker` audits every account with a token: the secret it mounts supplies it.
+    worker = _service_environment(compose, "worker", tmp_path)
+    settings = load_settings(worker)
+    assert accounts_to_audit(settings) == ["default"]
+    assert settings.audit_interval.total_seconds() == 15 * 60
+    # `serve` checks and reads the vendor with the same token.
+    api = load_settings(_service_environment(compose, "api", tmp_path))
+    assert api.account_settings().token is not None
+    assert api.server_url is None  # the server itself is never in remote mode
 
 
 def test_the_api_serves_after_the_migration_and_checks_readiness_with_a_secret_token(

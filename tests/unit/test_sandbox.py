@@ -508,6 +508,10 @@ def test_serve_forever_stops_cleanly_on_a_signal(signum: signal.Signals) -> None
             line = process.stdout.readline()
             assert line.startswith("sandbox vendor listening on http://127.0.0.1:")
             assert line.endswith(" (token: tok)\n")
+            # The balances it starts with, so a new user knows what a check will read.
+            assert process.stdout.readline() == (
+                "starting balance: credits 7.5, api_quota_remaining absent\n"
+            )
             url = line.split()[4]
             with connect(url, headers={"Authorization": "Bearer tok"}) as http:
                 assert exact(http.get(PROFILE)) == {
