@@ -1,9 +1,7 @@
-"""The Python API: the same verbs as the CLI, for Python orchestrators.
-
-Each method is one verb of :mod:`preflight.services` on the object's ``Runtime`` — or, in
-remote mode (``server_url``/``server_token``, or ``PREFLIGHT_SERVER_URL``/``_TOKEN``), the
-same verb on a preflight server (:mod:`preflight.remote`), with the same results.
-"""
+"""The Python API: the CLI's verbs for Python orchestrators, each one verb of
+:mod:`preflight.services` on the object's ``Runtime`` — or, in remote mode (``server_url``/
+``server_token``, or ``PREFLIGHT_SERVER_URL``/``_TOKEN``), the same verb on a preflight
+server (:mod:`preflight.remote`), with the same results."""
 
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
 from preflight.remote import RemoteClient, connect
 from preflight.services import audit, batches, checks, outcomes, profile, results
+from preflight.services.results import CheckResult
 from preflight.services.runtime import Runtime, utcnow
 from preflight.settings import Settings, load_settings
 
@@ -43,7 +42,7 @@ class BatchRun:
     """The handle ``Preflight.batch()`` yields: the check's answer and a way to record."""
 
     app: Preflight
-    check: results.CheckResult
+    check: CheckResult
 
     def record(self, job_id: str, status: str, **fields: object) -> results.RecordResult:
         """Record one outcome of this batch (same fields as ``Preflight.record``)."""
@@ -115,7 +114,7 @@ class Preflight:
         fail_open: bool | None = None,
         account: str | None = None,
         labels: Mapping[str, str] | None = None,
-    ) -> results.CheckResult:
+    ) -> CheckResult:
         """Snapshot the profile, store it keyed by ``batch_id`` and answer go / no-go."""
         return self._do(
             checks.check,
