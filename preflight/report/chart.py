@@ -13,7 +13,7 @@ the first and the last reading are kept, and so is every snapshot that evidence 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Final
@@ -105,11 +105,15 @@ class Marker:
 
 @dataclass(frozen=True)
 class FailureMark:
+    """A quota failure: a dashed rule at its time ``x``, and a marker at ``marker_x``
+    (moved aside when failures close together would hide each other)."""
+
     x: float
     tag: str
     colour: str
     title: str
     anchor: str
+    marker_x: float
 
 
 @dataclass(frozen=True)
@@ -326,7 +330,26 @@ def step_path(points: Sequence[tuple[float, float]]) -> str:
     return "".join(parts)
 
 
-# ---------------------------------------------------------------- lanes
+# ---------------------------------------------------------------- lanes and markers
+
+
+FAILURE_MARKER_WIDTH: Final = 16.0
+
+
+def dodge(marks: Sequence[FailureMark], plot: Box) -> tuple[FailureMark, ...]:
+    """Failure markers side by side where they would overlap (in time order), kept
+    within the plot; each one's rule stays at its own time."""
+    ordered = sorted(marks, key=lambda m: m.x)
+    if len(ordered) * FAILURE_MARKER_WIDTH > plot.width:
+        return tuple(ordered)  # too many to set side by side: each at its own time
+    placed: list[float] = []
+    for mark in ordered:
+        placed.append(max(mark.x, placed[-1] + FAILURE_MARKER_WIDTH) if placed else mark.x)
+    limit = plot.right
+    for index in range(len(placed) - 1, -1, -1):
+        placed[index] = min(placed[index], limit)
+        limit = placed[index] - FAILURE_MARKER_WIDTH
+    return tuple(replace(m, marker_x=x) for m, x in zip(ordered, placed, strict=True))
 
 
 def pack_lanes(
@@ -413,15 +436,19 @@ def build_chart(data: ChartInput) -> Chart:
         line.append((x, y))
         markers.append(Marker(snapshot.id, snapshot.kind, x, y, title))
 
-    failures = tuple(
-        FailureMark(
-            xs.clamp(f.at),
-            f.tag or "unclassified",
-            TAG_COLOURS.get(f.tag or "", UNCLASSIFIED_COLOUR),
-            f.title,
-            f.anchor,
-        )
-        for f in data.failures
+    failures = dodge(
+        [
+            FailureMark(
+                xs.clamp(f.at),
+                f.tag or "unclassified",
+                TAG_COLOURS.get(f.tag or "", UNCLASSIFIED_COLOUR),
+                f.title,
+                f.anchor,
+                xs.clamp(f.at),
+            )
+            for f in data.failures
+        ],
+        plot,
     )
     shades = tuple(
         Shade(
