@@ -173,7 +173,8 @@ def timeline(
     if anchors:
         before, after = _anchors(session, account_id, start, end)
     window = and_(Snapshot.taken_at >= (before or start), Snapshot.taken_at <= (after or end))
-    rows = session.execute(
+    # Core execution: no ORM row processing for what may be 100,000 rows.
+    rows = session.connection().execute(
         select(
             Snapshot.id,
             Snapshot.taken_at,
@@ -189,7 +190,7 @@ def timeline(
         )
         .order_by(Snapshot.taken_at, Snapshot.id)
     )
-    return [TimelineSnapshot(*row) for row in rows]
+    return [TimelineSnapshot(*row) for row in rows.tuples()]
 
 
 def _anchors(

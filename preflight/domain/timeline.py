@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
+from operator import attrgetter
 from typing import Any, Final
 
 from preflight.domain.classify import Attributed, ForeignConsumption, Reading, Spend
@@ -94,6 +95,12 @@ class Rise:
     at: datetime
     amount: Decimal
     balance: Decimal  # after the rise
+
+
+def readings(timeline: Sequence[TimelineSnapshot], meter: str) -> list[Reading]:
+    """The timeline on ``meter``, as the classifier reads it."""
+    value = attrgetter(meter if meter in METERS else "credits")
+    return [Reading(s.id, s.taken_at, value(s), s.kind) for s in timeline]
 
 
 def default_meter(timeline: Sequence[TimelineSnapshot], meter: str | None) -> str | None:
@@ -310,10 +317,19 @@ def burn(timeline: Sequence[TimelineSnapshot], meter: str | None, window: timede
 
 
 def cited_snapshots(evidence: Sequence[Mapping[str, Any]]) -> set[int]:
-    """Every snapshot id that this evidence (of quota failures) or detail (of findings)
-    cites: its ``snapshot_ids``, and a low-balance finding's ``snapshot_id``."""
+    """The snapshots that this evidence (of quota failures) or detail (of findings) stands
+    on: the first and the last of its ``snapshot_ids`` (b0's and ba's: the walk's ends,
+    not each reading in between, which may be 100,000), both ends of every top-up, and a
+    low-balance finding's ``snapshot_id``."""
     cited: set[int] = set()
     for item in evidence:
-        ids = [*item.get("snapshot_ids", []), item.get("snapshot_id")]
-        cited.update(sid for sid in ids if isinstance(sid, int) and not isinstance(sid, bool))
+        walk = [sid for sid in item.get("snapshot_ids", []) if _is_id(sid)]
+        cited.update(walk[:1] + walk[-1:])
+        cited.update(sid for pair in item.get("topups", []) for sid in pair if _is_id(sid))
+        if _is_id(item.get("snapshot_id")):
+            cited.add(item["snapshot_id"])
     return cited
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -249,7 +249,7 @@ def render_batch(data: BatchTimeline) -> str:
             bar=bar,
             anchors=anchors,
             rows=_rows(chart.kept, data.meter, keep),
-            cited=data.cited,
+            drawn={s.id for s in chart.kept},
             tag_counts=data.tag_counts,
         )
     )
@@ -329,7 +329,7 @@ def render_account(data: AccountTimeline) -> str:
             finding_anchor=finding_anchor,
             failures=data.failures,
             rows=_rows(chart.kept, data.meter, keep),
-            cited=keep,
+            drawn={s.id for s in chart.kept},
         )
     )
 

@@ -21,6 +21,7 @@ from preflight.domain.timeline import (
     burn,
     cited_snapshots,
     default_meter,
+    readings,
     rises,
     split_drop,
 )
@@ -105,7 +106,7 @@ def batch_timeline(rt: Runtime, batch_id: str) -> BatchTimeline:
                     preflight.api_quota_remaining,
                 ).reading(meter),
                 closing.reading(meter),
-                [s.reading(meter) for s in timeline],
+                readings(timeline, meter),
                 own,
                 others_cost,
             )
