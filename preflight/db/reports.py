@@ -190,7 +190,7 @@ def timeline(
         )
         .order_by(Snapshot.taken_at, Snapshot.id)
     )
-    return [TimelineSnapshot(*row) for row in rows.tuples()]
+    return [TimelineSnapshot(*row) for row in rows]
 
 
 def _anchors(

@@ -77,37 +77,28 @@ def batch_timeline(rt: Runtime, batch_id: str) -> BatchTimeline:
             session, batch.account_id, start=window_start, end=end, also=cited
         )
         meter = default_meter(timeline, batch.meter)
-        split = None
+        # The drop runs from the check to the first finish snapshot (else the latest
+        # reading); what other batches consumed is counted over the same interval.
+        opening = next((s for s in timeline if preflight and s.id == preflight.id), None)
         closing = (
             _closing_reading(
-                timeline, meter, preflight, reports.first_finish_snapshot(session, batch)
+                timeline, meter, opening, reports.first_finish_snapshot(session, batch)
             )
-            if preflight is not None and meter is not None
+            if opening is not None and meter is not None
             else None
         )
         split_end = closing.taken_at if closing is not None else window_end
         others_cost = reports.costs_by_batch(
-            session,
-            batch.account_id,
-            start=window_start,
-            end=split_end,
-            meter=meter,
-            exclude=batch,
+            session, batch.account_id, start=window_start, end=split_end, meter=meter, exclude=batch
         )
-        if preflight is not None and meter is not None and closing is not None:
-            own = reports.own_spends(session, batch, start=preflight.taken_at, end=split_end)
+        split = None
+        if opening is not None and closing is not None and meter is not None:
             split = split_drop(
                 meter,
-                TimelineSnapshot(
-                    preflight.id,
-                    preflight.taken_at,
-                    preflight.kind,
-                    preflight.credits,
-                    preflight.api_quota_remaining,
-                ).reading(meter),
+                opening.reading(meter),
                 closing.reading(meter),
                 readings(timeline, meter),
-                own,
+                reports.own_spends(session, batch, start=opening.taken_at, end=split_end),
                 others_cost,
             )
         start = min([window_start, *([timeline[0].taken_at] if timeline else [])])
@@ -187,7 +178,10 @@ def account_timeline(
 
 
 def _closing_reading(
-    timeline: list[TimelineSnapshot], meter: str, preflight: Snapshot, finish: Snapshot | None
+    timeline: list[TimelineSnapshot],
+    meter: str,
+    opening: TimelineSnapshot,
+    finish: Snapshot | None,
 ) -> TimelineSnapshot | None:
     """The reading the drop ends at: the batch's first finish snapshot when it has the
     meter, else the latest reading after the check that has it."""
@@ -199,7 +193,7 @@ def _closing_reading(
         (
             s
             for s in reversed(timeline)
-            if s.taken_at > preflight.taken_at and s.balance(meter) is not None
+            if s.taken_at > opening.taken_at and s.balance(meter) is not None
         ),
         None,
     )
