@@ -42,7 +42,6 @@ def demo(database_url: str | None, output_format: str) -> int:
         print_show(report)
     click.echo("\n" + "=" * 78)
     click.echo(f"explore: PREFLIGHT_DATABASE_URL={url} preflight show {result.batch_ids[0]}")
-    click.echo(f"as HTML: PREFLIGHT_DATABASE_URL={url} preflight report {result.batch_ids[-1]}")
     return 0
 
 
