@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 from preflight.domain.outcome import OutcomeInput
 from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
-from preflight.services import audit, batches, checks, outcomes, profile
+from preflight.services import audit, batches, checks, outcomes, profile, reports
 from preflight.services.results import (
     AuditOutcome,
     BatchListing,
@@ -214,6 +214,14 @@ class Preflight:
     ) -> list[FindingView]:
         """Stored audit findings, oldest first."""
         return batches.findings(self.runtime, since=since, kind=kind, account=account)
+
+    def report(self, batch_id: str) -> reports.BatchTimeline:
+        """What ``preflight report BATCH_ID`` draws: show() and the timeline around it."""
+        return reports.batch_timeline(self.runtime, batch_id)
+
+    def account_report(self, account: str | None, since: datetime) -> reports.AccountTimeline:
+        """An account's balance, batches, findings, burn rate and runway since ``since``."""
+        return reports.account_timeline(self.runtime, account, since=since)
 
     # ------------------------------------------------------------ audit and profile
 

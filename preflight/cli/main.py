@@ -18,6 +18,7 @@ from preflight.cli import admin
 from preflight.cli import audit as audit_commands
 from preflight.cli import batches as batch_commands
 from preflight.cli import profile as profile_commands
+from preflight.cli import report as report_commands
 from preflight.cli.exit_codes import INTERNAL, INTERRUPTED, USAGE, exit_code_of
 from preflight.errors import PreflightError
 from preflight.secret import scrub
@@ -54,6 +55,7 @@ for _command in (
     batch_commands.show,
     batch_commands.failures,
     batch_commands.batches,
+    report_commands.report,
     admin.demo,
     profile_commands.profile,
     admin.db,
