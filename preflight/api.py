@@ -7,9 +7,8 @@
         if result.go:
             dispatch()
 
-Each method is one verb of :mod:`preflight.services`, run on the object's
-:class:`~preflight.services.runtime.Runtime`: it talks to the vendor outside any database
-transaction (a slow vendor never holds SQLite's write lock), then commits once.
+Each method is one verb of :mod:`preflight.services` on the object's ``Runtime``: it talks to
+the vendor outside any database transaction, then commits once.
 """
 
 from __future__ import annotations
@@ -105,8 +104,6 @@ class Preflight:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------ before and during a batch
-
     def check(
         self,
         batch_id: str,
@@ -187,8 +184,6 @@ class Preflight:
         """(Re)classify stored quota failures of one batch, or of every batch."""
         return outcomes.classify(self.runtime, batch_id, only_inconclusive=only_inconclusive)
 
-    # ------------------------------------------------------------ post-mortems
-
     def show(self, batch_id: str) -> BatchReport:
         """One batch: snapshots in time order, outcome totals, tagged quota failures."""
         return batches.show(self.runtime, batch_id)
@@ -222,8 +217,6 @@ class Preflight:
     def account_report(self, account: str | None, since: datetime) -> reports.AccountTimeline:
         """An account's balance, batches, findings, burn rate and runway since ``since``."""
         return reports.account_timeline(self.runtime, account, since=since)
-
-    # ------------------------------------------------------------ audit and profile
 
     def audit(
         self,
