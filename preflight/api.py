@@ -17,7 +17,7 @@ from preflight.domain.outcome import OutcomeInput
 from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
 from preflight.remote import RemoteClient, connect
-from preflight.services import audit, batches, checks, outcomes, profile, results
+from preflight.services import audit, batches, checks, outcomes, profile, reports, results
 from preflight.services.results import CheckResult
 from preflight.services.runtime import Runtime, utcnow
 from preflight.settings import Settings, load_settings
@@ -73,7 +73,6 @@ class Preflight:
         return cls(server_url=server_url, server_token=server_token, **options)
 
     def _do(self, verb: Callable[Concatenate[Runtime, P], T], *args: P.args, **kw: P.kwargs) -> T:
-        """``verb`` of the services on this runtime, or the verb of that name on the server."""
         if self._remote is not None:
             remote_verb: Callable[P, T] = getattr(self._remote, verb.__name__)
             return remote_verb(*args, **kw)
@@ -101,8 +100,6 @@ class Preflight:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-    # ------------------------------------------------------------ before and during a batch
 
     def check(
         self,
@@ -189,8 +186,6 @@ class Preflight:
         """(Re)classify stored quota failures of one batch, or of every batch."""
         return self._do(outcomes.classify, batch_id, only_inconclusive=only_inconclusive)
 
-    # ------------------------------------------------------------ post-mortems
-
     def show(self, batch_id: str) -> results.BatchReport:
         """One batch: snapshots in time order, outcome totals, tagged quota failures."""
         return self._do(batches.show, batch_id)
@@ -217,7 +212,13 @@ class Preflight:
         """Stored audit findings, oldest first."""
         return self._do(batches.findings, since=since, kind=kind, account=account)
 
-    # ------------------------------------------------------------ audit and profile
+    def report(self, batch_id: str) -> reports.BatchTimeline:
+        """What ``preflight report BATCH_ID`` draws: show() and the timeline around it."""
+        return reports.batch_timeline(self.runtime, batch_id)
+
+    def account_report(self, account: str | None, since: datetime) -> reports.AccountTimeline:
+        """An account's balance, batches, findings, burn rate and runway since ``since``."""
+        return reports.account_timeline(self.runtime, account, since=since)
 
     def audit(
         self,

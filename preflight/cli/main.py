@@ -18,6 +18,7 @@ from preflight.cli import admin
 from preflight.cli import audit as audit_commands
 from preflight.cli import batches as batch_commands
 from preflight.cli import profile as profile_commands
+from preflight.cli import report as report_commands
 from preflight.cli import serve as serve_command
 from preflight.cli import tokens as token_commands
 from preflight.cli.exit_codes import INTERNAL, INTERRUPTED, USAGE, exit_code_of
@@ -56,6 +57,7 @@ for _command in (
     batch_commands.show,
     batch_commands.failures,
     batch_commands.batches,
+    report_commands.report,
     admin.demo,
     profile_commands.profile,
     admin.db,

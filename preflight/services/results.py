@@ -13,6 +13,14 @@ from typing import TYPE_CHECKING, Any, Final
 from preflight.domain.classify import Attributed, Classification, ForeignConsumption, Reading
 from preflight.domain.exact import exact
 from preflight.domain.outcome import OutcomeInput
+from preflight.domain.timeline import (
+    BatchSpan,
+    Burn,
+    DropSplit,
+    Rise,
+    TimelineSnapshot,
+    cited_snapshots,
+)
 from preflight.domain.verdict import NO_GO, Verdict
 from preflight.domain.vocabulary import BatchStatus
 from preflight.domain.wire import amount_text, time_text
@@ -422,4 +430,102 @@ class AuditOutcome:
             "takeover": self.takeover,
             "steps": dict(self.steps),
             "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+# ---------------------------------------------------------------- report read models
+
+
+@dataclass(frozen=True)
+class BatchTimeline:
+    """What ``preflight report BATCH_ID`` draws: the post-mortem of one batch, and the
+    account's timeline around it.
+
+    ``timeline`` is every snapshot of the account (both meters) from the last one before
+    the check to the first one after the batch's last outcome (or after the last
+    snapshot its evidence cites); ``window_start``/``window_end`` is when the batch ran
+    (its check, or creation, to its finish, or its last outcome); ``others`` are the other
+    batches that ran in the timeline's span, each with the cost it consumed on the meter
+    while this batch ran; ``split`` splits the balance drop from the check to the finish
+    snapshot (else the latest reading) into own, each other batch's and unattributed.
+    """
+
+    report: BatchReport
+    meter: str | None
+    start: datetime
+    end: datetime
+    window_start: datetime
+    window_end: datetime
+    timeline: Sequence[TimelineSnapshot]
+    others: Sequence[BatchSpan]
+    split: DropSplit | None
+    rises: Sequence[Rise]
+    generated_at: datetime
+
+    @property
+    def cited(self) -> set[int]:
+        """Snapshots that the quota failures' evidence cites."""
+        return cited_snapshots([f.evidence for f in self.report.quota_failures])
+
+    @property
+    def tag_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for failure in self.report.quota_failures:
+            key = failure.tag or "unclassified"
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.report.to_dict(),
+            "report_meter": self.meter,
+            "start": time_text(self.start),
+            "end": time_text(self.end),
+            "window_start": time_text(self.window_start),
+            "window_end": time_text(self.window_end),
+            "timeline": [s.to_dict() for s in self.timeline],
+            "other_batches": [b.to_dict() for b in self.others],
+            "split": self.split.to_dict() if self.split else None,
+            "tag_counts": self.tag_counts,
+            "generated_at": time_text(self.generated_at),
+        }
+
+
+@dataclass(frozen=True)
+class AccountTimeline:
+    """What ``preflight report --account A`` draws: the account's snapshots over a period
+    (and the last one before it), the batches that ran in it, the audit's findings and the
+    quota failures in it, and the burn rate and runway over the audit's burn window."""
+
+    account: str
+    meter: str | None
+    start: datetime
+    end: datetime
+    timeline: Sequence[TimelineSnapshot]
+    batches: Sequence[BatchSpan]
+    findings: Sequence[FindingView]
+    failures: Sequence[FailureView]
+    burn: Burn | None
+    rises: Sequence[Rise]
+    generated_at: datetime
+
+    @property
+    def cited(self) -> set[int]:
+        """Snapshots that the failures' evidence and the findings' details cite."""
+        return cited_snapshots(
+            [f.evidence for f in self.failures] + [f.detail for f in self.findings]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "meter": self.meter,
+            "start": time_text(self.start),
+            "end": time_text(self.end),
+            "timeline": [s.to_dict() for s in self.timeline],
+            "batches": [b.to_dict() for b in self.batches],
+            "findings": [f.to_dict() for f in self.findings],
+            "quota_failures": [f.to_dict() for f in self.failures],
+            "burn": self.burn.to_dict() if self.burn else None,
+            "generated_at": time_text(self.generated_at),
         }
