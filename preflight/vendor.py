@@ -753,7 +753,11 @@ class VendorClient:
                 f"vendor URL is not usable: {_one_line(str(exc), 200)}", attempts=attempt
             ) from exc
         except (httpx.TimeoutException, httpx.TransportError) as exc:
-            if watchdog.fired:
+            # A per-phase timeout shrunk to the remaining time is the deadline too: under
+            # load it may fire a moment before the watchdog's timer does.
+            if watchdog.fired or (
+                isinstance(exc, httpx.TimeoutException) and self._clock() >= deadline_at
+            ):
                 raise self._deadline_error(attempt, headers_received) from None
             return _Failure(_describe_transport(exc), exc)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
