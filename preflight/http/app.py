@@ -21,7 +21,7 @@ from typing import Annotated, Any, Final, TypeVar
 import anyio
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,7 +45,7 @@ from preflight.http.problems import (
     problem,
 )
 from preflight.logs import get_logger
-from preflight.services import audit, batches, checks, outcomes, profile, schema
+from preflight.services import audit, batches, checks, outcomes, profile, reports, schema
 from preflight.services.runtime import Runtime
 from preflight.settings import MAX_DURATION, parse_duration
 
@@ -338,6 +338,42 @@ def _routes(app: FastAPI) -> None:
         return _json(batches.finish(runtime_of(request), batch_id, snapshot=snapshot).to_dict())
 
     # ------------------------------------------------------------ post-mortems
+
+    # Registered before show_batch, whose {batch_id:path} would take ".../report" too.
+    @app.get(
+        "/v1/batches/{batch_id:path}/report",
+        operation_id="batch_report",
+        tags=["post-mortems"],
+        summary="The batch's post-mortem as one self-contained HTML page (preflight report)",
+        response_class=HTMLResponse,
+        responses={200: {"content": {"text/html": {}}}, **_errors(404)},
+        dependencies=[scoped["read"]],
+    )
+    def batch_report(request: Request, batch_id: BatchId) -> HTMLResponse:
+        from preflight.report.render import render_batch
+
+        return HTMLResponse(render_batch(reports.batch_timeline(runtime_of(request), batch_id)))
+
+    @app.get(
+        "/v1/accounts/{account}/report",
+        operation_id="account_report",
+        tags=["post-mortems"],
+        summary="The account's balance, batches and findings over a period, as HTML",
+        response_class=HTMLResponse,
+        responses={200: {"content": {"text/html": {}}}, **_errors(404)},
+        dependencies=[scoped["read"]],
+    )
+    def account_report(
+        request: Request,
+        account: Annotated[str, Path(pattern=schemas.ACCOUNT_PATTERN)],
+        since: Since = None,
+    ) -> HTMLResponse:
+        from preflight.report.render import render_account
+
+        rt = runtime_of(request)
+        known = _known_account(rt, account)
+        timeline = reports.account_timeline(rt, known, since=parse_since(since))  # default 7d
+        return HTMLResponse(render_account(timeline))
 
     @app.get(
         "/v1/batches/{batch_id:path}",

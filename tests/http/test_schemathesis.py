@@ -71,6 +71,8 @@ OPERATIONS = [
     "record_outcomes",
     "finish_batch",
     "show_batch",
+    "batch_report",
+    "account_report",
     "list_batches",
     "list_failures",
     "list_findings",
