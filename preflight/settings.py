@@ -15,7 +15,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -23,7 +23,7 @@ from typing import Any, Final
 from preflight.domain import amounts
 from preflight.domain.amounts import preview
 from preflight.domain.vocabulary import FINDING_KINDS, METERS
-from preflight.errors import ConfigError
+from preflight.errors import ConfigError, UsageError
 from preflight.secret import TOKEN_FORMAT, Secret, is_valid_token
 
 ENV_PREFIX: Final = "PREFLIGHT_"
@@ -116,6 +116,24 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 #: The longest duration accepted anywhere (windows, expiries, ``--since``): 100 years.
 #: Longer is a typo, and would overflow datetime arithmetic (now - 10**14 days).
 MAX_DURATION: Final = timedelta(days=36500)
+
+
+def parse_since(value: str, field: str = "since") -> datetime:
+    """A ``since`` filter: a duration back from now (``24h``, ``7d``) or an ISO 8601 time;
+    a ``UsageError`` naming ``field`` otherwise."""
+    from preflight.domain.outcome import EARLIEST_TIME, LATEST_TIME, parse_timestamp
+
+    try:
+        return datetime.now(UTC) - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        return parse_timestamp(value, field)
+    except UsageError:
+        raise UsageError(
+            f"{field}: {value[:40]!r} is neither an ISO 8601 time from {EARLIEST_TIME.date()} "
+            f"to {LATEST_TIME.date()} nor a duration like 24h of at most {MAX_DURATION.days}d"
+        ) from None
 
 
 def parse_duration(text: str) -> timedelta:

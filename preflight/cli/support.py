@@ -76,23 +76,14 @@ SINCE_OPTION = click.option(
 
 def parse_since(value: str | None) -> datetime | None:
     """``--since`` as an aware UTC time: an ISO 8601 time, or a duration back from now."""
-    from datetime import UTC
-
-    from preflight.domain.outcome import EARLIEST_TIME, LATEST_TIME, parse_timestamp
     from preflight.errors import UsageError
-    from preflight.settings import MAX_DURATION, parse_duration
+    from preflight.settings import parse_since as parse
 
     if value is None:
         return None
     try:
-        return datetime.now(UTC) - parse_duration(value)
-    except ValueError:
-        pass
-    try:
-        return parse_timestamp(value, "--since")
-    except UsageError:
+        return parse(value, "--since")
+    except UsageError as error:
         raise click.BadParameter(
-            f"{value[:40]!r} is neither an ISO 8601 time from {EARLIEST_TIME.date()} to "
-            f"{LATEST_TIME.date()} nor a duration like 24h of at most {MAX_DURATION.days}d",
-            param_hint="--since",
+            str(error).removeprefix("--since: "), param_hint="--since"
         ) from None

@@ -5,16 +5,10 @@ the batches that were running in it, and splits a batch's balance drop into its 
 consumed cost, each other batch's, and the unattributed rest. These functions hold
 that arithmetic, exactly (``Decimal``), so that the service only loads rows and the
 renderer only draws.
-
-:func:`foreign_walk` is :func:`preflight.domain.classify.foreign_consumption` in linear
-time: the classifier's walk sums the own cost of every segment by scanning all spends,
-which is quadratic over a window of 100,000 snapshots. A property test holds the two
-equal.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +17,12 @@ from itertools import pairwise
 from operator import attrgetter
 from typing import Any, Final
 
-from preflight.domain.classify import Attributed, ForeignConsumption, Reading, Spend
+from preflight.domain.classify import (
+    Attributed,
+    Reading,
+    Spend,
+    foreign_consumption,
+)
 from preflight.domain.exact import exact
 from preflight.domain.vocabulary import METERS
 from preflight.domain.wire import amount_text, time_text
@@ -129,43 +128,6 @@ def rises(timeline: Sequence[TimelineSnapshot], meter: str | None) -> list[Rise]
     return found
 
 
-@exact
-def foreign_walk(
-    start: Reading, end: Reading, readings: Sequence[Reading], own: Sequence[Spend]
-) -> ForeignConsumption:
-    """Exactly :func:`~preflight.domain.classify.foreign_consumption`, in O((n + m) log):
-    each segment's drop minus the batch's own cost in it (never below zero), a rising
-    segment contributing nothing and making the total a lower bound."""
-    between = sorted(
-        (
-            r
-            for r in readings
-            if r.balance is not None and start.taken_at < r.taken_at < end.taken_at
-        ),
-        key=lambda r: (r.taken_at, r.snapshot_id),
-    )
-    path = [start, *between, end]
-    spends = sorted((s for s in own if s.cost), key=lambda s: s.at)
-    times = [s.at for s in spends]
-    # prefix[i] = the cost of the first i spends: a segment's own cost is a difference.
-    prefix = [ZERO]
-    for spend in spends:
-        assert spend.cost is not None
-        prefix.append(prefix[-1] + spend.cost)
-    total = ZERO
-    topups: list[tuple[int, int]] = []
-    for before, after in pairwise(path):
-        assert before.balance is not None
-        assert after.balance is not None
-        if after.balance > before.balance:
-            topups.append((before.snapshot_id, after.snapshot_id))
-            continue
-        low, high = bisect_right(times, before.taken_at), bisect_right(times, after.taken_at)
-        own_cost = prefix[high] - prefix[low] if high > low else ZERO
-        total += max(before.balance - after.balance - own_cost, ZERO)
-    return ForeignConsumption(total, end, tuple(topups), tuple(r.snapshot_id for r in path))
-
-
 @dataclass(frozen=True)
 class DropSplit:
     """A batch's balance drop from its check to ``end``, split into its own consumed cost,
@@ -235,7 +197,7 @@ def split_drop(
     """
     if start.balance is None or end.balance is None or end.taken_at < start.taken_at:
         return None
-    foreign = foreign_walk(start, end, readings, own)
+    foreign = foreign_consumption(start, end, readings, own)
     own_total = sum((s.cost or ZERO for s in own if start.taken_at < s.at <= end.taken_at), ZERO)
     ranked = tuple(
         Attributed(batch_id, cost)

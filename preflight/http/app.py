@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from importlib.metadata import version
 from typing import Annotated, Any, Final, TypeVar
@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from preflight import metrics
-from preflight.domain.outcome import EARLIEST_TIME, LATEST_TIME, MAX_LINE_BYTES, parse_timestamp
+from preflight.domain.outcome import MAX_LINE_BYTES
 from preflight.domain.verdict import exit_code
 from preflight.errors import NotFoundError, PreflightError, UsageError
 from preflight.http import bodies, schemas
@@ -47,7 +47,7 @@ from preflight.http.problems import (
 from preflight.logs import get_logger
 from preflight.services import audit, batches, checks, outcomes, profile, reports, schema
 from preflight.services.runtime import Runtime
-from preflight.settings import MAX_DURATION, parse_duration
+from preflight.settings import parse_since as settings_parse_since
 
 log = get_logger("preflight.http")
 
@@ -97,19 +97,7 @@ def _known_account(rt: Runtime, account: str | None) -> str | None:
 
 def parse_since(value: str | None) -> datetime | None:
     """``since``: a duration back from now (24h, 7d) or an ISO 8601 time, as in the CLI."""
-    if value is None:
-        return None
-    try:
-        return datetime.now(UTC) - parse_duration(value)
-    except ValueError:
-        pass
-    try:
-        return parse_timestamp(value, "since")
-    except UsageError:
-        raise UsageError(
-            f"since: neither an ISO 8601 time from {EARLIEST_TIME.date()} to "
-            f"{LATEST_TIME.date()} nor a duration like 24h of at most {MAX_DURATION.days}d"
-        ) from None
+    return None if value is None else settings_parse_since(value, "since")
 
 
 # ---------------------------------------------------------------- metrics middleware
