@@ -26,8 +26,11 @@ profile is built, so nothing downstream (database, output, logs) ever sees it.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import importlib.metadata
+import itertools
 import json
+import os
 import random
 import re
 import socket
@@ -439,12 +442,13 @@ class _Watchdog:
     server sending its status line and then one header byte a second keeps a request
     alive for ever, and the body-loop check below never runs before the headers end.
 
-    So a timer runs alongside each request. httpcore's ``trace`` extension reports
-    every socket the request opens (``build_http_client`` turns keep-alive off, so a
-    request always opens its own); when the deadline passes, the timer shuts those
-    sockets down. ``shutdown()`` from another thread reliably wakes a blocked
-    ``recv()`` with end-of-file (``close()`` does not), so httpx raises at once and
-    the attempt ends as "deadline exceeded". Connect, TLS, headers and body are all
+    So each request registers its deadline with one shared timer thread
+    (:class:`_Deadlines`). httpcore's ``trace`` extension reports every socket the
+    request opens (``build_http_client`` turns keep-alive off, so a request always opens
+    its own); when the deadline passes, the timer thread shuts those sockets down.
+    ``shutdown()`` from another thread reliably wakes a blocked ``recv()`` with
+    end-of-file (``close()`` does not), so httpx raises at once and the attempt ends
+    as "deadline exceeded". Connect, TLS, headers and body are all
     covered; name resolution is not (no socket exists yet), which the connect
     timeout and the OS resolver bound.
     """
@@ -455,8 +459,8 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._fired = False
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
+        self._done = False
+        self._seconds = max(seconds, 0.0)
 
     @property
     def fired(self) -> bool:
@@ -465,7 +469,7 @@ class _Watchdog:
             return self._fired
 
     def __enter__(self) -> _Watchdog:
-        self._timer.start()
+        _DEADLINES.add(time.monotonic() + self._seconds, self)
         return self
 
     def __exit__(
@@ -474,7 +478,8 @@ class _Watchdog:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._timer.cancel()
+        with self._lock:
+            self._done = True
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
         """httpcore's trace callback: remember each socket as soon as it exists."""
@@ -490,12 +495,73 @@ class _Watchdog:
         if fired:  # the deadline passed while connecting
             _shutdown(sock)
 
-    def _fire(self) -> None:
+    @property
+    def done(self) -> bool:
         with self._lock:
+            return self._done
+
+    def fire(self) -> None:
+        """The deadline passed: shut the request's sockets down (nothing once it is over)."""
+        with self._lock:
+            if self._done:
+                return
             self._fired = True
             sockets = list(self._sockets)
         for sock in sockets:
             _shutdown(sock)
+
+
+class _Deadlines:
+    """One daemon thread that fires each pending :class:`_Watchdog` at its deadline.
+
+    A ``threading.Timer`` per request would start a thread per profile read (~0.2 ms on
+    a fast vendor, as much as the request itself). Finished watchdogs stay in the heap
+    until their deadline comes and are then dropped without firing.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watchdog]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, at: float, watchdog: _Watchdog) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (at, next(self._order), watchdog))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="preflight-vendor-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is watchdog:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    # Drop finished watchdogs from the top: nothing is left to cut off.
+                    while self._heap and self._heap[0][2].done:
+                        heapq.heappop(self._heap)
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    delay = self._heap[0][0] - time.monotonic()
+                    if delay <= 0:
+                        due = heapq.heappop(self._heap)[2]
+                        break
+                    self._cond.wait(delay)
+            due.fire()
+
+    def reset_after_fork(self) -> None:
+        # The child has no deadline thread, and the lock may have been held at the fork.
+        self._cond = threading.Condition()
+        self._heap = []
+        self._thread = None
+
+
+_DEADLINES: Final = _Deadlines()
+os.register_at_fork(after_in_child=_DEADLINES.reset_after_fork)
 
 
 def _shutdown(sock: socket.socket) -> None:
