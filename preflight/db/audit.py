@@ -24,7 +24,12 @@ from preflight.db.models import (
     Snapshot,
     TagSnapshot,
 )
-from preflight.db.repositories import insert_if_absent, needs_classification
+from preflight.db.repositories import (
+    insert_if_absent,
+    late_outcomes_count,
+    needs_classification,
+    shift_held_need,
+)
 from preflight.domain.audit import (
     ZERO,
     BatchSpan,
@@ -33,6 +38,7 @@ from preflight.domain.audit import (
     Point,
     RecordedCost,
 )
+from preflight.domain.exact import exact
 from preflight.domain.vocabulary import BatchStatus, FindingKind, SnapshotKind, Tag
 
 _DELETE_CHUNK: Final = 500
@@ -387,17 +393,39 @@ def insert_finding(
     return None if finding_id is None else session.get_one(Finding, finding_id)
 
 
-def auto_finish(session: Session, batch_pk: int, *, quiet_since: datetime, now: datetime) -> None:
-    """Finish a stale batch, only if nothing happened to it since it was found stale."""
-    session.execute(
-        update(Batch)
-        .where(
-            Batch.id == batch_pk,
-            Batch.status == BatchStatus.OPEN.value,
-            Batch.last_activity_at == quiet_since,
+@exact
+def auto_finish(
+    session: Session, account_id: int, stale: Sequence[tuple[int, datetime]], *, now: datetime
+) -> None:
+    """Finish these stale batches (pk, last activity when found stale), each only if nothing
+    happened to it since. What they held leaves the account's held need, at the end (the
+    account row is always the last a writer locks)."""
+    released = ZERO
+    for batch_pk, quiet_since in stale:
+        row = session.execute(
+            select(Batch.held)
+            .where(
+                Batch.id == batch_pk,
+                Batch.status == BatchStatus.OPEN.value,
+                Batch.last_activity_at == quiet_since,
+            )
+            .with_for_update()
+        ).first()
+        if row is None:
+            continue
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_pk)
+            .values(
+                status=BatchStatus.FINISHED.value,
+                finished_at=now,
+                held=None,
+                late_count=late_outcomes_count(session, batch_pk, finished_at=now),
+            )
         )
-        .values(status=BatchStatus.FINISHED.value, finished_at=now)
-    )
+        released += row.held or ZERO
+    if released:
+        shift_held_need(session, account_id, -released)
 
 
 def mark_claim_done(session: Session, claim_id: int, *, now: datetime) -> None:

@@ -7,12 +7,29 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-from sqlalchemy import ColumnElement, Table, delete, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from preflight.db import bulk
 from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot, TagSnapshot
 from preflight.db.session import decimal_sum
 from preflight.domain.classify import (
@@ -26,7 +43,7 @@ from preflight.domain.errors import ConflictError
 from preflight.domain.exact import exact
 from preflight.domain.outcome import OutcomeInput
 from preflight.domain.verdict import outstanding_need
-from preflight.domain.vocabulary import BatchStatus, SnapshotKind
+from preflight.domain.vocabulary import BatchStatus, OutcomeStatus, SnapshotKind
 
 
 def _dialect(session: Session) -> str:
@@ -53,32 +70,12 @@ def get_or_create_account(session: Session, name: str, *, now: datetime) -> Acco
     return account
 
 
-def find_batch(session: Session, batch_id: str) -> Batch | None:
-    return session.scalar(select(Batch).where(Batch.batch_id == batch_id))
-
-
-def get_or_create_batch(
-    session: Session, batch_id: str, *, account: Account, now: datetime, **values: Any
-) -> tuple[Batch, bool]:
-    """The batch named ``batch_id``, creating it with ``values``; True when created now."""
-    batch = find_batch(session, batch_id)
-    if batch is not None:
-        return batch, False
-    defaults: dict[str, Any] = {
-        "status": BatchStatus.OPEN.value,
-        "verified": False,
-        "reserve": Decimal(0),
-        "labels": {},
-        "created_at": now,
-        "last_activity_at": now,
-    }
-    created = (
-        insert_if_absent(
-            session, Batch, {**defaults, **values, "batch_id": batch_id, "account_id": account.id}
-        )
-        is not None
-    )
-    return session.scalars(select(Batch).where(Batch.batch_id == batch_id)).one(), created
+def find_batch(session: Session, batch_id: str, *, lock: bool = False) -> Batch | None:
+    """The batch named ``batch_id``; ``lock``: its row locked until the transaction ends."""
+    query = select(Batch).where(Batch.batch_id == batch_id)
+    if lock:
+        query = query.with_for_update(of=Batch)
+    return session.scalar(query)
 
 
 def preflight_snapshot(session: Session, batch: Batch) -> Snapshot | None:
@@ -98,33 +95,303 @@ def recorded_cost(session: Session, batch: Batch) -> Decimal:
     return total or Decimal(0)
 
 
-@exact
-def outstanding_need_of_others(
-    session: Session,
-    account: Account,
-    *,
-    exclude: Batch | None,
-    now: datetime,
-    hold_expiry: timedelta,
-) -> Decimal:
-    """What the account's other open batches may still spend.
+# ---------------------------------------------------------------- the write paths' rows
+#
+# ``check`` and ``record`` run thousands of times a minute: they read and write with Core
+# statements on the session's connection (no ORM objects, no unit of work), a handful per
+# transaction. On PostgreSQL a writer locks the batch row it changes and changes its
+# account's ``held_need`` last, by an increment; on SQLite ``BEGIN IMMEDIATE`` has already
+# serialised the writers, and increments of amounts (text there) are done exactly in Python.
 
-    A batch quiet for longer than ``hold_expiry`` no longer counts, so a crashed
-    orchestrator cannot pin the balance.
+
+@dataclass(frozen=True)
+class AccountState:
+    id: int
+    name: str
+    user_id: str | None
+    held_need: Decimal
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """One batch as the write paths read it."""
+
+    pk: int
+    batch_id: str
+    account_id: int
+    account: str
+    meter: str | None
+    need: Decimal | None
+    reserve: Decimal
+    status: str
+    verified: bool
+    labels: dict[str, Any]
+    checked_at: datetime | None
+    finished_at: datetime | None
+    consumed_cost: Decimal
+    held: Decimal | None
+
+
+#: ``status = 'open'`` as a literal, not a parameter: SQLite uses a partial index only for
+#: a query whose WHERE visibly implies the index's.
+_OPEN: Final[ColumnElement[str]] = literal_column("'open'")
+
+# The statements are built once: building one costs more than running it.
+_ACCOUNT_BY_NAME = select(Account.id, Account.name, Account.user_id, Account.held_need).where(
+    Account.name == bindparam("name")
+)
+_BATCH_BY_NAME = (
+    select(
+        Batch.id,
+        Batch.batch_id,
+        Batch.account_id,
+        Account.name,
+        Batch.meter,
+        Batch.need,
+        Batch.reserve,
+        Batch.status,
+        Batch.verified,
+        Batch.labels,
+        Batch.checked_at,
+        Batch.finished_at,
+        Batch.consumed_cost,
+        Batch.held,
+    )
+    .join(Account, Account.id == Batch.account_id)
+    .where(Batch.batch_id == bindparam("batch_id"))
+)
+_BATCH_BY_NAME_LOCKED = _BATCH_BY_NAME.with_for_update(of=Batch)
+_HELD_NEED = select(Account.held_need).where(Account.id == bindparam("account"))
+_SET_HELD_NEED = (
+    update(Account).where(Account.id == bindparam("account")).values(held_need=bindparam("total"))
+)
+_ADD_HELD_NEED = (
+    update(Account)
+    .where(Account.id == bindparam("account"))
+    .values(held_need=Account.held_need + bindparam("delta", type_=Account.held_need.type))
+    .returning(Account.held_need)
+)
+_CUTOFF = bindparam("cutoff", type_=Batch.last_activity_at.type)
+_HOLDING = (
+    Batch.account_id == bindparam("account"),
+    Batch.held.is_not(None),
+    Batch.last_activity_at < _CUTOFF,
+)
+_NOT_HOLDING = (
+    Batch.account_id == bindparam("account"),
+    Batch.held.is_(None),
+    Batch.status == _OPEN,
+    Batch.need.is_not(None),
+    Batch.last_activity_at >= _CUTOFF,
+)
+_HOLDS_TO_REFRESH = union_all(
+    select(Batch.id, Batch.held, Batch.need, Batch.consumed_cost, literal(False)).where(*_HOLDING),
+    select(Batch.id, Batch.held, Batch.need, Batch.consumed_cost, literal(True)).where(
+        *_NOT_HOLDING
+    ),
+)
+_GONE = select(Batch.id, Batch.held).where(*_HOLDING).with_for_update(skip_locked=True).cte("gone")
+_RELEASE_HOLDS = (
+    update(Batch).where(Batch.id == _GONE.c.id).values(held=None).returning(_GONE.c.held)
+)
+_BACK = select(Batch.id).where(*_NOT_HOLDING).with_for_update(skip_locked=True).cte("back")
+_TAKE_HOLDS = (
+    update(Batch)
+    .where(Batch.id == _BACK.c.id)
+    .values(held=func.greatest(Batch.need - Batch.consumed_cost, literal(0)))
+    .returning(Batch.held)
+)
+_SET_HELD = update(Batch).where(Batch.id == bindparam("pk")).values(held=bindparam("hold"))
+_UPDATE_BATCH = update(Batch).where(Batch.id == bindparam("pk"))
+_HAS_PREFLIGHT = (
+    select(Snapshot.id)
+    .where(
+        Snapshot.batch_pk == bindparam("batch"),
+        Snapshot.kind == SnapshotKind.PREFLIGHT.value,
+    )
+    .limit(1)
+)
+_INSERT_SNAPSHOT = insert(Snapshot).returning(Snapshot.id)
+_INSERT_BATCH = {
+    "sqlite": sqlite.insert(Batch).on_conflict_do_nothing().returning(Batch.id),
+    "postgresql": postgresql.insert(Batch).on_conflict_do_nothing().returning(Batch.id),
+}
+_LEARN_USER_ID = (
+    update(Account)
+    .where(Account.id == bindparam("account"), Account.user_id.is_(None))
+    .values(user_id=bindparam("learned"))
+)
+
+
+def _connection(session: Session) -> Connection:
+    return session.connection()
+
+
+def _is_postgresql(session: Session) -> bool:
+    return _dialect(session) == "postgresql"
+
+
+def account_state(session: Session, name: str, *, now: datetime) -> AccountState:
+    """The account named ``name``, created on first use."""
+    connection = _connection(session)
+    row = connection.execute(_ACCOUNT_BY_NAME, {"name": name}).first()
+    if row is None:
+        insert_if_absent(session, Account, {"name": name, "created_at": now})
+        row = connection.execute(_ACCOUNT_BY_NAME, {"name": name}).one()
+    return AccountState(*row)
+
+
+def batch_state(session: Session, batch_id: str, *, lock: bool = False) -> BatchState | None:
+    """The batch named ``batch_id``; ``lock``: its row locked until the transaction ends
+    (PostgreSQL; SQLite's write transaction holds the whole database already)."""
+    query = _BATCH_BY_NAME_LOCKED if lock else _BATCH_BY_NAME
+    row = _connection(session).execute(query, {"batch_id": batch_id}).first()
+    return None if row is None else BatchState(*row)
+
+
+def hold_of(status: str, need: Decimal | None, consumed: Decimal) -> Decimal | None:
+    """What a batch active now holds: its outstanding need while open with a need."""
+    if status != BatchStatus.OPEN.value or need is None:
+        return None
+    return outstanding_need(need, consumed)
+
+
+@exact
+def hold_change(before: Decimal | None, after: Decimal | None) -> Decimal:
+    return (after or Decimal(0)) - (before or Decimal(0))
+
+
+@exact
+def shift_held_need(
+    session: Session, account_id: int, delta: Decimal, *, current: Decimal | None = None
+) -> Decimal:
+    """Add ``delta`` to the account's held need; its new value. ``current`` (SQLite): the
+    value read earlier in this transaction."""
+    connection = _connection(session)
+    if _is_postgresql(session):
+        changed: Decimal = connection.execute(
+            _ADD_HELD_NEED, {"account": account_id, "delta": delta}
+        ).scalar_one()
+        return changed
+    if current is None:
+        current = connection.execute(_HELD_NEED, {"account": account_id}).scalar_one()
+    total = current + delta
+    connection.execute(_SET_HELD_NEED, {"account": account_id, "total": total})
+    return total
+
+
+@exact
+def refresh_holds(session: Session, account_id: int, *, cutoff: datetime) -> Decimal:
+    """Bring the account's holds up to ``cutoff`` (now − hold expiry): batches holding but
+    quiet since before it let go, open batches with a need active since take theirs back.
+    Returns the change of the account's held need, which the caller applies (usually
+    nothing changes: index lookups that find no row).
+
+    On PostgreSQL a row another transaction has locked is skipped: that transaction is
+    writing the batch, and sets its hold itself.
     """
-    spent = select(decimal_sum(Outcome.cost)).where(Outcome.batch_pk == Batch.id).scalar_subquery()
-    query = select(Batch.need, spent).where(
-        Batch.account_id == account.id,
-        Batch.status == BatchStatus.OPEN.value,
-        Batch.need.is_not(None),
-        Batch.last_activity_at >= now - hold_expiry,
+    connection = _connection(session)
+    params = {"account": account_id, "cutoff": cutoff}
+    if _is_postgresql(session):
+        released = connection.execute(_RELEASE_HOLDS, params).scalars().all()
+        taken = connection.execute(_TAKE_HOLDS, params).scalars().all()
+        return sum((t or Decimal(0) for t in taken), Decimal(0)) - sum(
+            (r or Decimal(0) for r in released), Decimal(0)
+        )
+    rows = connection.execute(_HOLDS_TO_REFRESH, params).all()
+    if not rows:
+        return Decimal(0)
+    delta = Decimal(0)
+    changes: list[dict[str, Any]] = []
+    for pk, held, need, consumed, taking in rows:
+        new = outstanding_need(need, consumed) if taking else None
+        delta += hold_change(held, new)
+        changes.append({"pk": pk, "hold": new})
+    connection.execute(_SET_HELD, changes)
+    return delta
+
+
+def late_outcomes_count(session: Session, batch_pk: int, *, finished_at: datetime) -> int:
+    """How many of the batch's outcomes were recorded after ``finished_at``."""
+    count: int = (
+        _connection(session)
+        .execute(
+            select(func.count(Outcome.id)).where(
+                Outcome.batch_pk == batch_pk, Outcome.recorded_at > finished_at
+            )
+        )
+        .scalar_one()
     )
-    if exclude is not None:
-        query = query.where(Batch.id != exclude.id)
-    return sum(
-        (outstanding_need(need, spent or Decimal(0)) for need, spent in session.execute(query)),
-        Decimal(0),
+    return count
+
+
+def finish_batch(session: Session, batch: Batch, *, now: datetime) -> None:
+    """Mark ``batch`` (loaded with ``lock``) finished at ``now``: it holds nothing any more,
+    and outcomes already recorded after ``now`` count as late."""
+    released = batch.held
+    batch.status = BatchStatus.FINISHED.value
+    batch.finished_at = now
+    batch.last_activity_at = now
+    batch.held = None
+    batch.late_count = late_outcomes_count(session, batch.id, finished_at=now)
+    session.flush()
+    if released:
+        shift_held_need(session, batch.account_id, -released)
+
+
+def insert_batch(session: Session, values: Mapping[str, Any]) -> int | None:
+    """Insert a batch; its id, or None when a concurrent writer created it first."""
+    inserted: int | None = (
+        _connection(session).execute(_INSERT_BATCH[_dialect(session)], dict(values)).scalar()
     )
+    return inserted
+
+
+def update_batch(session: Session, pk: int, values: Mapping[str, Any]) -> None:
+    _connection(session).execute(_UPDATE_BATCH, {**values, "pk": pk})
+
+
+def has_preflight_snapshot(session: Session, batch_pk: int) -> bool:
+    found = _connection(session).execute(_HAS_PREFLIGHT, {"batch": batch_pk}).first()
+    return found is not None
+
+
+def insert_snapshot(
+    session: Session,
+    account_id: int,
+    profile: ProfileValues,
+    *,
+    now: datetime,
+    kind: SnapshotKind,
+    batch_pk: int | None = None,
+) -> int:
+    """Insert one snapshot without the ORM; its id."""
+    snapshot_id: int = (
+        _connection(session)
+        .execute(
+            _INSERT_SNAPSHOT,
+            {
+                "account_id": account_id,
+                "batch_pk": batch_pk,
+                "kind": kind.value,
+                "taken_at": now,
+                "credits": profile.credits,
+                "api_quota_remaining": profile.api_quota_remaining,
+                "tier": profile.tier,
+                "user_id": profile.user_id,
+                "raw": profile.raw,
+                "http_status": profile.http_status,
+                "latency_ms": profile.latency_ms,
+            },
+        )
+        .scalar_one()
+    )
+    return snapshot_id
+
+
+def learn_user_id(session: Session, account_id: int, user_id: str) -> None:
+    """Keep the vendor's user id on the account the first time a profile tells it."""
+    _connection(session).execute(_LEARN_USER_ID, {"account": account_id, "learned": user_id})
 
 
 # ---------------------------------------------------------------- outcomes
@@ -139,46 +406,28 @@ def outcome_id(session: Session, batch: Batch, job_id: str, attempt: int) -> int
 
 
 def outcome_rows_by_key(
-    session: Session, batch: Batch, job_ids: Iterable[str]
+    session: Session, batch_pk: int, job_ids: Iterable[str]
 ) -> dict[tuple[str, int], dict[str, Any]]:
-    """Stored outcomes of ``batch`` for these jobs, keyed by (job_id, attempt)."""
-    rows = session.execute(
-        select(
-            Outcome.id,
-            Outcome.job_id,
-            Outcome.attempt,
-            Outcome.status,
-            Outcome.cost,
-            Outcome.expected_cost,
-            Outcome.http_status,
-            Outcome.error,
-            Outcome.quota_failure,
-            Outcome.occurred_at,
-        ).where(Outcome.batch_pk == batch.id, Outcome.job_id.in_(set(job_ids)))
-    ).mappings()
-    return {(row["job_id"], row["attempt"]): dict(row) for row in rows}
-
-
-def insert_new_outcomes(
-    session: Session, rows: Sequence[Mapping[str, Any]]
-) -> set[tuple[str, int]]:
-    """Insert outcomes whose (batch, job, attempt) is not stored yet; return the keys inserted.
-
-    One batched INSERT … ON CONFLICT DO NOTHING RETURNING, without ORM objects, so a
-    bulk import neither looks every key up first nor grows in memory.
-    """
-    if not rows:
-        return set()
-    table = Outcome.__table__
-    assert isinstance(table, Table)
-    dialect_insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
-    statement = (
-        dialect_insert(table)
-        .on_conflict_do_nothing(index_elements=["batch_pk", "job_id", "attempt"])
-        .returning(table.c.job_id, table.c.attempt)
+    """Stored outcomes of batch ``batch_pk`` for these jobs, keyed by (job_id, attempt)."""
+    rows = (
+        _connection(session)
+        .execute(
+            select(
+                Outcome.id,
+                Outcome.job_id,
+                Outcome.attempt,
+                Outcome.status,
+                Outcome.cost,
+                Outcome.expected_cost,
+                Outcome.http_status,
+                Outcome.error,
+                Outcome.quota_failure,
+                Outcome.occurred_at,
+            ).where(Outcome.batch_pk == batch_pk, Outcome.job_id.in_(set(job_ids)))
+        )
+        .mappings()
     )
-    result = session.connection().execute(statement, list(rows))
-    return {(job_id, attempt) for job_id, attempt in result}
+    return {(row["job_id"], row["attempt"]): dict(row) for row in rows}
 
 
 def needs_classification(only_tags: Collection[str]) -> ColumnElement[bool]:
@@ -462,26 +711,21 @@ def account_by_id(session: Session, account_id: int) -> Account:
 
 
 @dataclass(frozen=True)
+class Added:
+    """What newly stored outcomes add to their batch's totals."""
+
+    count: int = 0
+    failed: int = 0
+    quota_failures: int = 0
+    cost: Decimal = Decimal(0)  # consumed
+
+
+@dataclass(frozen=True)
 class StoredOutcomes:
     inserted: int
     duplicates: int
     conflict: tuple[int, ConflictError] | None  # the first contradicting line, if any
-
-
-def _outcome_row(batch: Batch, item: OutcomeInput, now: datetime) -> dict[str, Any]:
-    return {
-        "batch_pk": batch.id,
-        "job_id": item.job_id,
-        "attempt": item.attempt,
-        "status": item.status.value,
-        "http_status": item.http_status,
-        "cost": item.cost,
-        "expected_cost": item.expected_cost,
-        "error": item.error,
-        "quota_failure": item.quota_failure,
-        "occurred_at": item.at or now,
-        "recorded_at": now,
-    }
+    added: Added = Added()
 
 
 def _conflict_error(batch_id: str, item: OutcomeInput, differences: list[str]) -> ConflictError:
@@ -492,14 +736,104 @@ def _conflict_error(batch_id: str, item: OutcomeInput, differences: list[str]) -
     )
 
 
+def _sqlite_rows(
+    batch_pk: int, items: Sequence[tuple[int, OutcomeInput]], now: datetime
+) -> list[tuple[Any, ...]]:
+    amount, time = bulk.sqlite_amount, bulk.sqlite_time
+    recorded = time(now)
+    return [
+        (
+            batch_pk,
+            i.job_id,
+            i.attempt,
+            i.status.value,
+            i.http_status,
+            amount(i.cost),
+            amount(i.expected_cost),
+            i.error,
+            1 if i.quota_failure else 0,
+            recorded if i.at is None else time(i.at),
+            recorded,
+        )
+        for _, i in items
+    ]
+
+
+def _postgresql_rows(
+    batch_pk: int, items: Sequence[tuple[int, OutcomeInput]], now: datetime
+) -> list[tuple[Any, ...]]:
+    return [
+        (
+            batch_pk,
+            i.job_id,
+            i.attempt,
+            i.status.value,
+            i.http_status,
+            i.cost,
+            i.expected_cost,
+            i.error,
+            i.quota_failure,
+            i.at or now,
+            now,
+        )
+        for _, i in items
+    ]
+
+
+def _insert_outcomes(
+    session: Session, batch_pk: int, items: Sequence[tuple[int, OutcomeInput]], now: datetime
+) -> set[tuple[str, int]]:
+    """Insert these outcomes, skipping keys already stored; the keys inserted."""
+    connection = _connection(session)
+    if _is_postgresql(session):
+        return bulk.insert_postgresql(connection, _postgresql_rows(batch_pk, items, now))
+    before = bulk.last_outcome_id(connection) if len(items) > 1 else 0
+    count = bulk.insert_sqlite(connection, _sqlite_rows(batch_pk, items, now))
+    if count == len(items):
+        return {(i.job_id, i.attempt) for _, i in items}
+    if count == 0:
+        return set()
+    # Some keys were stored already. SQLite's write lock is ours: the rows numbered above
+    # the highest id before the insert are exactly this insert's.
+    return bulk.inserted_since(connection, batch_pk, before)
+
+
+def _delete_outcomes(session: Session, batch_pk: int, keys: Iterable[tuple[str, int]]) -> None:
+    """Take back rows this transaction inserted (nothing refers to them yet)."""
+    _connection(session).execute(
+        delete(Outcome).where(
+            Outcome.batch_pk == batch_pk,
+            Outcome.job_id == bindparam("job"),
+            Outcome.attempt == bindparam("attempt"),
+        ),
+        [{"job": job, "attempt": attempt} for job, attempt in keys],
+    )
+
+
+@exact
+def _added(items: Iterable[OutcomeInput]) -> Added:
+    count = failed = quota = 0
+    cost = Decimal(0)
+    for item in items:
+        count += 1
+        if item.status is OutcomeStatus.FAILED:
+            failed += 1
+            if item.quota_failure:
+                quota += 1
+        if item.cost is not None:
+            cost += item.cost
+    return Added(count, failed, quota, cost)
+
+
 def store_outcomes(
-    session: Session, batch: Batch, items: Sequence[tuple[int, OutcomeInput]], now: datetime
+    session: Session, batch: BatchState, items: Sequence[tuple[int, OutcomeInput]], now: datetime
 ) -> StoredOutcomes:
     """Store numbered outcomes in order, up to the first one that contradicts a stored
     outcome or an earlier line: that line and every later one are not kept.
 
     Identical repeats are duplicates, not errors. New keys are inserted without being
     looked up first; only keys that were already stored are read back and compared.
+    The batch's totals are not touched here: :func:`record_activity` adds ``added``.
     """
     first: dict[tuple[str, int], tuple[int, OutcomeInput]] = {}
     conflict: tuple[int, ConflictError] | None = None
@@ -518,31 +852,82 @@ def store_outcomes(
             )
             break
     candidates = list(first.values())
-    savepoint = session.begin_nested()
-    inserted = insert_new_outcomes(session, [_outcome_row(batch, i, now) for _, i in candidates])
-    leftovers = [(n, i) for n, i in candidates if (i.job_id, i.attempt) not in inserted]
-    if leftovers:
-        stored = outcome_rows_by_key(session, batch, {i.job_id for _, i in leftovers})
+    inserted = _insert_outcomes(session, batch.pk, candidates, now)
+    if len(inserted) < len(candidates):
+        leftovers = [(n, i) for n, i in candidates if (i.job_id, i.attempt) not in inserted]
+        stored = outcome_rows_by_key(session, batch.pk, {i.job_id for _, i in leftovers})
         for line_no, item in leftovers:
             differences = item.differences(stored[(item.job_id, item.attempt)])
             if differences:
                 if conflict is None or line_no < conflict[0]:
                     conflict = (line_no, _conflict_error(batch.batch_id, item, differences))
                 break
-    if conflict is not None and any(
-        n >= conflict[0] for n, i in candidates if (i.job_id, i.attempt) in inserted
-    ):
+    if conflict is not None:
         # Lines after the conflicting one went in with the rest: keep only those before it.
-        savepoint.rollback()
-        inserted = insert_new_outcomes(
-            session,
-            [
-                _outcome_row(batch, i, now)
-                for n, i in candidates
-                if n < conflict[0] and (i.job_id, i.attempt) in inserted
-            ],
-        )
-    else:
-        savepoint.commit()
+        undone = {
+            (i.job_id, i.attempt)
+            for n, i in candidates
+            if n >= conflict[0] and (i.job_id, i.attempt) in inserted
+        }
+        if undone:
+            _delete_outcomes(session, batch.pk, undone)
+            inserted -= undone
     processed = sum(1 for n, _ in items if conflict is None or n < conflict[0])
-    return StoredOutcomes(len(inserted), processed - len(inserted), conflict)
+    added = _added(i for _, i in candidates if (i.job_id, i.attempt) in inserted)
+    return StoredOutcomes(len(inserted), processed - len(inserted), conflict, added)
+
+
+@exact
+def record_activity(session: Session, batch: BatchState, added: Added, *, now: datetime) -> None:
+    """Outcomes were stored for ``batch`` at ``now``: add them to its totals, mark the
+    activity, and bring its hold (and its account's held need) up to date.
+
+    An outcome stored after the batch's finish is late. On PostgreSQL the batch row is
+    updated in one statement from its current values (locked until commit), so concurrent
+    writers of one batch add up; on SQLite ``batch`` was read in this write transaction.
+    """
+    connection = _connection(session)
+    counts = {
+        "outcome_count": Batch.outcome_count + added.count,
+        "failed_count": Batch.failed_count + added.failed,
+        "quota_failure_count": Batch.quota_failure_count + added.quota_failures,
+        "last_activity_at": now,
+    }
+    if _is_postgresql(session):
+        old = select(Batch.id, Batch.held).where(Batch.id == batch.pk).with_for_update().cte("old")
+        consumed = Batch.consumed_cost + added.cost
+        finished_before = and_(Batch.finished_at.is_not(None), Batch.finished_at < now)
+        before, after = connection.execute(
+            update(Batch)
+            .where(Batch.id == old.c.id)
+            .values(
+                **counts,
+                late_count=Batch.late_count + case((finished_before, added.count), else_=0),
+                consumed_cost=consumed,
+                held=case(
+                    (
+                        and_(Batch.status == _OPEN, Batch.need.is_not(None)),
+                        func.greatest(Batch.need - consumed, literal(0)),
+                    ),
+                    else_=null(),
+                ),
+            )
+            .returning(old.c.held, Batch.held)
+        ).one()
+    else:
+        late = batch.finished_at is not None and now > batch.finished_at
+        consumed_total = batch.consumed_cost + added.cost
+        before, after = batch.held, hold_of(batch.status, batch.need, consumed_total)
+        connection.execute(
+            update(Batch)
+            .where(Batch.id == batch.pk)
+            .values(
+                **counts,
+                late_count=Batch.late_count + (added.count if late else 0),
+                consumed_cost=consumed_total,
+                held=after,
+            )
+        )
+    delta = hold_change(before, after)
+    if delta:
+        shift_held_need(session, batch.account_id, delta)

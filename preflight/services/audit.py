@@ -528,8 +528,8 @@ class _AccountRun:
                 stored = store.insert_finding(session, self.account_id, run.id, draft, now=now)
                 if stored is not None:
                     findings.append(finding_view(stored, self.account))
-            for batch_pk, active in self.to_finish:
-                store.auto_finish(session, batch_pk, quiet_since=active, now=now)
+            if self.to_finish:
+                store.auto_finish(session, self.account_id, self.to_finish, now=now)
             if self.claim_id is not None:
                 store.mark_claim_done(session, self.claim_id, now=now)
         self.log.info(

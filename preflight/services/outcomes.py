@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import structlog
@@ -13,7 +14,7 @@ from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Classification
 from preflight.domain.classify import classify as classify_failure
 from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
-from preflight.domain.vocabulary import SnapshotKind, Tag
+from preflight.domain.vocabulary import BatchStatus, SnapshotKind, Tag
 from preflight.errors import ConfigError, UsageError, VendorError
 from preflight.services.results import ImportResult, RecordResult
 from preflight.services.runtime import Runtime
@@ -22,7 +23,6 @@ from preflight.services.snapshots import take_snapshot
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from preflight.db.models import Batch
     from preflight.db.session import Session
 
 log = structlog.get_logger("preflight")
@@ -50,8 +50,8 @@ def record(
         stored = repo.store_outcomes(session, batch, [(1, item)], now)
         if stored.conflict is not None:
             raise stored.conflict[1]
-        batch.last_activity_at = now
-        account_name = batch.account.name
+        repo.record_activity(session, batch, stored.added, now=now)
+        account_name = batch.account
         warnings = lifecycle_warnings(batch)
     created = stored.inserted == 1
     snapshot_id: int | None = None
@@ -113,7 +113,7 @@ def record_many(
         with rt.database.write() as session:
             batch = _batch_for_outcomes(rt, session, batch_id, account, now)
             stored = repo.store_outcomes(session, batch, pending, now)
-            batch.last_activity_at = now
+            repo.record_activity(session, batch, stored.added, now=now)
             warnings.update(dict.fromkeys(lifecycle_warnings(batch)))
         counts["inserted"] += stored.inserted
         counts["duplicates"] += stored.duplicates
@@ -215,7 +215,7 @@ def count_tags(results: Iterable[Classification]) -> dict[str, int]:
     return dict(Counter(result.tag.value for result in results))
 
 
-def lifecycle_warnings(batch: Batch) -> tuple[str, ...]:
+def lifecycle_warnings(batch: repo.BatchState) -> tuple[str, ...]:
     """What a caller recording outcomes of ``batch`` should hear (a warning, not an error)."""
     warnings: list[str] = []
     if batch.checked_at is None:
@@ -232,13 +232,26 @@ def lifecycle_warnings(batch: Batch) -> tuple[str, ...]:
 
 def _batch_for_outcomes(
     rt: Runtime, session: Session, batch_id: str, account: str | None, now: datetime
-) -> Batch:
+) -> repo.BatchState:
     """The batch, or a new unverified one: outcomes are never refused for lack of a check."""
-    existing = repo.find_batch(session, batch_id)
-    if existing is not None:
-        if account is not None and existing.account.name != account:
-            raise UsageError(f"batch {batch_id!r} belongs to account {existing.account.name!r}")
-        return existing
-    account_row = repo.get_or_create_account(session, rt.account_name(account), now=now)
-    batch, _ = repo.get_or_create_batch(session, batch_id, account=account_row, now=now)
-    return batch
+    existing = repo.batch_state(session, batch_id)
+    if existing is None:
+        account_row = repo.account_state(session, rt.account_name(account), now=now)
+        repo.insert_batch(
+            session,
+            {
+                "batch_id": batch_id,
+                "account_id": account_row.id,
+                "status": BatchStatus.OPEN.value,
+                "verified": False,
+                "reserve": Decimal(0),
+                "labels": {},
+                "created_at": now,
+                "last_activity_at": now,
+            },
+        )
+        existing = repo.batch_state(session, batch_id)
+        assert existing is not None
+    if account is not None and existing.account != account:
+        raise UsageError(f"batch {batch_id!r} belongs to account {existing.account!r}")
+    return existing
