@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final
 
 from sqlalchemy import Connection, exc
@@ -55,12 +56,17 @@ _PG_COPY: Final = (
     "COPY preflight_outcomes_in (batch_pk, job_id, attempt, status, http_status, cost,"
     " expected_cost, error, quota_failure, occurred_at, recorded_at, line) FROM STDIN"
 )
+# Answers the staged lines that were NOT inserted (their key was stored already): none,
+# usually, instead of sending every inserted key back.
 _PG_INSERT: Final = (
-    "INSERT INTO outcomes (batch_pk, job_id, attempt, status, http_status, cost, expected_cost,"
-    " error, quota_failure, occurred_at, recorded_at)"
+    "WITH inserted AS (INSERT INTO outcomes (batch_pk, job_id, attempt, status, http_status,"
+    " cost, expected_cost, error, quota_failure, occurred_at, recorded_at)"
     " SELECT batch_pk, job_id, attempt, status, http_status, cost, expected_cost, error,"
     " quota_failure, occurred_at, recorded_at FROM preflight_outcomes_in ORDER BY line"
-    " ON CONFLICT (batch_pk, job_id, attempt) DO NOTHING RETURNING job_id, attempt"
+    " ON CONFLICT (batch_pk, job_id, attempt) DO NOTHING RETURNING job_id, attempt)"
+    " SELECT staged.line FROM preflight_outcomes_in AS staged LEFT JOIN inserted"
+    " ON inserted.job_id = staged.job_id AND inserted.attempt = staged.attempt"
+    " WHERE inserted.job_id IS NULL"
 )
 
 
@@ -69,8 +75,12 @@ def sqlite_amount(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
+@lru_cache(maxsize=4096)
 def sqlite_time(value: datetime) -> str:
-    """An aware time as :class:`preflight.db.types.UTCDateTime` stores it on SQLite."""
+    """An aware time as :class:`preflight.db.types.UTCDateTime` stores it on SQLite.
+
+    Cached: the lines of an import share their times (equal instants are equal keys,
+    whatever their offsets, and have one UTC text)."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
@@ -111,11 +121,9 @@ def inserted_since(connection: Connection, batch_pk: int, after_id: int) -> set[
     return {(job_id, attempt) for job_id, attempt in rows}
 
 
-def insert_postgresql(
-    connection: Connection, rows: Sequence[tuple[Any, ...]]
-) -> set[tuple[str, int]]:
+def insert_postgresql(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> set[int]:
     """COPY outcome rows (Python values) into a temporary table, then insert those whose key
-    is not stored yet, in row order; the keys inserted."""
+    is not stored yet, in row order; the positions of the rows NOT inserted."""
     driver = connection.connection.driver_connection
     assert driver is not None
     with _driver_errors(connection, _PG_INSERT), driver.cursor() as cursor:
@@ -125,4 +133,4 @@ def insert_postgresql(
             for line, row in enumerate(rows):
                 copy.write_row((*row, line))
         cursor.execute(_PG_INSERT)
-        return {(job_id, attempt) for job_id, attempt in cursor.fetchall()}
+        return {line for (line,) in cursor.fetchall()}

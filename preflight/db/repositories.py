@@ -786,7 +786,8 @@ def _insert_outcomes(
     """Insert these outcomes, skipping keys already stored; the keys inserted."""
     connection = _connection(session)
     if _is_postgresql(session):
-        return bulk.insert_postgresql(connection, _postgresql_rows(batch_pk, items, now))
+        skipped = bulk.insert_postgresql(connection, _postgresql_rows(batch_pk, items, now))
+        return {(i.job_id, i.attempt) for n, (_, i) in enumerate(items) if n not in skipped}
     before = bulk.last_outcome_id(connection) if len(items) > 1 else 0
     count = bulk.insert_sqlite(connection, _sqlite_rows(batch_pk, items, now))
     if count == len(items):

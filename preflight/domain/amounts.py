@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Final
 
 __all__ = [
@@ -100,7 +101,15 @@ def parse_amount(value: object) -> Decimal:
                 f"an integer of about {digits} digits"
             )
         return bounded(Decimal(value))
-    text = value.strip() if isinstance(value, str) else str(value).strip()
+    if isinstance(value, str):
+        return _parse_text(value)
+    return _parse_text(str(value))
+
+
+@lru_cache(maxsize=4096)
+def _parse_text(value: str) -> Decimal:
+    # The same few cost texts recur on every line of a bulk import; a Decimal is immutable.
+    text = value.strip()
     if len(text) > MAX_NUMBER_CHARS:
         raise AmountError(
             f"not an amount of at most {MAX_INTEGER_DIGITS} digits before the point and "
