@@ -409,7 +409,7 @@ def auto_finish(
                 Batch.status == BatchStatus.OPEN.value,
                 Batch.last_activity_at == quiet_since,
             )
-            .with_for_update()
+            .with_for_update(key_share=True)
         ).first()
         if row is None:
             continue

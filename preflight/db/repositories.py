@@ -12,6 +12,7 @@ from typing import Any, Final, Protocol
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Integer,
     and_,
     bindparam,
     case,
@@ -74,7 +75,7 @@ def find_batch(session: Session, batch_id: str, *, lock: bool = False) -> Batch 
     """The batch named ``batch_id``; ``lock``: its row locked until the transaction ends."""
     query = select(Batch).where(Batch.batch_id == batch_id)
     if lock:
-        query = query.with_for_update(of=Batch)
+        query = query.with_for_update(of=Batch, key_share=True)
     return session.scalar(query)
 
 
@@ -102,6 +103,11 @@ def recorded_cost(session: Session, batch: Batch) -> Decimal:
 # transaction. On PostgreSQL a writer locks the batch row it changes and changes its
 # account's ``held_need`` last, by an increment; on SQLite ``BEGIN IMMEDIATE`` has already
 # serialised the writers, and increments of amounts (text there) are done exactly in Python.
+#
+# PostgreSQL row locks are FOR NO KEY UPDATE, never FOR UPDATE: inserting an outcome or a
+# snapshot takes KEY SHARE on its batch (the foreign key), which FOR UPDATE would wait for
+# (two writers of one batch would deadlock). The account row is always the last one a
+# transaction locks, so writers of different batches never wait on each other in a cycle.
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,7 @@ _BATCH_BY_NAME = (
     .join(Account, Account.id == Batch.account_id)
     .where(Batch.batch_id == bindparam("batch_id"))
 )
-_BATCH_BY_NAME_LOCKED = _BATCH_BY_NAME.with_for_update(of=Batch)
+_BATCH_BY_NAME_LOCKED = _BATCH_BY_NAME.with_for_update(of=Batch, key_share=True)
 _HELD_NEED = select(Account.held_need).where(Account.id == bindparam("account"))
 _SET_HELD_NEED = (
     update(Account).where(Account.id == bindparam("account")).values(held_need=bindparam("total"))
@@ -172,13 +178,16 @@ _ADD_HELD_NEED = (
     .returning(Account.held_need)
 )
 _CUTOFF = bindparam("cutoff", type_=Batch.last_activity_at.type)
+# The batch being checked is left out: the check sets its hold itself.
 _HOLDING = (
     Batch.account_id == bindparam("account"),
     Batch.held.is_not(None),
     Batch.last_activity_at < _CUTOFF,
+    Batch.id != bindparam("checked"),
 )
 _NOT_HOLDING = (
     Batch.account_id == bindparam("account"),
+    Batch.id != bindparam("checked"),
     Batch.held.is_(None),
     Batch.status == _OPEN,
     Batch.need.is_not(None),
@@ -190,11 +199,21 @@ _HOLDS_TO_REFRESH = union_all(
         *_NOT_HOLDING
     ),
 )
-_GONE = select(Batch.id, Batch.held).where(*_HOLDING).with_for_update(skip_locked=True).cte("gone")
+_GONE = (
+    select(Batch.id, Batch.held)
+    .where(*_HOLDING)
+    .with_for_update(skip_locked=True, key_share=True)
+    .cte("gone")
+)
 _RELEASE_HOLDS = (
     update(Batch).where(Batch.id == _GONE.c.id).values(held=None).returning(_GONE.c.held)
 )
-_BACK = select(Batch.id).where(*_NOT_HOLDING).with_for_update(skip_locked=True).cte("back")
+_BACK = (
+    select(Batch.id)
+    .where(*_NOT_HOLDING)
+    .with_for_update(skip_locked=True, key_share=True)
+    .cte("back")
+)
 _TAKE_HOLDS = (
     update(Batch)
     .where(Batch.id == _BACK.c.id)
@@ -281,9 +300,12 @@ def shift_held_need(
 
 
 @exact
-def refresh_holds(session: Session, account_id: int, *, cutoff: datetime) -> Decimal:
+def refresh_holds(
+    session: Session, account_id: int, *, cutoff: datetime, checked: int | None
+) -> Decimal:
     """Bring the account's holds up to ``cutoff`` (now − hold expiry): batches holding but
-    quiet since before it let go, open batches with a need active since take theirs back.
+    quiet since before it let go, open batches with a need active since take theirs back
+    (all but batch ``checked``, whose hold its check sets).
     Returns the change of the account's held need, which the caller applies (usually
     nothing changes: index lookups that find no row).
 
@@ -291,7 +313,7 @@ def refresh_holds(session: Session, account_id: int, *, cutoff: datetime) -> Dec
     writing the batch, and sets its hold itself.
     """
     connection = _connection(session)
-    params = {"account": account_id, "cutoff": cutoff}
+    params = {"account": account_id, "cutoff": cutoff, "checked": checked or 0}
     if _is_postgresql(session):
         released = connection.execute(_RELEASE_HOLDS, params).scalars().all()
         taken = connection.execute(_TAKE_HOLDS, params).scalars().all()
@@ -878,6 +900,56 @@ def store_outcomes(
     return StoredOutcomes(len(inserted), processed - len(inserted), conflict, added)
 
 
+_ADDED = {
+    "outcome_count": Batch.outcome_count + bindparam("n", type_=Integer()),
+    "failed_count": Batch.failed_count + bindparam("failed", type_=Integer()),
+    "quota_failure_count": Batch.quota_failure_count + bindparam("quota", type_=Integer()),
+    "last_activity_at": bindparam("now", type_=Batch.last_activity_at.type),
+}
+_RECORD_ACTIVITY_SQLITE = (
+    update(Batch)
+    .where(Batch.id == bindparam("pk"))
+    .values(
+        **_ADDED,
+        late_count=Batch.late_count + bindparam("late", type_=Integer()),
+        consumed_cost=bindparam("consumed", type_=Batch.consumed_cost.type),
+        held=bindparam("hold", type_=Batch.held.type),
+    )
+)
+_OLD_HOLD = (
+    select(Batch.id, Batch.held).where(Batch.id == bindparam("pk")).with_for_update(key_share=True)
+)
+_OLD = _OLD_HOLD.cte("old")
+_CONSUMED = Batch.consumed_cost + bindparam("cost", type_=Batch.consumed_cost.type)
+_RECORD_ACTIVITY_POSTGRESQL = (
+    update(Batch)
+    .where(Batch.id == _OLD.c.id)
+    .values(
+        **_ADDED,
+        late_count=Batch.late_count
+        + case(
+            (
+                and_(
+                    Batch.finished_at.is_not(None),
+                    Batch.finished_at < bindparam("now", type_=Batch.finished_at.type),
+                ),
+                bindparam("n", type_=Integer()),
+            ),
+            else_=0,
+        ),
+        consumed_cost=_CONSUMED,
+        held=case(
+            (
+                and_(Batch.status == _OPEN, Batch.need.is_not(None)),
+                func.greatest(Batch.need - _CONSUMED, literal(0)),
+            ),
+            else_=null(),
+        ),
+    )
+    .returning(_OLD.c.held, Batch.held)
+)
+
+
 @exact
 def record_activity(session: Session, batch: BatchState, added: Added, *, now: datetime) -> None:
     """Outcomes were stored for ``batch`` at ``now``: add them to its totals, mark the
@@ -888,46 +960,24 @@ def record_activity(session: Session, batch: BatchState, added: Added, *, now: d
     writers of one batch add up; on SQLite ``batch`` was read in this write transaction.
     """
     connection = _connection(session)
-    counts = {
-        "outcome_count": Batch.outcome_count + added.count,
-        "failed_count": Batch.failed_count + added.failed,
-        "quota_failure_count": Batch.quota_failure_count + added.quota_failures,
-        "last_activity_at": now,
+    params: dict[str, Any] = {
+        "pk": batch.pk,
+        "n": added.count,
+        "failed": added.failed,
+        "quota": added.quota_failures,
+        "now": now,
     }
     if _is_postgresql(session):
-        old = select(Batch.id, Batch.held).where(Batch.id == batch.pk).with_for_update().cte("old")
-        consumed = Batch.consumed_cost + added.cost
-        finished_before = and_(Batch.finished_at.is_not(None), Batch.finished_at < now)
         before, after = connection.execute(
-            update(Batch)
-            .where(Batch.id == old.c.id)
-            .values(
-                **counts,
-                late_count=Batch.late_count + case((finished_before, added.count), else_=0),
-                consumed_cost=consumed,
-                held=case(
-                    (
-                        and_(Batch.status == _OPEN, Batch.need.is_not(None)),
-                        func.greatest(Batch.need - consumed, literal(0)),
-                    ),
-                    else_=null(),
-                ),
-            )
-            .returning(old.c.held, Batch.held)
+            _RECORD_ACTIVITY_POSTGRESQL, {**params, "cost": added.cost}
         ).one()
     else:
         late = batch.finished_at is not None and now > batch.finished_at
-        consumed_total = batch.consumed_cost + added.cost
-        before, after = batch.held, hold_of(batch.status, batch.need, consumed_total)
+        consumed = batch.consumed_cost + added.cost
+        before, after = batch.held, hold_of(batch.status, batch.need, consumed)
         connection.execute(
-            update(Batch)
-            .where(Batch.id == batch.pk)
-            .values(
-                **counts,
-                late_count=Batch.late_count + (added.count if late else 0),
-                consumed_cost=consumed_total,
-                held=after,
-            )
+            _RECORD_ACTIVITY_SQLITE,
+            {**params, "late": added.count if late else 0, "consumed": consumed, "hold": after},
         )
     delta = hold_change(before, after)
     if delta:

@@ -174,7 +174,10 @@ def _write_check(
             # The other open batches' outstanding need: the account's held need, once the
             # holds are brought up to now, less what this batch holds itself.
             held_need_change = repo.refresh_holds(
-                session, account.id, cutoff=now - rt.settings.hold_expiry
+                session,
+                account.id,
+                cutoff=now - rt.settings.hold_expiry,
+                checked=batch.pk if batch is not None else None,
             )
             own = (batch.held if batch is not None else None) or Decimal(0)
             outstanding = account.held_need + held_need_change - own
