@@ -42,7 +42,6 @@ from preflight.domain.audit import (
     FindingDraft,
     RunStatus,
     low_balance,
-    retention_doomed,
     unexplained_consumption,
 )
 from preflight.domain.periods import period_start
@@ -79,6 +78,8 @@ AUTH_SKIP: Final = "the vendor rejected this token (401) before; skipped until t
 RECOVERY_HORIZON: Final = timedelta(days=1)
 #: How many earlier runs a run reads (low-balance state, a rejected token).
 _HISTORY: Final = 20
+#: Old audit snapshots one retention transaction looks at (at most: chunks end at midnights).
+_RETENTION_CHUNK: Final = 50_000
 
 
 class _LeaseLost(Exception):
@@ -497,13 +498,29 @@ class _AccountRun:
         return {"batches": len(batch_ids), "tags": tags}
 
     def _retention(self) -> dict[str, Any]:
+        """Thin old audit snapshots (docs/audit.md), in the database, a chunk of at most
+        ``_RETENTION_CHUNK`` snapshots per transaction: no id is loaded, and a first run
+        over years of history neither holds the write lock nor grows in memory."""
         now = self.rt.clock()
         horizon = self.settings.retention_horizon
-        with self._write() as session:
-            old = store.old_audit_snapshots(session, self.account_id, before=now - horizon)
-            doomed = retention_doomed(old, now=now, horizon=horizon)
-            deleted = store.delete_audit_snapshots(session, self.account_id, doomed)
-        return {"deleted": deleted, "older_than": time_text(now - horizon)}
+        hourly_before, daily_before = now - horizon, now - 7 * horizon
+        deleted = 0
+        start: datetime | None = None
+        while start is None or start < hourly_before:
+            self._checkpoint()
+            with self._write() as session:
+                end = store.next_retention_chunk(
+                    session,
+                    self.account_id,
+                    start=start,
+                    before=hourly_before,
+                    rows=_RETENTION_CHUNK,
+                )
+                deleted += store.thin_audit_snapshots(
+                    session, self.account_id, start=start, end=end, daily_before=daily_before
+                )
+            start = end
+        return {"deleted": deleted, "older_than": time_text(hourly_before)}
 
     # ------------------------------------------------------------ finish
 
