@@ -3,9 +3,10 @@
 Each import runs in a fresh child process on a fresh database, so that its peak RSS is its
 own; the child times the import only (its imports and the schema come first: P2 measures
 start-up). Floor, in the same kind of child: read the file, ``json.loads`` each line, and
-insert the rows into an outcomes-shaped table with the same unique key — on SQLite with one
-``executemany`` in one transaction, on PostgreSQL with ``COPY``. The floor validates
-nothing; preflight checks every field of every line (exact decimals, bounds, times).
+insert the rows into the same ``outcomes`` table (same schema, same indexes) — on SQLite
+with one ``executemany`` in one transaction, on PostgreSQL with one ``COPY``. The floor
+validates nothing and keeps no totals; preflight checks every field of every line (exact
+decimals, bounds, times), commits every 1,000 lines and keeps the batch's totals.
 
 In-process ``Preflight.record()``: one outcome per call, each its own transaction, next to
 a floor that does one INSERT and a commit per outcome through the bare driver.
@@ -73,7 +74,15 @@ def write_lines(path: Path, count: int) -> None:
 # ---------------------------------------------------------------- children
 
 
+_OUTCOME_COLUMNS = (
+    "batch_pk, job_id, attempt, status, http_status, cost, expected_cost, error, quota_failure,"
+    " occurred_at, recorded_at"
+)
+
+
 def _floor(dialect: str, target: str, path: str) -> dict[str, Any]:
+    """The same rows into the same ``outcomes`` table (its indexes included), as directly as
+    the driver allows: parsed with json.loads, nothing validated, one transaction."""
     from datetime import UTC, datetime
 
     now = datetime.now(UTC)
@@ -83,8 +92,13 @@ def _floor(dialect: str, target: str, path: str) -> dict[str, Any]:
         conn = sqlite3.connect(target, isolation_level=None)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(_FLOOR_TABLE_SQLITE)
-        stamp = now.isoformat()
+        stamp = now.replace(tzinfo=None).isoformat(" ", "microseconds")
+        conn.execute("INSERT INTO accounts (id, name, created_at) VALUES (1, 'floor', ?)", (stamp,))
+        conn.execute(
+            "INSERT INTO batches (id, batch_id, account_id, reserve, status, verified, labels,"
+            " created_at, last_activity_at) VALUES (1, 'floor', 1, '0', 'open', 0, '{}', ?, ?)",
+            (stamp, stamp),
+        )
         started = time.perf_counter()
         with open(path, encoding="utf-8") as lines:
             rows = (
@@ -95,6 +109,9 @@ def _floor(dialect: str, target: str, path: str) -> dict[str, Any]:
                     d["status"],
                     d.get("http_status"),
                     d.get("cost"),
+                    None,
+                    None,
+                    0,
                     d.get("at") or stamp,
                     stamp,
                 )
@@ -102,9 +119,8 @@ def _floor(dialect: str, target: str, path: str) -> dict[str, Any]:
             )
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
-                "INSERT INTO floor_outcomes (batch_pk, job_id, attempt, status, http_status,"
-                " cost, occurred_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
+                f"INSERT INTO outcomes ({_OUTCOME_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 rows,
             )
             conn.execute("COMMIT")
@@ -115,16 +131,18 @@ def _floor(dialect: str, target: str, path: str) -> dict[str, Any]:
 
     dsn, schema = target.split("|", 1)
     with psycopg.connect(dsn, options=f"-csearch_path={schema}") as conn:
-        conn.execute(_FLOOR_TABLE_PG)
+        conn.execute("INSERT INTO accounts (id, name, created_at) VALUES (1, 'floor', %s)", (now,))
+        conn.execute(
+            "INSERT INTO batches (id, batch_id, account_id, reserve, status, verified, labels,"
+            " created_at, last_activity_at) VALUES (1, 'floor', 1, 0, 'open', false, '{}', %s, %s)",
+            (now, now),
+        )
         conn.commit()
         started = time.perf_counter()
         with (
             open(path, encoding="utf-8") as lines,
             conn.cursor() as cur,
-            cur.copy(
-                "COPY floor_outcomes (batch_pk, job_id, attempt, status, http_status, cost,"
-                " occurred_at, recorded_at) FROM STDIN"
-            ) as copy,
+            cur.copy(f"COPY outcomes ({_OUTCOME_COLUMNS}) FROM STDIN") as copy,
         ):
             for d in map(json.loads, lines):
                 copy.write_row(
@@ -135,6 +153,9 @@ def _floor(dialect: str, target: str, path: str) -> dict[str, Any]:
                         d["status"],
                         d.get("http_status"),
                         d.get("cost"),
+                        None,
+                        None,
+                        False,
                         d.get("at") or now,
                         now,
                     )
@@ -274,6 +295,7 @@ def run(report: Report, size: Size, dialect: str, vendor_url: str, tmp: str) -> 
         peaks: list[float] = []
         for _ in range(size.ingest_repeats):
             with scratch_database(dialect, tmp, "p3floor") as db:
+                upgrade(db.url)  # the floor writes into preflight's own outcomes table
                 target = db.sqlite_path if dialect == "sqlite" else f"{db.pg_dsn}|{db.pg_schema}"
                 assert target is not None
                 floors.append(_run("floor", dialect, target, data).output["seconds"])

@@ -804,16 +804,16 @@ def _postgresql_rows(
 
 def _insert_outcomes(
     session: Session, batch_pk: int, items: Sequence[tuple[int, OutcomeInput]], now: datetime
-) -> set[tuple[str, int]]:
-    """Insert these outcomes, skipping keys already stored; the keys inserted."""
+) -> set[tuple[str, int]] | None:
+    """Insert these outcomes in order, each key once, skipping keys already stored; the keys
+    inserted, or None when every row went in (no key repeated, none stored before)."""
     connection = _connection(session)
     if _is_postgresql(session):
-        skipped = bulk.insert_postgresql(connection, _postgresql_rows(batch_pk, items, now))
-        return {(i.job_id, i.attempt) for n, (_, i) in enumerate(items) if n not in skipped}
+        return bulk.insert_postgresql(connection, _postgresql_rows(batch_pk, items, now))
     before = bulk.last_outcome_id(connection) if len(items) > 1 else 0
     count = bulk.insert_sqlite(connection, _sqlite_rows(batch_pk, items, now))
     if count == len(items):
-        return {(i.job_id, i.attempt) for _, i in items}
+        return None
     if count == 0:
         return set()
     # Some keys were stored already. SQLite's write lock is ours: the rows numbered above
@@ -854,10 +854,14 @@ def store_outcomes(
     """Store numbered outcomes in order, up to the first one that contradicts a stored
     outcome or an earlier line: that line and every later one are not kept.
 
-    Identical repeats are duplicates, not errors. New keys are inserted without being
-    looked up first; only keys that were already stored are read back and compared.
+    Identical repeats are duplicates, not errors. Every line is inserted without being
+    looked up first (a key given twice goes in once, from its first line); only when some
+    did not go in are the lines compared with each other and with what is stored.
     The batch's totals are not touched here: :func:`record_activity` adds ``added``.
     """
+    inserted = _insert_outcomes(session, batch.pk, items, now)
+    if inserted is None:  # the usual case: all new, all distinct
+        return StoredOutcomes(len(items), 0, None, _added(i for _, i in items))
     first: dict[tuple[str, int], tuple[int, OutcomeInput]] = {}
     conflict: tuple[int, ConflictError] | None = None
     for line_no, item in items:
@@ -875,9 +879,8 @@ def store_outcomes(
             )
             break
     candidates = list(first.values())
-    inserted = _insert_outcomes(session, batch.pk, candidates, now)
-    if len(inserted) < len(candidates):
-        leftovers = [(n, i) for n, i in candidates if (i.job_id, i.attempt) not in inserted]
+    leftovers = [(n, i) for n, i in candidates if (i.job_id, i.attempt) not in inserted]
+    if leftovers:
         stored = outcome_rows_by_key(session, batch.pk, {i.job_id for _, i in leftovers})
         for line_no, item in leftovers:
             differences = item.differences(stored[(item.job_id, item.attempt)])
@@ -886,12 +889,12 @@ def store_outcomes(
                     conflict = (line_no, _conflict_error(batch.batch_id, item, differences))
                 break
     if conflict is not None:
-        # Lines after the conflicting one went in with the rest: keep only those before it.
-        undone = {
-            (i.job_id, i.attempt)
-            for n, i in candidates
-            if n >= conflict[0] and (i.job_id, i.attempt) in inserted
-        }
+        # Lines from the conflicting one on went in with the rest: keep only those before it.
+        # A key went in from its first line in the chunk.
+        first_line: dict[tuple[str, int], int] = {}
+        for n, i in items:
+            first_line.setdefault((i.job_id, i.attempt), n)
+        undone = {key for key in inserted if first_line[key] >= conflict[0]}
         if undone:
             _delete_outcomes(session, batch.pk, undone)
             inserted -= undone

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from preflight.db import repositories as repo
+from preflight.db.bulk import chunk_lines
 from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Classification
 from preflight.domain.classify import classify as classify_failure
@@ -91,9 +92,11 @@ def record_many(
     lines: Iterable[str | bytes],
     *,
     account: str | None = None,
-    chunk_size: int = 1000,
+    chunk_size: int | None = None,
 ) -> ImportResult:
-    """Record outcomes from JSON Lines, streaming, ``chunk_size`` per transaction.
+    """Record outcomes from JSON Lines, streaming, ``chunk_size`` per transaction (by
+    default 1,000 on SQLite, whose write lock a chunk holds, and 5,000 on PostgreSQL,
+    where a chunk locks one batch row and each commit waits for the disk).
 
     A bad line stops the import with a ``UsageError`` naming its line number; every
     line before it is kept (re-running the fixed file is safe: records are
@@ -101,6 +104,7 @@ def record_many(
     timeline afterwards; no live snapshot is taken.
     """
     validate_batch_id(batch_id)
+    chunk_size = chunk_size or chunk_lines(rt.database)
     counts = {"lines": 0, "inserted": 0, "duplicates": 0}
     pending: list[tuple[int, OutcomeInput]] = []
     quota_failures_seen = 0
