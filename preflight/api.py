@@ -22,22 +22,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Self
 
-from preflight.domain.outcome import OutcomeInput
 from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
-from preflight.services import audit, batches, checks, outcomes, profile
-from preflight.services.results import (
-    AuditOutcome,
-    BatchListing,
-    BatchReport,
-    CheckResult,
-    FailureView,
-    FindingView,
-    FinishResult,
-    ImportResult,
-    ProfileReading,
-    RecordResult,
-)
 from preflight.services.runtime import Runtime, utcnow
 from preflight.settings import Settings, load_settings
 
@@ -45,7 +31,20 @@ if TYPE_CHECKING:
     import httpx
 
     from preflight.db.session import Database
+    from preflight.domain.outcome import OutcomeInput
     from preflight.services.profile import ProfileUpdate
+    from preflight.services.results import (
+        AuditOutcome,
+        BatchListing,
+        BatchReport,
+        CheckResult,
+        FailureView,
+        FindingView,
+        FinishResult,
+        ImportResult,
+        ProfileReading,
+        RecordResult,
+    )
     from preflight.vendor import VendorClient
 
 __all__ = ["BatchRun", "Preflight"]
@@ -119,7 +118,9 @@ class Preflight:
         labels: Mapping[str, str] | None = None,
     ) -> CheckResult:
         """Snapshot the profile, store it keyed by ``batch_id`` and answer go / no-go."""
-        return checks.check(
+        from preflight.services import checks as _checks
+
+        return _checks.check(
             self.runtime,
             batch_id,
             need=need,
@@ -161,7 +162,9 @@ class Preflight:
         account: str | None = None,
     ) -> RecordResult:
         """Record one job outcome; idempotent on (batch, job, attempt)."""
-        return outcomes.record(self.runtime, batch_id, outcome, snapshot=snapshot, account=account)
+        from preflight.services import outcomes as _outcomes
+
+        return _outcomes.record(self.runtime, batch_id, outcome, snapshot=snapshot, account=account)
 
     def record_many(
         self,
@@ -172,31 +175,41 @@ class Preflight:
         chunk_size: int | None = None,
     ) -> ImportResult:
         """Record outcomes from JSON Lines; a bad line stops it, every line before is kept."""
-        return outcomes.record_many(
+        from preflight.services import outcomes as _outcomes
+
+        return _outcomes.record_many(
             self.runtime, batch_id, lines, account=account, chunk_size=chunk_size
         )
 
     def finish(self, batch_id: str, *, snapshot: bool = True) -> FinishResult:
         """Take a ``finish`` snapshot, mark the batch finished, report foreign consumption."""
-        return batches.finish(self.runtime, batch_id, snapshot=snapshot)
+        from preflight.services import batches as _batches
+
+        return _batches.finish(self.runtime, batch_id, snapshot=snapshot)
 
     def classify(
         self, batch_id: str | None = None, *, only_inconclusive: bool = False
     ) -> dict[str, int]:
         """(Re)classify stored quota failures of one batch, or of every batch."""
-        return outcomes.classify(self.runtime, batch_id, only_inconclusive=only_inconclusive)
+        from preflight.services import outcomes as _outcomes
+
+        return _outcomes.classify(self.runtime, batch_id, only_inconclusive=only_inconclusive)
 
     # ------------------------------------------------------------ post-mortems
 
     def show(self, batch_id: str) -> BatchReport:
         """One batch: snapshots in time order, outcome totals, tagged quota failures."""
-        return batches.show(self.runtime, batch_id)
+        from preflight.services import batches as _batches
+
+        return _batches.show(self.runtime, batch_id)
 
     def failures(
         self, *, since: datetime | None = None, tag: str | None = None, account: str | None = None
     ) -> list[FailureView]:
         """Quota failures across batches, oldest first."""
-        return batches.failures(self.runtime, since=since, tag=tag, account=account)
+        from preflight.services import batches as _batches
+
+        return _batches.failures(self.runtime, since=since, tag=tag, account=account)
 
     def batches(
         self,
@@ -206,13 +219,17 @@ class Preflight:
         account: str | None = None,
     ) -> list[BatchListing]:
         """Recent batches, newest first, with verdicts and outcome totals."""
-        return batches.batches(self.runtime, since=since, status=status, account=account)
+        from preflight.services import batches as _batches
+
+        return _batches.batches(self.runtime, since=since, status=status, account=account)
 
     def findings(
         self, *, since: datetime | None = None, kind: str | None = None, account: str | None = None
     ) -> list[FindingView]:
         """Stored audit findings, oldest first."""
-        return batches.findings(self.runtime, since=since, kind=kind, account=account)
+        from preflight.services import batches as _batches
+
+        return _batches.findings(self.runtime, since=since, kind=kind, account=account)
 
     # ------------------------------------------------------------ audit and profile
 
@@ -225,18 +242,24 @@ class Preflight:
         stop: threading.Event | None = None,
     ) -> list[AuditOutcome]:
         """One audit run per account for the current period (claimed once across replicas)."""
-        return audit.run_audit(
+        from preflight.services import audit as _audit
+
+        return _audit.run_audit(
             self.runtime, account=account, force=force, replica=replica, stop=stop
         )
 
     def profile(self, account: str | None = None) -> ProfileReading:
         """Read the profile now and keep it as a ``manual`` snapshot."""
-        return profile.read_profile(self.runtime, account)
+        from preflight.services import profile as _profile
+
+        return _profile.read_profile(self.runtime, account)
 
     def update_profile(
         self, webhook_url: str, *, account: str | None = None, allow_http: bool = False
     ) -> ProfileUpdate:
         """Set the profile's ``webhookUrl``; kept apart from batch work."""
-        return profile.update_profile(
+        from preflight.services import profile as _profile
+
+        return _profile.update_profile(
             self.runtime, webhook_url, account=account, allow_http=allow_http
         )

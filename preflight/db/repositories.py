@@ -3,11 +3,12 @@ commits: a service opens the transaction and commits at the edge of its verb."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, Protocol
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -27,28 +28,37 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from preflight.db import bulk
 from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot, TagSnapshot
 from preflight.db.session import decimal_sum
-from preflight.domain.classify import (
-    CLASSIFIER_VERSION,
-    Classification,
-    QuotaFailure,
-    Reading,
-    Spend,
-)
 from preflight.domain.errors import ConflictError
 from preflight.domain.exact import exact
 from preflight.domain.outcome import OutcomeInput
 from preflight.domain.verdict import outstanding_need
 from preflight.domain.vocabulary import BatchStatus, OutcomeStatus, SnapshotKind
 
+if TYPE_CHECKING:
+    # The classifier is imported where it is used: a check never loads it.
+    from preflight.domain.classify import Classification, QuotaFailure, Reading, Spend
+
 
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
+
+
+@cache
+def _insert_of(dialect: str) -> Callable[..., Any]:
+    """The dialect's ``insert`` (with ON CONFLICT), imported for that dialect only: the
+    PostgreSQL dialect package (asyncpg's module included) costs a SQLite process ~30 ms."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def insert_if_absent(session: Session, model: type[Any], values: Mapping[str, Any]) -> int | None:
@@ -57,7 +67,7 @@ def insert_if_absent(session: Session, model: type[Any], values: Mapping[str, An
     Racing writers (other processes, other hosts) never fail on the conflict. The answer
     comes from RETURNING: psycopg 3 reports rowcount -1 for an INSERT.
     """
-    dialect_insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    dialect_insert = _insert_of(_dialect(session))
     statement = dialect_insert(model).values(**values).on_conflict_do_nothing()
     inserted: int | None = session.scalar(statement.returning(model.id))
     return inserted
@@ -231,10 +241,6 @@ _HAS_PREFLIGHT = (
     .limit(1)
 )
 _INSERT_SNAPSHOT = insert(Snapshot).returning(Snapshot.id)
-_INSERT_BATCH = {
-    "sqlite": sqlite.insert(Batch).on_conflict_do_nothing().returning(Batch.id),
-    "postgresql": postgresql.insert(Batch).on_conflict_do_nothing().returning(Batch.id),
-}
 _LEARN_USER_ID = (
     update(Account)
     .where(Account.id == bindparam("account"), Account.user_id.is_(None))
@@ -361,10 +367,15 @@ def finish_batch(session: Session, batch: Batch, *, now: datetime) -> None:
         shift_held_need(session, batch.account_id, -released)
 
 
+@cache
+def _insert_batch(dialect: str) -> Any:
+    return _insert_of(dialect)(Batch).on_conflict_do_nothing().returning(Batch.id)
+
+
 def insert_batch(session: Session, values: Mapping[str, Any]) -> int | None:
     """Insert a batch; its id, or None when a concurrent writer created it first."""
     inserted: int | None = (
-        _connection(session).execute(_INSERT_BATCH[_dialect(session)], dict(values)).scalar()
+        _connection(session).execute(_insert_batch(_dialect(session)), dict(values)).scalar()
     )
     return inserted
 
@@ -455,6 +466,8 @@ def outcome_rows_by_key(
 def needs_classification(only_tags: Collection[str]) -> ColumnElement[bool]:
     """Over Outcome ⟕ FailureTag: quota failures never tagged, tagged by an older
     classifier version, or tagged with one of ``only_tags``."""
+    from preflight.domain.classify import CLASSIFIER_VERSION
+
     return or_(
         FailureTag.id.is_(None),
         FailureTag.classifier_version != CLASSIFIER_VERSION,
@@ -479,6 +492,8 @@ def quota_failures(
 
 
 def _reading(snapshot: Snapshot, meter: str | None) -> Reading:
+    from preflight.domain.classify import Reading
+
     return Reading(
         snapshot_id=snapshot.id,
         taken_at=snapshot.taken_at,
@@ -496,6 +511,8 @@ def load_quota_failures(
     tolerance: Decimal,
 ) -> list[QuotaFailure]:
     """The classifier's inputs for failures of one batch, loaded with a handful of queries."""
+    from preflight.domain.classify import QuotaFailure, Spend
+
     if not failures:
         return []
     start = preflight_snapshot(session, batch)
@@ -635,6 +652,8 @@ class SpendInputs:
 
 def spend_inputs(session: Session, batch: Batch) -> SpendInputs:
     """Own cost (as of the finish, for a finished batch), and the walk's inputs."""
+    from preflight.domain.classify import Spend
+
     own_total = recorded_cost(session, batch)
     start = preflight_snapshot(session, batch)
     # The first finish snapshot: a repeated finish answers the first one's numbers.

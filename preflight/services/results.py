@@ -10,14 +10,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-from preflight.domain.classify import Attributed, Classification, ForeignConsumption, Reading
 from preflight.domain.exact import exact
-from preflight.domain.outcome import OutcomeInput
 from preflight.domain.verdict import NO_GO, Verdict
 from preflight.domain.vocabulary import BatchStatus
 from preflight.domain.wire import amount_text, time_text
 
 if TYPE_CHECKING:
+    from preflight.domain.classify import (
+        Attributed,
+        Classification,
+        ForeignConsumption,
+        Reading,
+    )
+    from preflight.domain.outcome import OutcomeInput
     from preflight.vendor import Profile
 
 ADVISORY: Final = "advisory: the balance was read, not reserved; other workers may still spend it"
