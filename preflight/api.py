@@ -24,6 +24,18 @@ from typing import TYPE_CHECKING, Any, Self
 
 from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
+from preflight.services.results import (
+    AuditOutcome,
+    BatchListing,
+    BatchReport,
+    CheckResult,
+    FailureView,
+    FindingView,
+    FinishResult,
+    ImportResult,
+    ProfileReading,
+    RecordResult,
+)
 from preflight.services.runtime import Runtime, utcnow
 from preflight.settings import Settings, load_settings
 
@@ -33,18 +45,6 @@ if TYPE_CHECKING:
     from preflight.db.session import Database
     from preflight.domain.outcome import OutcomeInput
     from preflight.services.profile import ProfileUpdate
-    from preflight.services.results import (
-        AuditOutcome,
-        BatchListing,
-        BatchReport,
-        CheckResult,
-        FailureView,
-        FindingView,
-        FinishResult,
-        ImportResult,
-        ProfileReading,
-        RecordResult,
-    )
     from preflight.vendor import VendorClient
 
 __all__ = ["BatchRun", "Preflight"]

@@ -28,7 +28,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from preflight.db import bulk
 from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot, TagSnapshot
@@ -177,6 +177,34 @@ _BATCH_BY_NAME = (
     .where(Batch.batch_id == bindparam("batch_id"))
 )
 _BATCH_BY_NAME_LOCKED = _BATCH_BY_NAME.with_for_update(of=Batch, key_share=True)
+_OWNER = aliased(Account, name="owner")
+#: The account and, when it exists, the batch (whatever its account): one statement.
+_ACCOUNT_AND_BATCH = (
+    select(
+        Account.id,
+        Account.name,
+        Account.user_id,
+        Account.held_need,
+        Batch.id,
+        Batch.batch_id,
+        Batch.account_id,
+        _OWNER.name,
+        Batch.meter,
+        Batch.need,
+        Batch.reserve,
+        Batch.status,
+        Batch.verified,
+        Batch.labels,
+        Batch.checked_at,
+        Batch.finished_at,
+        Batch.consumed_cost,
+        Batch.held,
+    )
+    .select_from(Account)
+    .outerjoin(Batch, Batch.batch_id == bindparam("batch_id"))
+    .outerjoin(_OWNER, _OWNER.id == Batch.account_id)
+    .where(Account.name == bindparam("name"))
+)
 _HELD_NEED = select(Account.held_need).where(Account.id == bindparam("account"))
 _SET_HELD_NEED = (
     update(Account).where(Account.id == bindparam("account")).values(held_need=bindparam("total"))
@@ -264,6 +292,26 @@ def account_state(session: Session, name: str, *, now: datetime) -> AccountState
         insert_if_absent(session, Account, {"name": name, "created_at": now})
         row = connection.execute(_ACCOUNT_BY_NAME, {"name": name}).one()
     return AccountState(*row)
+
+
+def account_and_batch(
+    session: Session, name: str, batch_id: str, *, now: datetime
+) -> tuple[AccountState, BatchState | None]:
+    """The account named ``name`` (created on first use) and the batch named ``batch_id``
+    (None when there is none), the batch's row locked until the transaction ends. Usually
+    one statement: a second locks a batch that exists (PostgreSQL)."""
+    connection = _connection(session)
+    row = connection.execute(_ACCOUNT_AND_BATCH, {"name": name, "batch_id": batch_id}).first()
+    if row is None:
+        account = account_state(session, name, now=now)
+        return account, batch_state(session, batch_id, lock=True)
+    values: tuple[Any, ...] = tuple(row)
+    account = AccountState(*values[:4])
+    if values[4] is None:
+        return account, None
+    if _is_postgresql(session):
+        return account, batch_state(session, batch_id, lock=True)
+    return account, BatchState(*values[4:])
 
 
 def batch_state(session: Session, batch_id: str, *, lock: bool = False) -> BatchState | None:

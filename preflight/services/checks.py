@@ -144,8 +144,7 @@ def _write_check(
     now: datetime,
 ) -> CheckResult:
     """The check's one write transaction: the batch, its snapshot, its hold, the verdict."""
-    account = repo.account_state(session, request.account, now=now)
-    batch = repo.batch_state(session, request.batch_id, lock=True)
+    account, batch = repo.account_and_batch(session, request.account, request.batch_id, now=now)
     if batch is not None:
         _check_consistent(batch, request.account, request.meter)
     snapshot_kind: SnapshotKind | None = None
