@@ -25,6 +25,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     union_all,
     update,
 )
@@ -237,27 +238,23 @@ _HOLDS_TO_REFRESH = union_all(
         *_NOT_HOLDING
     ),
 )
-_GONE = (
-    select(Batch.id, Batch.held)
-    .where(*_HOLDING)
-    .with_for_update(skip_locked=True, key_share=True)
-    .cte("gone")
-)
-_RELEASE_HOLDS = (
-    update(Batch).where(Batch.id == _GONE.c.id).values(held=None).returning(_GONE.c.held)
-)
-_BACK = (
-    select(Batch.id)
-    .where(*_NOT_HOLDING)
-    .with_for_update(skip_locked=True, key_share=True)
-    .cte("back")
-)
-_TAKE_HOLDS = (
-    update(Batch)
-    .where(Batch.id == _BACK.c.id)
-    .values(held=func.greatest(Batch.need - Batch.consumed_cost, literal(0)))
-    .returning(Batch.held)
-)
+# PostgreSQL: both sides in one statement (two data-modifying CTEs, on disjoint rows),
+# answering the change of the account's held need. A row another transaction has locked
+# is skipped: that transaction is writing the batch, and sets its hold itself.
+_REFRESH_HOLDS_POSTGRESQL = text(
+    "WITH gone AS (SELECT id, held FROM batches WHERE account_id = :account"
+    " AND held IS NOT NULL AND last_activity_at < :cutoff AND id != :checked"
+    " FOR NO KEY UPDATE SKIP LOCKED),"
+    " back AS (SELECT id FROM batches WHERE account_id = :account AND id != :checked"
+    " AND held IS NULL AND status = 'open' AND need IS NOT NULL"
+    " AND last_activity_at >= :cutoff FOR NO KEY UPDATE SKIP LOCKED),"
+    " released AS (UPDATE batches SET held = NULL FROM gone WHERE batches.id = gone.id"
+    " RETURNING -gone.held AS change),"
+    " taken AS (UPDATE batches SET held = GREATEST(batches.need - batches.consumed_cost, 0)"
+    " FROM back WHERE batches.id = back.id RETURNING batches.held AS change)"
+    " SELECT coalesce(sum(change), 0) FROM"
+    " (SELECT change FROM released UNION ALL SELECT change FROM taken) AS changes"
+).columns(coalesce=Batch.held.type)
 _SET_HELD = update(Batch).where(Batch.id == bindparam("pk")).values(held=bindparam("hold"))
 _UPDATE_BATCH = update(Batch).where(Batch.id == bindparam("pk"))
 _HAS_PREFLIGHT = (
@@ -369,11 +366,8 @@ def refresh_holds(
     connection = _connection(session)
     params = {"account": account_id, "cutoff": cutoff, "checked": checked or 0}
     if _is_postgresql(session):
-        released = connection.execute(_RELEASE_HOLDS, params).scalars().all()
-        taken = connection.execute(_TAKE_HOLDS, params).scalars().all()
-        return sum((t or Decimal(0) for t in taken), Decimal(0)) - sum(
-            (r or Decimal(0) for r in released), Decimal(0)
-        )
+        change: Decimal = connection.execute(_REFRESH_HOLDS_POSTGRESQL, params).scalar_one()
+        return change
     rows = connection.execute(_HOLDS_TO_REFRESH, params).all()
     if not rows:
         return Decimal(0)
