@@ -126,6 +126,7 @@ def record_many(
             line_no, error = stored.conflict
             raise UsageError(f"line {line_no}: {error}")
 
+    append = pending.append
     for line_no, raw in enumerate(lines, start=1):
         try:
             # Bytes are decoded line by line, so a bad byte is blamed on its own line.
@@ -133,10 +134,10 @@ def record_many(
         except UnicodeDecodeError:
             flush()
             raise UsageError(f"line {line_no}: not UTF-8 text") from None
-        if len(line.rstrip("\r\n")) > MAX_LINE_BYTES:
+        if len(line) > MAX_LINE_BYTES and len(line.rstrip("\r\n")) > MAX_LINE_BYTES:
             flush()
             raise UsageError(f"line {line_no}: longer than {MAX_LINE_BYTES} bytes")
-        if not line.strip():
+        if not line or line.isspace():
             continue
         counts["lines"] += 1
         try:
@@ -145,7 +146,7 @@ def record_many(
             flush()
             raise UsageError(f"line {line_no}: {exc}") from None
         quota_failures_seen += item.quota_failure
-        pending.append((line_no, item))
+        append((line_no, item))
         if len(pending) >= chunk_size:
             flush()
     flush()
