@@ -79,9 +79,25 @@ def chunk_lines(database: Database) -> int:
     return 1000 if is_sqlite(database.engine) else 5000
 
 
+_AMOUNT_TEXTS: dict[int, tuple[Decimal, str]] = {}
+
+
 def sqlite_amount(value: Decimal | None) -> str | None:
-    """An amount as :class:`preflight.db.types.Amount` stores it on SQLite."""
-    return None if value is None else format(value, "f")
+    """An amount as :class:`preflight.db.types.Amount` stores it on SQLite.
+
+    The lines of an import share a few amounts, parsed into the very same objects (the
+    amount parser caches by text): their text is kept by identity. (Not by value: 0.25
+    and 0.250 are equal Decimals with different stored texts.)"""
+    if value is None:
+        return None
+    kept = _AMOUNT_TEXTS.get(id(value))
+    if kept is not None and kept[0] is value:
+        return kept[1]
+    text = format(value, "f")
+    if len(_AMOUNT_TEXTS) >= 4096:
+        _AMOUNT_TEXTS.clear()
+    _AMOUNT_TEXTS[id(value)] = (value, text)  # the reference keeps the id from being reused
+    return text
 
 
 @lru_cache(maxsize=4096)

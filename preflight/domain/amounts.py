@@ -25,6 +25,7 @@ __all__ = [
     "AmountError",
     "bounded",
     "parse_amount",
+    "parse_amount_text",
     "preview",
 ]
 
@@ -102,13 +103,14 @@ def parse_amount(value: object) -> Decimal:
             )
         return bounded(Decimal(value))
     if isinstance(value, str):
-        return _parse_text(value)
-    return _parse_text(str(value))
+        return parse_amount_text(value)
+    return parse_amount_text(str(value))
 
 
 @lru_cache(maxsize=4096)
-def _parse_text(value: str) -> Decimal:
-    # The same few cost texts recur on every line of a bulk import; a Decimal is immutable.
+def parse_amount_text(value: str) -> Decimal:
+    """:func:`parse_amount` of text. Cached: the same few cost texts recur on every line of
+    a bulk import, and a Decimal is immutable."""
     text = value.strip()
     if len(text) > MAX_NUMBER_CHARS:
         raise AmountError(
