@@ -81,10 +81,9 @@ def check(
     account_name = rt.account_name(account)
 
     # Refuse a contradiction before spending a vendor call on it.
-    with rt.database.read() as session:
-        existing = repo.batch_state(session, batch_id)
-        if existing is not None:
-            _check_consistent(existing, account_name, requested_meter)
+    existing = repo.peek_batch(rt.database, batch_id)
+    if existing is not None:
+        _check_consistent(existing, account_name, requested_meter)
 
     profile: Profile | None = None
     vendor_error: VendorError | None = None
@@ -208,15 +207,14 @@ def _write_check(
         "held": held,
     }
     if batch is None:
-        pk = repo.insert_batch(
-            session,
-            {**values, "batch_id": request.batch_id, "account_id": account.id, "created_at": now},
+        pk = repo.insert_checked_batch(
+            session, values, batch_id=request.batch_id, account_id=account.id, now=now
         )
         if pk is None:
             raise _CreatedConcurrently
     else:
         pk = batch.pk
-        repo.update_batch(session, pk, values)
+        repo.update_checked_batch(session, pk, values)
     held_need_change += repo.hold_change(batch.held if batch else None, held)
     if held_need_change:
         repo.shift_held_need(session, account.id, held_need_change, current=account.held_need)
