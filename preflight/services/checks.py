@@ -206,26 +206,21 @@ def _write_check(
         "status": status,
         "held": held,
     }
-    if batch is None:
-        pk = repo.insert_checked_batch(
-            session, values, batch_id=request.batch_id, account_id=account.id, now=now
-        )
-        if pk is None:
-            raise _CreatedConcurrently
-    else:
-        pk = batch.pk
-        repo.update_checked_batch(session, pk, values)
     held_need_change += repo.hold_change(batch.held if batch else None, held)
-    if held_need_change:
-        repo.shift_held_need(session, account.id, held_need_change, current=account.held_need)
-    snapshot_id: int | None = None
-    if profile is not None:
-        assert snapshot_kind is not None
-        snapshot_id = repo.insert_snapshot(
-            session, account.id, profile, now=now, kind=snapshot_kind, batch_pk=pk
-        )
-        if account.user_id is None and profile.user_id is not None:
-            repo.learn_user_id(session, account.id, profile.user_id)
+    stored = repo.store_check(
+        session,
+        account=account,
+        batch=batch,
+        values=values,
+        batch_id=request.batch_id,
+        now=now,
+        held_need_change=held_need_change,
+        profile=profile,
+        kind=snapshot_kind,
+    )
+    if stored is None:
+        raise _CreatedConcurrently
+    _pk, snapshot_id = stored
     return CheckResult(
         batch_id=request.batch_id,
         account=request.account,

@@ -203,3 +203,63 @@ def test_writers_recording_into_one_batch_at_once_add_up(
         assert pf.check("next", need="1").outstanding_other == (
             Decimal(1000) - shown.outcomes.cost + 4 * 5
         )
+
+
+@pytest.mark.parametrize(
+    "fault", [{"status": 503, "count": -1}, {"kind": "malformed", "count": -1}]
+)
+def test_a_check_without_a_usable_profile_keeps_the_batch_and_its_hold_right(
+    app: Preflight, sandbox: SandboxServer, fault: dict[str, Any]
+) -> None:
+    app.check("held", need="40")
+    sandbox.inject(fault)
+    first = app.check("new-while-down", need="10", fail_open=True)  # created without snapshot
+    again = app.check("held", need="50", fail_open=True)  # an existing batch, no snapshot
+    sandbox.reset()
+    assert first.snapshot_id is None
+    assert first.verdict.value == "unavailable"
+    assert again.snapshot_id is None
+    _recount(app)
+    assert app.check("other", need="1").outstanding_other == Decimal(60)
+
+
+def test_the_contradiction_read_survives_a_pooled_connection_that_fails(
+    app: Preflight, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = app.database.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads in process: no connection to lose")
+    app.check("mine", need="1")
+    real = engine.raw_connection
+    dbapi = engine.dialect.dbapi
+    assert dbapi is not None
+    invalidated: list[bool] = []
+
+    class _Driver:
+        autocommit = False
+
+        def execute(self, *_args: object) -> object:
+            raise dbapi.OperationalError("server closed the connection unexpectedly")
+
+    class _Lost:
+        """A pooled connection whose server went away after the checkout."""
+
+        def __init__(self) -> None:
+            self.pooled = real()
+            self.driver_connection = _Driver()
+
+        def invalidate(self) -> None:
+            invalidated.append(True)
+            self.pooled.invalidate()
+
+        def close(self) -> None:
+            self.pooled.close()
+
+    monkeypatch.setattr(engine, "raw_connection", _Lost)
+    gets = sandbox.request_counts.get("GET /api/open/v1/profile", 0)
+    # A recheck that contradicts the stored batch is still refused before the vendor call,
+    # by the read done again in a read transaction.
+    with pytest.raises(UsageError, match="a recheck cannot switch it"):
+        app.check("mine", meter="api_quota_remaining")
+    assert invalidated == [True]
+    assert sandbox.request_counts.get("GET /api/open/v1/profile", 0) == gets
