@@ -294,6 +294,59 @@ def account_state(session: Session, name: str, *, now: datetime) -> AccountState
     return AccountState(*row)
 
 
+#: PostgreSQL: a check's first statement. The account's holds brought up to the cutoff
+#: (as in :data:`_REFRESH_HOLDS_POSTGRESQL`, leaving the checked batch to the check), and
+#: the account with the batch (whatever its account) and the change of its held need.
+_PG_OPEN_CHECK: Final = (
+    "WITH owner AS (SELECT id FROM accounts WHERE name = %(name)s),"
+    " gone AS (SELECT id, held FROM batches WHERE account_id = (SELECT id FROM owner)"
+    " AND held IS NOT NULL AND last_activity_at < %(cutoff)s AND batch_id != %(batch_id)s"
+    " FOR NO KEY UPDATE SKIP LOCKED),"
+    " back AS (SELECT id FROM batches WHERE account_id = (SELECT id FROM owner)"
+    " AND batch_id != %(batch_id)s AND held IS NULL AND status = 'open' AND need IS NOT NULL"
+    " AND last_activity_at >= %(cutoff)s FOR NO KEY UPDATE SKIP LOCKED),"
+    " released AS (UPDATE batches SET held = NULL FROM gone WHERE batches.id = gone.id"
+    " RETURNING -gone.held AS change),"
+    " taken AS (UPDATE batches SET held = GREATEST(batches.need - batches.consumed_cost, 0)"
+    " FROM back WHERE batches.id = back.id RETURNING batches.held AS change),"
+    " changed AS (SELECT coalesce(sum(change), 0) AS change FROM"
+    " (SELECT change FROM released UNION ALL SELECT change FROM taken) AS changes)"
+    " SELECT a.id, a.name, a.user_id, a.held_need, (SELECT change FROM changed),"
+    " b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
+    " b.verified, b.labels, b.checked_at, b.finished_at, b.consumed_cost, b.held"
+    " FROM accounts AS a LEFT JOIN batches AS b ON b.batch_id = %(batch_id)s"
+    " LEFT JOIN accounts AS o ON o.id = b.account_id WHERE a.name = %(name)s"
+)
+
+
+def open_check(
+    session: Session, name: str, batch_id: str, *, now: datetime, hold_cutoff: datetime
+) -> tuple[AccountState, BatchState | None, Decimal]:
+    """A check's reads: the account named ``name`` (created on first use), the batch named
+    ``batch_id`` (None when there is none; locked until the transaction ends), and the
+    change of the account's held need once its other batches' holds are brought up to
+    ``hold_cutoff`` (the caller applies it). PostgreSQL: one round trip, plus one to
+    lock a batch that exists."""
+    if not _is_postgresql(session):
+        account, batch = account_and_batch(session, name, batch_id, now=now)
+        change = refresh_holds(
+            session, account.id, cutoff=hold_cutoff, checked=batch.pk if batch else None
+        )
+        return account, batch, change
+    driver: Any = _connection(session).connection.driver_connection
+    params = {"name": name, "batch_id": batch_id, "cutoff": hold_cutoff}
+    with bulk._driver_errors(_connection(session), _PG_OPEN_CHECK):
+        row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
+    if row is None:  # a new account: create it, then read again
+        account_state(session, name, now=now)
+        with bulk._driver_errors(_connection(session), _PG_OPEN_CHECK):
+            row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
+        assert row is not None
+    account = AccountState(row[0], row[1], row[2], row[3])
+    batch = None if row[5] is None else batch_state(session, batch_id, lock=True)
+    return account, batch, row[4]
+
+
 def account_and_batch(
     session: Session, name: str, batch_id: str, *, now: datetime
 ) -> tuple[AccountState, BatchState | None]:

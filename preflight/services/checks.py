@@ -143,13 +143,21 @@ def _write_check(
     now: datetime,
 ) -> CheckResult:
     """The check's one write transaction: the batch, its snapshot, its hold, the verdict."""
-    account, batch = repo.account_and_batch(session, request.account, request.batch_id, now=now)
+    # The account, the batch, and the account's holds brought up to the hold expiry (the
+    # change to its held need comes back): the other open batches' outstanding need is
+    # then the account's held need less what this batch holds itself.
+    account, batch, held_need_change = repo.open_check(
+        session,
+        request.account,
+        request.batch_id,
+        now=now,
+        hold_cutoff=now - rt.settings.hold_expiry,
+    )
     if batch is not None:
         _check_consistent(batch, request.account, request.meter)
     snapshot_kind: SnapshotKind | None = None
     balance: Decimal | None = None
     outstanding: Decimal | None = None
-    held_need_change = Decimal(0)
     chosen = batch.meter if batch is not None else None
     need = request.need if request.need is not None else (batch.need if batch else None)
     if profile is not None:
@@ -169,14 +177,6 @@ def _write_check(
                 Verdict.UNAVAILABLE, f"{absent} absent from the vendor's profile"
             )
         else:
-            # The other open batches' outstanding need: the account's held need, once the
-            # holds are brought up to now, less what this batch holds itself.
-            held_need_change = repo.refresh_holds(
-                session,
-                account.id,
-                cutoff=now - rt.settings.hold_expiry,
-                checked=batch.pk if batch is not None else None,
-            )
             own = (batch.held if batch is not None else None) or Decimal(0)
             outstanding = account.held_need + held_need_change - own
             assessment = assess(balance, need or Decimal(0), request.reserve, outstanding)
