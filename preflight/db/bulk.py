@@ -54,6 +54,10 @@ _PG_CREATE: Final = (
     " line integer) ON COMMIT DELETE ROWS"
 )
 _PG_CLEAR: Final = "DELETE FROM preflight_outcomes_in"
+_PG_COPY_DIRECT: Final = (
+    "COPY outcomes (batch_pk, job_id, attempt, status, http_status, cost, expected_cost,"
+    " error, quota_failure, occurred_at, recorded_at) FROM STDIN"
+)
 _PG_COPY: Final = (
     "COPY preflight_outcomes_in (batch_pk, job_id, attempt, status, http_status, cost,"
     " expected_cost, error, quota_failure, occurred_at, recorded_at, line) FROM STDIN"
@@ -149,12 +153,28 @@ def inserted_since(connection: Connection, batch_pk: int, after_id: int) -> set[
 def insert_postgresql(
     connection: Connection, rows: Sequence[tuple[Any, ...]]
 ) -> set[tuple[str, int]] | None:
-    """COPY outcome rows (Python values) into a temporary table, then insert them in row
-    order, each key once, skipping keys already stored; the keys inserted, or None when
-    every row went in."""
+    """Insert outcome rows (Python values) in row order, each key once, skipping keys
+    already stored; the keys inserted, or None when every row went in.
+
+    First one COPY straight into ``outcomes``, under a savepoint: the usual chunk (new keys
+    only) is then done, with the least work the database can do. A key stored already
+    makes COPY fail as a whole; the chunk then goes through a temporary table and one
+    ``INSERT … SELECT … ON CONFLICT DO NOTHING``, which says which keys went in."""
+    from psycopg.errors import UniqueViolation
+
     driver = connection.connection.driver_connection
     assert driver is not None
     with _driver_errors(connection, _PG_INSERT), driver.cursor() as cursor:
+        cursor.execute("SAVEPOINT preflight_copy")
+        try:
+            with cursor.copy(_PG_COPY_DIRECT) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT preflight_copy")
+        else:
+            cursor.execute("RELEASE SAVEPOINT preflight_copy")
+            return None
         cursor.execute(_PG_CREATE)
         cursor.execute(_PG_CLEAR)
         with cursor.copy(_PG_COPY) as copy:
