@@ -1088,12 +1088,14 @@ def _sqlite_rows(
 ) -> list[tuple[Any, ...]]:
     amount, time = bulk.sqlite_amount, bulk.sqlite_time
     recorded = time(now)
+    # i.status itself, not .value (a property lookup per row): a StrEnum member is the
+    # text, and sqlite3 binds it as such.
     return [
         (
             batch_pk,
             i.job_id,
             i.attempt,
-            i.status.value,
+            i.status,
             i.http_status,
             amount(i.cost),
             amount(i.expected_cost),
