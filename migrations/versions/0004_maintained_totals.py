@@ -83,15 +83,11 @@ def _quota_where(dialect: str) -> str:
 def upgrade() -> None:
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column(
-                "held_need", preflight.db.types.Amount(), server_default="0", nullable=False
-            )
+            sa.Column("held_need", preflight.db.types.Amount(), server_default="0", nullable=False)
         )
     with op.batch_alter_table("batches", schema=None) as batch_op:
         for name in _COUNTS:
-            batch_op.add_column(
-                sa.Column(name, sa.Integer(), server_default="0", nullable=False)
-            )
+            batch_op.add_column(sa.Column(name, sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(
             sa.Column(
                 "consumed_cost", preflight.db.types.Amount(), server_default="0", nullable=False
@@ -158,9 +154,7 @@ def _derive_totals() -> None:
         bind.execute(batches.update().where(batches.c.id == pk).values(held=held))
         held_need[account_id] = held_need.get(account_id, ZERO) + held
     for account_id, total in held_need.items():
-        bind.execute(
-            accounts.update().where(accounts.c.id == account_id).values(held_need=total)
-        )
+        bind.execute(accounts.update().where(accounts.c.id == account_id).values(held_need=total))
 
 
 def _drop_columns(table: str, names: Sequence[str]) -> None:

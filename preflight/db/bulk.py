@@ -105,6 +105,13 @@ def sqlite_amount(value: Decimal | None) -> str | None:
 
 
 @lru_cache(maxsize=4096)
+def copy_time(value: datetime) -> str:
+    """An aware time as COPY text for a ``timestamptz`` column (cached like
+    :func:`sqlite_time`: psycopg then copies text instead of formatting a datetime)."""
+    return value.isoformat()
+
+
+@lru_cache(maxsize=4096)
 def sqlite_time(value: datetime) -> str:
     """An aware time as :class:`preflight.db.types.UTCDateTime` stores it on SQLite.
 

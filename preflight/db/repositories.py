@@ -1111,6 +1111,10 @@ def _sqlite_rows(
 def _postgresql_rows(
     batch_pk: int, items: Sequence[tuple[int, OutcomeInput]], now: datetime
 ) -> list[tuple[Any, ...]]:
+    # COPY text: amounts and times as their (cached) text, so that psycopg copies strings
+    # instead of formatting a Decimal and a datetime per row.
+    amount, time = bulk.sqlite_amount, bulk.copy_time
+    recorded = time(now)
     return [
         (
             batch_pk,
@@ -1118,12 +1122,12 @@ def _postgresql_rows(
             i.attempt,
             i.status.value,
             i.http_status,
-            i.cost,
-            i.expected_cost,
+            amount(i.cost),
+            amount(i.expected_cost),
             i.error,
             i.quota_failure,
-            i.at or now,
-            now,
+            recorded if i.at is None else time(i.at),
+            recorded,
         )
         for _, i in items
     ]
