@@ -7,47 +7,93 @@ The public Python surface::
     with Preflight() as pf:
         result = pf.check("nightly", need="500")
 
-``Preflight`` is resolved on first use, so that ``import preflight`` (and the CLI's
-start-up) loads neither SQLAlchemy nor httpx; the rest are light, pure modules.
+Every name is resolved on first use, so that ``import preflight`` (and the CLI's
+start-up) loads neither SQLAlchemy nor httpx, nor any module a command does not use.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from preflight.domain.classify import Classification
-from preflight.domain.verdict import Verdict
-from preflight.domain.vocabulary import BatchStatus, FindingKind, Meter, SnapshotKind, Tag
-from preflight.errors import (
-    AuthError,
-    BillingBlockedError,
-    ConfigError,
-    ConflictError,
-    NoGoError,
-    PreflightError,
-    SchemaMissingError,
-    StorageError,
-    UnusableResponseError,
-    UsageError,
-    VendorError,
-    VendorRejectedError,
-    VendorUnavailableError,
-)
-from preflight.services.results import (
-    AuditOutcome,
-    BatchListing,
-    BatchReport,
-    CheckResult,
-    FailureView,
-    FindingView,
-    FinishResult,
-    ImportResult,
-    ProfileReading,
-    RecordResult,
-)
-
 if TYPE_CHECKING:
     from preflight.api import BatchRun, Preflight
+    from preflight.domain.classify import Classification
+    from preflight.domain.verdict import Verdict
+    from preflight.domain.vocabulary import BatchStatus, FindingKind, Meter, SnapshotKind, Tag
+    from preflight.errors import (
+        AuthError,
+        BillingBlockedError,
+        ConfigError,
+        ConflictError,
+        NoGoError,
+        PreflightError,
+        SchemaMissingError,
+        StorageError,
+        UnusableResponseError,
+        UsageError,
+        VendorError,
+        VendorRejectedError,
+        VendorUnavailableError,
+    )
+    from preflight.services.results import (
+        AuditOutcome,
+        BatchListing,
+        BatchReport,
+        CheckResult,
+        FailureView,
+        FindingView,
+        FinishResult,
+        ImportResult,
+        ProfileReading,
+        RecordResult,
+    )
+
+#: Where each public name lives. Every name is resolved on first use, so that
+#: ``import preflight`` (and so the CLI's start-up, ``preflight --help``) loads none of
+#: them: not SQLAlchemy or httpx behind the facade, nor the classifier or the read models.
+_HOMES = {
+    "Preflight": "preflight.api",
+    "BatchRun": "preflight.api",
+    "Classification": "preflight.domain.classify",
+    "Verdict": "preflight.domain.verdict",
+    **dict.fromkeys(
+        ("BatchStatus", "FindingKind", "Meter", "SnapshotKind", "Tag"),
+        "preflight.domain.vocabulary",
+    ),
+    **dict.fromkeys(
+        (
+            "AuthError",
+            "BillingBlockedError",
+            "ConfigError",
+            "ConflictError",
+            "NoGoError",
+            "PreflightError",
+            "SchemaMissingError",
+            "StorageError",
+            "UnusableResponseError",
+            "UsageError",
+            "VendorError",
+            "VendorRejectedError",
+            "VendorUnavailableError",
+        ),
+        "preflight.errors",
+    ),
+    **dict.fromkeys(
+        (
+            "AuditOutcome",
+            "BatchListing",
+            "BatchReport",
+            "CheckResult",
+            "FailureView",
+            "FindingView",
+            "FinishResult",
+            "ImportResult",
+            "ProfileReading",
+            "RecordResult",
+        ),
+        "preflight.services.results",
+    ),
+}
 
 __all__ = [
     "AuditOutcome",
@@ -86,9 +132,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The facade pulls in the services, SQLAlchemy and httpx: only on first use.
-    if name in ("Preflight", "BatchRun"):
-        from preflight import api
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'preflight' has no attribute {name!r}")
+    import importlib
 
-        return getattr(api, name)
-    raise AttributeError(f"module 'preflight' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # resolved once
+    return value

@@ -163,7 +163,7 @@ class Preflight:
         lines: Iterable[str | bytes],
         *,
         account: str | None = None,
-        chunk_size: int = 1000,
+        chunk_size: int | None = None,
         progress: Callable[[outcomes.ImportProgress], None] | None = None,
     ) -> results.ImportResult:
         """Record outcomes from JSON Lines; a bad line stops it, every line before is kept."""

@@ -354,7 +354,7 @@ class RemoteClient:
         lines: Iterable[str | bytes],
         *,
         account: str | None = None,
-        chunk_size: int = 1000,
+        chunk_size: int | None = None,
         progress: Callable[[ImportProgress], None] | None = None,
     ) -> ImportResult:
         """Stream ``lines`` as application/x-ndjson: never held whole in memory.

@@ -14,7 +14,7 @@ A ``Retry-After`` header (seconds or HTTP-date) replaces the backoff, capped at
 ``retry_after_max``, and is not jittered: the vendor asked for that time.
 
 The deadline bounds each request whole (connect, headers and body: see
-``_Watchdog``), the body cap bounds received and inflated bytes alike (``_Inflater``),
+``_Deadline``), the body cap bounds received and inflated bytes alike (``_Inflater``),
 and amounts must fit the bound of :mod:`preflight.domain.amounts`.
 
 The token only ever travels in the ``Authorization`` header of each request; it is
@@ -30,18 +30,18 @@ import importlib.metadata
 import json
 import random
 import re
-import socket
-import threading
+import ssl
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from types import TracebackType
 from typing import Any, Final, Literal, NoReturn
 
+import httpcore
 import httpx
 
 from preflight import metrics
@@ -173,14 +173,12 @@ def build_http_client(settings: Settings, base_url: str) -> httpx.Client:
 
     The caller owns (and closes) the client; the token is added per request by
     :class:`VendorClient`, so this client can be shared and logged safely.
-    Connections are not kept alive: every request opens its own, which is what lets
-    :class:`VendorClient` hold each request to the deadline (see ``_Watchdog``).
-    Profile reads are rare (a check, a finish, an audit run), so the extra handshake
-    costs nothing that matters.
+    Connections are kept alive between requests (a check then costs one round trip, not
+    a handshake and a server thread too); every socket operation still ends by the
+    request's deadline (see :class:`_Deadline`).
     """
-    return httpx.Client(
+    http = httpx.Client(
         base_url=base_url,
-        limits=httpx.Limits(max_keepalive_connections=0),
         timeout=httpx.Timeout(
             connect=settings.connect_timeout,
             read=settings.read_timeout,
@@ -190,6 +188,7 @@ def build_http_client(settings: Settings, base_url: str) -> httpx.Client:
         follow_redirects=False,
         headers={"User-Agent": _user_agent()},
     )
+    return bound_to_deadline(http)
 
 
 # ---------------------------------------------------------------- parsing
@@ -433,78 +432,117 @@ class _DeadlineExceeded(Exception):
     """Internal: the total deadline passed while a body was still arriving."""
 
 
-class _Watchdog:
-    """Holds one request to the total deadline, whatever the server does.
+class _Deadline:
+    """The real-time end of one request, which every socket operation of it respects.
 
-    Per-phase timeouts cannot: httpx restarts the read timeout on every byte, so a
-    server sending its status line and then one header byte a second keeps a request
-    alive for ever, and the body-loop check below never runs before the headers end.
+    Per-phase timeouts alone cannot hold a request to a total: httpx restarts the read
+    timeout on every byte, so a server sending its status line and then one header byte
+    a second keeps a request alive for ever, and the body-loop check below never runs
+    before the headers end.
 
-    So a timer runs alongside each request. httpcore's ``trace`` extension reports
-    every socket the request opens (``build_http_client`` turns keep-alive off, so a
-    request always opens its own); when the deadline passes, the timer shuts those
-    sockets down. ``shutdown()`` from another thread reliably wakes a blocked
-    ``recv()`` with end-of-file (``close()`` does not), so httpx raises at once and
-    the attempt ends as "deadline exceeded". Connect, TLS, headers and body are all
-    covered; name resolution is not (no socket exists yet), which the connect
-    timeout and the OS resolver bound.
+    So while a request runs, its deadline sits in a context variable, and the network
+    backend :func:`bound_to_deadline` installs caps the timeout of every connect, TLS
+    handshake, read and write at the time left (and refuses to start one once none is
+    left). A request therefore ends by the deadline whether its connection is new or
+    kept alive from an earlier one, without a timer thread. Name resolution is not
+    covered (it happens before any socket exists), which the connect timeout and the OS
+    resolver bound.
     """
 
-    _SOCKET_EVENTS: Final = ("connection.connect_tcp.complete", "connection.start_tls.complete")
-
     def __init__(self, seconds: float) -> None:
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._fired = False
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
+        self.at = time.monotonic() + max(seconds, 0.0)
 
-    @property
-    def fired(self) -> bool:
-        """Whether the deadline passed (and the request's sockets were shut down)."""
-        with self._lock:
-            return self._fired
+    def passed(self) -> bool:
+        # The socket timed out after the time left (a hair more, never less).
+        return time.monotonic() >= self.at - 0.001
 
-    def __enter__(self) -> _Watchdog:
-        self._timer.start()
-        return self
 
-    def __exit__(
+_REQUEST_DEADLINE: Final[ContextVar[_Deadline | None]] = ContextVar(
+    "preflight_vendor_request_deadline", default=None
+)
+
+
+def _time_left(timeout: float | None, error: type[Exception]) -> float | None:
+    deadline = _REQUEST_DEADLINE.get()
+    if deadline is None:
+        return timeout
+    remaining = deadline.at - time.monotonic()
+    if remaining <= 0:
+        raise error("deadline exceeded")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _BoundedStream(httpcore.NetworkStream):
+    """A connection whose every operation ends by the current request's deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._timer.cancel()
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _time_left(timeout, httpcore.ConnectTimeout)
+        return _BoundedStream(self._stream.start_tls(ssl_context, server_hostname, bounded))
 
-    def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        """httpcore's trace callback: remember each socket as soon as it exists."""
-        if event not in self._SOCKET_EVENTS:
-            return
-        stream = info.get("return_value")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if not isinstance(sock, socket.socket):
-            return
-        with self._lock:
-            self._sockets.append(sock)
-            fired = self._fired
-        if fired:  # the deadline passed while connecting
-            _shutdown(sock)
-
-    def _fire(self) -> None:
-        with self._lock:
-            self._fired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shutdown(sock)
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
 
 
-def _shutdown(sock: socket.socket) -> None:
-    # socket.socket.shutdown even on an SSLSocket: SSLSocket.shutdown would tear down the
-    # TLS state under the thread reading it; the plain syscall only makes that read end.
-    # OSError: the socket is already closed (or was detached when TLS wrapped it).
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+class _BoundedBackend(httpcore.NetworkBackend):
+    """httpcore's network backend, its connections bounded by the request deadline."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _time_left(timeout, httpcore.ConnectTimeout)
+        return _BoundedStream(
+            self._backend.connect_tcp(host, port, bounded, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        bounded = _time_left(timeout, httpcore.ConnectTimeout)
+        return _BoundedStream(self._backend.connect_unix_socket(path, bounded, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def bound_to_deadline(http: httpx.Client) -> httpx.Client:
+    """Make every connection ``http`` opens respect the deadline of the request it serves.
+
+    Installed on the connection pools of the client's transport and of its proxy mounts
+    (httpx offers no public way to choose httpcore's network backend). A client without
+    such pools (a mock transport) opens no sockets and is left as it is.
+    """
+    transports = [getattr(http, "_transport", None), *getattr(http, "_mounts", {}).values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if backend is not None and not isinstance(backend, _BoundedBackend):
+            pool._network_backend = _BoundedBackend(backend)  # type: ignore[union-attr]
+    return http
 
 
 class _Inflater:
@@ -586,7 +624,7 @@ class VendorClient:
             raise ConfigError(f"vendor token: {TOKEN_FORMAT}")
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
-        self._http = http
+        self._http = bound_to_deadline(http)
         self._token = token
         self._policy = policy
         self._max_body_bytes = max_body_bytes
@@ -729,18 +767,16 @@ class VendorClient:
     ) -> Profile | _Failure:
         started = self._clock()
         headers_received = False
+        deadline = _Deadline(remaining)
+        token = _REQUEST_DEADLINE.set(deadline)
         try:
-            with (
-                _Watchdog(remaining) as watchdog,
-                self._http.stream(
-                    method,
-                    PROFILE_PATH,
-                    content=content,
-                    headers=self._headers(content is not None),
-                    timeout=self._timeout(remaining),
-                    extensions={"trace": watchdog.trace},
-                ) as response,
-            ):
+            with self._http.stream(
+                method,
+                PROFILE_PATH,
+                content=content,
+                headers=self._headers(content is not None),
+                timeout=self._timeout(remaining),
+            ) as response:
                 headers_received = True
                 status = timer.status = response.status_code
                 if 200 <= status < 300:
@@ -753,11 +789,8 @@ class VendorClient:
                 f"vendor URL is not usable: {_one_line(str(exc), 200)}", attempts=attempt
             ) from exc
         except (httpx.TimeoutException, httpx.TransportError) as exc:
-            # A per-phase timeout shrunk to the remaining time is the deadline too: under
-            # load it may fire a moment before the watchdog's timer does.
-            if watchdog.fired or (
-                isinstance(exc, httpx.TimeoutException) and self._clock() >= deadline_at
-            ):
+            # Past the deadline, any timeout is the deadline (whichever fired first).
+            if deadline.passed():
                 raise self._deadline_error(attempt, headers_received) from None
             return _Failure(_describe_transport(exc), exc)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -765,6 +798,8 @@ class VendorClient:
                 f"vendor request failed: {_one_line(str(exc), 200) or type(exc).__name__}",
                 attempts=attempt,
             ) from exc
+        finally:
+            _REQUEST_DEADLINE.reset(token)
 
     def _deadline_error(self, attempt: int, headers_received: bool) -> VendorUnavailableError:
         what = "body still arriving" if headers_received else "no complete response headers"

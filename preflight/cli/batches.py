@@ -19,7 +19,6 @@ from preflight.cli.support import (
     parse_since,
 )
 from preflight.domain.vocabulary import METERS, BatchStatus, Tag
-from preflight.services.results import ADVISORY
 
 
 @click.command()
@@ -103,6 +102,8 @@ def check(
                 f"snapshot {result.snapshot_id} ({result.snapshot_kind}) at "
                 f"{result.checked_at.isoformat()}"
             )
+        from preflight.services.results import ADVISORY  # loaded by the check already
+
         click.echo(ADVISORY)
     return exit_code(result.verdict, strict=strict, fail_open=result.fail_open)
 

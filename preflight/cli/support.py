@@ -63,7 +63,8 @@ def bounded_lines(stream: BinaryIO, limit: int) -> Iterator[bytes]:
     A longer line comes out cut (so the caller sees it is too long) and nothing after
     it is read.
     """
-    while line := stream.readline(limit + 1):
+    readline = stream.readline  # once: a click file looks the method up on every access
+    while line := readline(limit + 1):
         yield line
         if len(line) > limit and not line.endswith(b"\n"):
             return

@@ -8,10 +8,24 @@ timeline and recorded spend, stale batches, the run and its findings, and retent
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
-from typing import Any, Final
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from preflight.db.models import (
@@ -24,7 +38,12 @@ from preflight.db.models import (
     Snapshot,
     TagSnapshot,
 )
-from preflight.db.repositories import insert_if_absent, needs_classification
+from preflight.db.repositories import (
+    insert_if_absent,
+    late_outcomes_count,
+    needs_classification,
+    shift_held_need,
+)
 from preflight.domain.audit import (
     ZERO,
     BatchSpan,
@@ -33,9 +52,8 @@ from preflight.domain.audit import (
     Point,
     RecordedCost,
 )
+from preflight.domain.exact import exact
 from preflight.domain.vocabulary import BatchStatus, FindingKind, SnapshotKind, Tag
-
-_DELETE_CHUNK: Final = 500
 
 
 def _rowcount(result: Any) -> int:
@@ -316,39 +334,86 @@ def batches_to_reclassify(session: Session, account_id: int) -> list[str]:
 # ---------------------------------------------------------------- retention
 
 
-def old_audit_snapshots(
-    session: Session, account_id: int, *, before: datetime
-) -> list[tuple[int, datetime]]:
-    rows = session.execute(
-        select(Snapshot.id, Snapshot.taken_at).where(
-            Snapshot.account_id == account_id,
-            Snapshot.kind == SnapshotKind.AUDIT.value,
-            Snapshot.batch_pk.is_(None),
-            Snapshot.taken_at < before,
+def _old_audit(account_id: int) -> tuple[ColumnElement[bool], ...]:
+    """The account's snapshots retention may thin: batch-less audit snapshots (the partial
+    index ix_snapshots_audit_taken holds exactly these; the literal lets SQLite use it)."""
+    return (
+        Snapshot.account_id == account_id,
+        Snapshot.kind == literal_column(f"'{SnapshotKind.AUDIT.value}'"),
+        Snapshot.batch_pk.is_(None),
+    )
+
+
+def _bucket(session: Session, daily_before: datetime) -> ColumnElement[Any]:
+    """The retention bucket of a snapshot: its UTC day before ``daily_before``, else its
+    UTC hour. SQLite stores times as naive UTC text ('YYYY-MM-DD HH:MM:SS.ffffff')."""
+    taken = Snapshot.taken_at
+    daily = bindparam("daily_before", daily_before, type_=Snapshot.taken_at.type)
+    if session.get_bind().dialect.name == "sqlite":
+        text_of = type_coerce(taken, String())
+        hour, day = func.substr(text_of, 1, 13), func.substr(text_of, 1, 10)
+    else:
+        utc = taken.op("AT TIME ZONE")(literal_column("'UTC'"))
+        hour, day = func.date_trunc("hour", utc), func.date_trunc("day", utc)
+    return case((taken >= daily, hour), else_=day)
+
+
+def next_retention_chunk(
+    session: Session, account_id: int, *, start: datetime | None, before: datetime, rows: int
+) -> datetime:
+    """Where a retention chunk that starts at ``start`` (a UTC midnight, or None for the
+    beginning) ends: the UTC midnight after the ``rows``-th thinnable snapshot, or
+    ``before``. Chunks end at midnights, so no hour or day bucket spans two of them."""
+    conditions = [*_old_audit(account_id), Snapshot.taken_at < before]
+    if start is not None:
+        conditions.append(Snapshot.taken_at >= start)
+    last = session.scalar(
+        select(Snapshot.taken_at)
+        .where(*conditions)
+        .order_by(Snapshot.taken_at)
+        .offset(rows - 1)
+        .limit(1)
+    )
+    if last is None:
+        return before
+    midnight = last.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return min(midnight + timedelta(days=1), before)
+
+
+def thin_audit_snapshots(
+    session: Session,
+    account_id: int,
+    *,
+    start: datetime | None,
+    end: datetime,
+    daily_before: datetime,
+) -> int:
+    """Delete, among the account's batch-less audit snapshots taken in [start, end), every
+    one but the first (by taken_at, id) of its bucket (:func:`_bucket`), except those a tag
+    cites; how many went. One statement: the rule runs in the database, no id is loaded."""
+    conditions = [*_old_audit(account_id), Snapshot.taken_at < end]
+    if start is not None:
+        conditions.append(Snapshot.taken_at >= start)
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=_bucket(session, daily_before),
+            order_by=(Snapshot.taken_at, Snapshot.id),
+        )
+        .label("rank")
+    )
+    ranked = select(Snapshot.id, rank).where(*conditions).subquery("ranked")
+    doomed = select(ranked.c.id).where(ranked.c.rank > 1)
+    # The conditions are repeated in the DELETE itself, so that it can never take a batch's
+    # snapshot, another kind, or one a tag cites (the FK RESTRICT is the backstop).
+    result = session.execute(
+        delete(Snapshot).where(
+            Snapshot.id.in_(doomed),
+            *_old_audit(account_id),
+            Snapshot.id.not_in(select(TagSnapshot.snapshot_id)),
         )
     )
-    return [(sid, taken_at) for sid, taken_at in rows]
-
-
-def delete_audit_snapshots(session: Session, account_id: int, ids: Sequence[int]) -> int:
-    """Delete these audit snapshots in chunks; returns how many went."""
-    deleted = 0
-    for offset in range(0, len(ids), _DELETE_CHUNK):
-        chunk = ids[offset : offset + _DELETE_CHUNK]
-        # The conditions are repeated here so that the DELETE itself can never take a
-        # batch's snapshot, another kind, or one a tag cites (the FK RESTRICT is the
-        # backstop, not the plan).
-        result = session.execute(
-            delete(Snapshot).where(
-                Snapshot.id.in_(chunk),
-                Snapshot.account_id == account_id,
-                Snapshot.kind == SnapshotKind.AUDIT.value,
-                Snapshot.batch_pk.is_(None),
-                Snapshot.id.not_in(select(TagSnapshot.snapshot_id)),
-            )
-        )
-        deleted += _rowcount(result)
-    return deleted
+    return _rowcount(result)
 
 
 # ---------------------------------------------------------------- the run's final write
@@ -387,17 +452,39 @@ def insert_finding(
     return None if finding_id is None else session.get_one(Finding, finding_id)
 
 
-def auto_finish(session: Session, batch_pk: int, *, quiet_since: datetime, now: datetime) -> None:
-    """Finish a stale batch, only if nothing happened to it since it was found stale."""
-    session.execute(
-        update(Batch)
-        .where(
-            Batch.id == batch_pk,
-            Batch.status == BatchStatus.OPEN.value,
-            Batch.last_activity_at == quiet_since,
+@exact
+def auto_finish(
+    session: Session, account_id: int, stale: Sequence[tuple[int, datetime]], *, now: datetime
+) -> None:
+    """Finish these stale batches (pk, last activity when found stale), each only if nothing
+    happened to it since. What they held leaves the account's held need, at the end (the
+    account row is always the last a writer locks)."""
+    released = ZERO
+    for batch_pk, quiet_since in stale:
+        row = session.execute(
+            select(Batch.held)
+            .where(
+                Batch.id == batch_pk,
+                Batch.status == BatchStatus.OPEN.value,
+                Batch.last_activity_at == quiet_since,
+            )
+            .with_for_update(key_share=True)
+        ).first()
+        if row is None:
+            continue
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_pk)
+            .values(
+                status=BatchStatus.FINISHED.value,
+                finished_at=now,
+                held=None,
+                late_count=late_outcomes_count(session, batch_pk, finished_at=now),
+            )
         )
-        .values(status=BatchStatus.FINISHED.value, finished_at=now)
-    )
+        released += row.held or ZERO
+    if released:
+        shift_held_need(session, account_id, -released)
 
 
 def mark_claim_done(session: Session, claim_id: int, *, now: datetime) -> None:

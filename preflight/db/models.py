@@ -50,6 +50,9 @@ class Account(Base):
     # The vendor's user_id, learned from the first profile reading.
     user_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
+    # Σ Batch.held over the account's batches: the outstanding need a check compares the
+    # balance with, kept up to date by every write that changes a batch's hold.
+    held_need: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
 
 
 class Batch(Base):
@@ -75,10 +78,39 @@ class Batch(Base):
     # Last check or outcome: a batch quiet for longer than the hold expiry stops
     # counting towards other batches' outstanding need.
     last_activity_at: Mapped[datetime]
+    # Outcome totals, kept up to date as outcomes are stored, so that listings never sum
+    # a batch's outcomes: counts, late ones (recorded after the finish), consumed cost.
+    outcome_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    quota_failure_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    late_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    consumed_cost: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
+    # What the batch holds of its account's balance, counted in Account.held_need:
+    # max(need − consumed, 0) while it is open with a need and active within the hold
+    # expiry (checks drop the quiet ones and take back the revived ones); None: nothing.
+    held: Mapped[Decimal | None]
 
     account: Mapped[Account] = relationship()
 
-    __table_args__ = (Index("ix_batches_account_status", "account_id", "status"),)
+    __table_args__ = (
+        Index("ix_batches_account_status", "account_id", "status"),
+        # The two sides of the hold: batches that hold (a check drops those gone quiet),
+        # and open batches with a need that do not (a check takes back those active again).
+        Index(
+            "ix_batches_held",
+            "account_id",
+            "last_activity_at",
+            sqlite_where=text("held IS NOT NULL"),
+            postgresql_where=text("held IS NOT NULL"),
+        ),
+        Index(
+            "ix_batches_unheld",
+            "account_id",
+            "last_activity_at",
+            sqlite_where=text("held IS NULL AND status = 'open' AND need IS NOT NULL"),
+            postgresql_where=text("held IS NULL AND status = 'open' AND need IS NOT NULL"),
+        ),
+    )
 
 
 class Snapshot(Base):
@@ -104,6 +136,14 @@ class Snapshot(Base):
 
     __table_args__ = (
         Index("ix_snapshots_account_taken", "account_id", "taken_at"),
+        # Retention walks only the account's batch-less audit snapshots.
+        Index(
+            "ix_snapshots_audit_taken",
+            "account_id",
+            "taken_at",
+            sqlite_where=text("kind = 'audit' AND batch_pk IS NULL"),
+            postgresql_where=text("kind = 'audit' AND batch_pk IS NULL"),
+        ),
         # A batch has at most one preflight snapshot: a second check is a recheck.
         Index(
             "uq_snapshots_one_preflight_per_batch",
@@ -146,6 +186,17 @@ class Outcome(Base):
         # wrong index and each chunk got slower as the batch grew.
         UniqueConstraint("batch_pk", "job_id", "attempt", name="uq_outcomes_batch_job_attempt"),
         Index("ix_outcomes_occurred", "occurred_at"),
+        # Quota failures are few among many outcomes: failures, show and the classifier
+        # read them through this index, never through the batch's other outcomes. (Partial,
+        # so it can never serve the bulk import's duplicate lookup.) The WHERE is spelled as
+        # each dialect spells ``quota_failure IS true``, which SQLite's planner needs.
+        Index(
+            "ix_outcomes_quota_failures",
+            "batch_pk",
+            "occurred_at",
+            sqlite_where=text("quota_failure IS 1"),
+            postgresql_where=text("quota_failure IS true"),
+        ),
     )
 
 
@@ -203,8 +254,10 @@ class AuditClaim(Base):
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     # The audit snapshot taken under this claim: a replica taking the period over reuses
-    # it instead of taking a second one.
-    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id", ondelete="SET NULL"))
+    # it instead of taking a second one. Indexed: deleting a snapshot looks its claims up.
+    snapshot_id: Mapped[int | None] = mapped_column(
+        ForeignKey("snapshots.id", ondelete="SET NULL"), index=True
+    )
 
     __table_args__ = (
         UniqueConstraint("account_id", "period_start", name="uq_audit_claims_account_period"),
@@ -227,7 +280,10 @@ class AuditRun(Base):
     status: Mapped[str] = mapped_column(String(16))  # ok | partial | auth_failed | skipped
     # Per step: {"ok": bool, "error": text, ...}; never a token, at most its fingerprint.
     steps: Mapped[dict[str, Any]] = mapped_column(JSON)
-    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id", ondelete="SET NULL"))
+    # Indexed: deleting a snapshot (retention) looks up the runs that name it.
+    snapshot_id: Mapped[int | None] = mapped_column(
+        ForeignKey("snapshots.id", ondelete="SET NULL"), index=True
+    )
     # Unexplained consumption was checked for snapshot windows ending up to here.
     checked_until: Mapped[datetime | None]
 

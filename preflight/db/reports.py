@@ -5,12 +5,11 @@ typed read models."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, Integer, and_, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from preflight.db.models import Account, Batch, FailureTag, Finding, Outcome, Snapshot
@@ -19,41 +18,12 @@ from preflight.domain.classify import Spend
 from preflight.domain.timeline import TimelineSnapshot
 from preflight.domain.vocabulary import BatchStatus, SnapshotKind
 
-
-@dataclass(frozen=True)
-class Totals:
-    total: int
-    failed: int
-    quota_failures: int
-    late: int
-    cost: Decimal  # consumed cost
-
-
 FailureRow = tuple[Outcome, FailureTag | None, str]  # the outcome, its tag, its batch id
 
 
 def _late() -> ColumnElement[bool]:
     """Over Outcome ⋈ Batch: recorded after the batch was finished."""
     return and_(Batch.finished_at.is_not(None), Outcome.recorded_at > Batch.finished_at)
-
-
-def totals(session: Session, batch_pks: Sequence[int]) -> dict[int, Totals]:
-    """Outcome counts and consumed cost per batch (batches without outcomes are absent)."""
-    failed = func.sum(case((Outcome.status == "failed", 1), else_=0), type_=Integer)
-    quota = func.sum(case((Outcome.quota_failure.is_(True), 1), else_=0), type_=Integer)
-    late = func.sum(case((_late(), 1), else_=0), type_=Integer)
-    rows = session.execute(
-        select(
-            Outcome.batch_pk, func.count(Outcome.id), failed, quota, late, decimal_sum(Outcome.cost)
-        )
-        .join(Batch, Batch.id == Outcome.batch_pk)
-        .where(Outcome.batch_pk.in_(batch_pks))
-        .group_by(Outcome.batch_pk)
-    )
-    return {
-        pk: Totals(total, n_failed or 0, n_quota or 0, n_late or 0, cost or Decimal(0))
-        for pk, total, n_failed, n_quota, n_late, cost in rows
-    }
 
 
 def batch_snapshots(session: Session, batch: Batch) -> list[Snapshot]:

@@ -36,6 +36,7 @@ __all__ = [
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import GenericFunction
 
+from preflight.db.liveness import POOL_RECYCLE_SECONDS, drop_dead_connections
 from preflight.db.types import Amount
 from preflight.domain.exact import exact
 from preflight.errors import ConfigError, StorageError
@@ -102,7 +103,9 @@ def build_engine(url: str) -> Engine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _build_sqlite_engine(parsed)
-    return create_engine(parsed, hide_parameters=True, pool_pre_ping=True)
+    return drop_dead_connections(
+        create_engine(parsed, hide_parameters=True, pool_recycle=POOL_RECYCLE_SECONDS)
+    )
 
 
 def _build_sqlite_engine(url: URL) -> Engine:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Final
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "AmountError",
     "bounded",
     "parse_amount",
+    "parse_amount_text",
     "preview",
 ]
 
@@ -100,7 +102,16 @@ def parse_amount(value: object) -> Decimal:
                 f"an integer of about {digits} digits"
             )
         return bounded(Decimal(value))
-    text = value.strip() if isinstance(value, str) else str(value).strip()
+    if isinstance(value, str):
+        return parse_amount_text(value)
+    return parse_amount_text(str(value))
+
+
+@lru_cache(maxsize=4096)
+def parse_amount_text(value: str) -> Decimal:
+    """:func:`parse_amount` of text. Cached: the same few cost texts recur on every line of
+    a bulk import, and a Decimal is immutable."""
+    text = value.strip()
     if len(text) > MAX_NUMBER_CHARS:
         raise AmountError(
             f"not an amount of at most {MAX_INTEGER_DIGITS} digits before the point and "

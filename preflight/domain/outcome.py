@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final
 
-from preflight.domain.amounts import MAX_NUMBER_CHARS, AmountError, parse_amount, preview
+from preflight.domain.amounts import (
+    MAX_NUMBER_CHARS,
+    AmountError,
+    parse_amount,
+    parse_amount_text,
+    preview,
+)
 from preflight.domain.errors import UsageError
 from preflight.domain.vocabulary import OutcomeStatus
 
@@ -55,8 +62,41 @@ class OutcomeInput:
     marked_quota: bool = False
     at: datetime | None = None
 
+    @classmethod
+    def _validated(
+        cls,
+        job_id: str,
+        status: OutcomeStatus,
+        attempt: int,
+        cost: Decimal | None,
+        expected_cost: Decimal | None,
+        http_status: int | None,
+        error: str | None,
+        marked_quota: bool,
+        at: datetime | None,
+    ) -> OutcomeInput:
+        """Built from values :func:`build_outcome` has checked: the dataclass's ``__init__``
+        without its nine ``object.__setattr__`` calls (a bulk import builds millions)."""
+        item = object.__new__(cls)
+        item.__dict__.update(
+            job_id=job_id,
+            status=status,
+            attempt=attempt,
+            cost=cost,
+            expected_cost=expected_cost,
+            http_status=http_status,
+            error=error,
+            marked_quota=marked_quota,
+            at=at,
+        )
+        if status is OutcomeStatus.FAILED:
+            item.__post_init__()
+        return item
+
     def __post_init__(self) -> None:
-        if not self.quota_failure or not self.cost:
+        if not self.cost or self.status is not OutcomeStatus.FAILED:
+            return
+        if self.http_status != QUOTA_HTTP_STATUS and not self.marked_quota:
             return
         if self.expected_cost is not None and self.expected_cost != self.cost:
             raise UsageError(
@@ -94,7 +134,8 @@ def _amount(value: object, name: str) -> Decimal | None:
     if value is None or value == "":
         return None
     try:
-        return parse_amount(value)
+        # Text, the usual case in JSON Lines, straight to the (cached) text parser.
+        return parse_amount_text(value) if value.__class__ is str else parse_amount(value)
     except AmountError as exc:
         raise UsageError(f"{name}: {exc}") from None
 
@@ -114,6 +155,18 @@ def parse_timestamp(value: object, name: str = "at") -> datetime:
     The time must fall in [:data:`EARLIEST_TIME`, :data:`LATEST_TIME`) once in UTC;
     anything else raises :class:`UsageError` naming ``name``.
     """
+    if isinstance(value, str):
+        return _parse_time_text(value, name)
+    return _parse_timestamp(value, name)
+
+
+@lru_cache(maxsize=4096)
+def _parse_time_text(value: str, name: str) -> datetime:
+    # Lines of a bulk import often share their times; a datetime is immutable.
+    return _parse_timestamp(value, name)
+
+
+def _parse_timestamp(value: object, name: str) -> datetime:
     if isinstance(value, datetime):
         moment = value
     else:
@@ -166,9 +219,6 @@ def _flag(value: object, name: str) -> bool:
     return value
 
 
-_STATUSES: Final = frozenset(status.value for status in OutcomeStatus)
-
-
 def _error_text(value: object) -> str:
     if not isinstance(value, str):
         raise UsageError(f"error: must be text: {preview(value)}")
@@ -188,10 +238,13 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
+_STATUS_OF: Final = {status.value: status for status in OutcomeStatus}
+
+
 def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
     """Validate one outcome given as a mapping (a JSON line, or the CLI's options)."""
-    unknown = set(fields) - FIELDS
-    if unknown:
+    if not FIELDS.issuperset(fields):
+        unknown = set(fields) - FIELDS
         # repr and a cap: a field name is caller text, and may hold a newline or be huge.
         names = ", ".join(preview(name) for name in sorted(map(str, unknown))[:5])
         raise UsageError(f"unknown field(s): {names}{', ...' if len(unknown) > 5 else ''}")
@@ -199,24 +252,34 @@ def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
     if not isinstance(job_id, str) or not 1 <= len(job_id) <= 200 or not job_id.isprintable():
         raise UsageError(f"job_id: must be 1-200 printable characters: {preview(job_id)}")
     status_text = fields.get("status")
-    if not isinstance(status_text, str) or status_text not in _STATUSES:
+    status = _STATUS_OF.get(status_text) if isinstance(status_text, str) else None
+    if status is None:
         raise UsageError(f"status: must be succeeded or failed: {preview(status_text)}")
-    status = OutcomeStatus(status_text)
     http_status = fields.get("http_status")
     error = fields.get("error")
     if error is not None:
         error = _error_text(error)
     at = fields.get("at")
-    return OutcomeInput(
-        job_id=job_id,
-        status=status,
-        attempt=_integer(fields.get("attempt", 1) or 1, "attempt", 1, 1_000_000),
-        cost=_amount(fields.get("cost"), "cost"),
-        expected_cost=_amount(fields.get("expected_cost"), "expected_cost"),
-        http_status=None if http_status is None else _integer(http_status, "http_status", 100, 599),
-        error=error,
-        marked_quota=_flag(fields.get("quota_failure"), "quota_failure"),
-        at=None if at is None else parse_timestamp(at),
+    # Checked in this order (the first problem of a line is the one reported). The common
+    # values (no attempt, no expected cost, no flag) skip a call each: a bulk import
+    # validates millions of lines.
+    attempt = fields.get("attempt", 1) or 1
+    if attempt.__class__ is not int or not 1 <= attempt <= 1_000_000:
+        attempt = _integer(attempt, "attempt", 1, 1_000_000)
+    cost = _amount(fields.get("cost"), "cost")
+    expected = fields.get("expected_cost")
+    expected_cost = None if expected is None else _amount(expected, "expected_cost")
+    http = None if http_status is None else _integer(http_status, "http_status", 100, 599)
+    flag = fields.get("quota_failure")
+    marked = False if flag is None else _flag(flag, "quota_failure")
+    if at is None:
+        moment = None
+    elif at.__class__ is str:
+        moment = _parse_time_text(at, "at")
+    else:
+        moment = parse_timestamp(at)
+    return OutcomeInput._validated(
+        job_id, status, attempt, cost, expected_cost, http, error, marked, moment
     )
 
 
@@ -240,6 +303,28 @@ def _json_constant(name: str) -> object:
     raise UsageError(f"{name} is not a number")
 
 
+#: Built once: json.loads() with hooks builds a decoder per call.
+_DECODER: Final = json.JSONDecoder(
+    parse_float=_json_float, parse_int=_json_int, parse_constant=_json_constant
+)
+_SCAN: Final[Callable[[str, int], tuple[object, int]]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_JSON_SPACE: Final = frozenset(" \t\n\r")
+
+
+def _decode(text: str) -> object:
+    """``_DECODER.decode(text)``, minus its two whitespace regexes and two Python frames for
+    the usual line: one JSON value that starts at once and ends in whitespace. Anything
+    else (or any failure) goes through ``decode`` itself, which answers exactly as always."""
+    if text and text[0] not in _JSON_SPACE:
+        try:
+            value, end = _SCAN(text, 0)
+        except Exception:  # decode() below raises the very same, properly
+            return _DECODER.decode(text)
+        if end == len(text) or text[end:].isspace():
+            return value
+    return _DECODER.decode(text)
+
+
 def parse_json_line(line: str) -> OutcomeInput:
     """One JSON Lines record; numbers are read as exact decimals.
 
@@ -249,12 +334,7 @@ def parse_json_line(line: str) -> OutcomeInput:
     """
     try:
         # A byte-order mark is not JSON, but editors put one at the start of a file.
-        data = json.loads(
-            line.removeprefix("\ufeff"),
-            parse_float=_json_float,
-            parse_int=_json_int,
-            parse_constant=_json_constant,
-        )
+        data = _decode(line.removeprefix("\ufeff"))
     except json.JSONDecodeError as exc:
         raise UsageError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
     except _NumberTooLong:

@@ -41,7 +41,6 @@ from preflight.domain.audit import (
     FindingDraft,
     RunStatus,
     low_balance,
-    retention_doomed,
     unexplained_consumption,
 )
 from preflight.domain.periods import period_start
@@ -79,6 +78,8 @@ AUTH_SKIP: Final = "the vendor rejected this token (401) before; skipped until t
 RECOVERY_HORIZON: Final = timedelta(days=1)
 #: How many earlier runs a run reads (low-balance state, a rejected token).
 _HISTORY: Final = 20
+#: Old audit snapshots one retention transaction looks at (at most: chunks end at midnights).
+_RETENTION_CHUNK: Final = 50_000
 
 
 class _LeaseLost(Exception):
@@ -524,13 +525,29 @@ class _AccountRun:
         return {"batches": len(batch_ids), "tags": tags}
 
     def _retention(self) -> dict[str, Any]:
+        """Thin old audit snapshots (docs/audit.md), in the database, a chunk of at most
+        ``_RETENTION_CHUNK`` snapshots per transaction: no id is loaded, and a first run
+        over years of history neither holds the write lock nor grows in memory."""
         now = self.rt.clock()
         horizon = self.settings.retention_horizon
-        with self._write() as session:
-            old = store.old_audit_snapshots(session, self.account_id, before=now - horizon)
-            doomed = retention_doomed(old, now=now, horizon=horizon)
-            deleted = store.delete_audit_snapshots(session, self.account_id, doomed)
-        return {"deleted": deleted, "older_than": time_text(now - horizon)}
+        hourly_before, daily_before = now - horizon, now - 7 * horizon
+        deleted = 0
+        start: datetime | None = None
+        while start is None or start < hourly_before:
+            self._checkpoint()
+            with self._write() as session:
+                end = store.next_retention_chunk(
+                    session,
+                    self.account_id,
+                    start=start,
+                    before=hourly_before,
+                    rows=_RETENTION_CHUNK,
+                )
+                deleted += store.thin_audit_snapshots(
+                    session, self.account_id, start=start, end=end, daily_before=daily_before
+                )
+            start = end
+        return {"deleted": deleted, "older_than": time_text(hourly_before)}
 
     # ------------------------------------------------------------ finish
 
@@ -555,8 +572,8 @@ class _AccountRun:
                 stored = store.insert_finding(session, self.account_id, run.id, draft, now=now)
                 if stored is not None:
                     findings.append(finding_view(stored, self.account))
-            for batch_pk, active in self.to_finish:
-                store.auto_finish(session, batch_pk, quiet_since=active, now=now)
+            if self.to_finish:
+                store.auto_finish(session, self.account_id, self.to_finish, now=now)
             if self.claim_id is not None:
                 store.mark_claim_done(session, self.claim_id, now=now)
         self.log.info(

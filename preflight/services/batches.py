@@ -61,14 +61,12 @@ def finish(rt: Runtime, batch_id: str, *, snapshot: bool = True) -> FinishResult
             log.info("finish_snapshot_failed", batch_id=batch_id, error=snapshot_error)
     now = rt.clock()
     with rt.database.write() as session:
-        batch = _existing(session, batch_id)
+        batch = _existing(session, batch_id, lock=True)
         if batch.finished_at is not None:  # a concurrent finish won: its numbers stand
             return FinishResult(
                 batch_id, batch.finished_at, _summary(session, batch), None, already_finished=True
             )
-        batch.status = BatchStatus.FINISHED.value
-        batch.finished_at = now
-        batch.last_activity_at = now
+        repo.finish_batch(session, batch, now=now)
         summary = _summary(session, batch)
     log.info("batch_finished", batch_id=batch_id, own_cost=amount_text(summary.own_cost))
     return FinishResult(batch_id, now, summary, snapshot_error)
@@ -79,17 +77,14 @@ def show(rt: Runtime, batch_id: str) -> BatchReport:
     validate_batch_id(batch_id)
     with rt.database.read() as session:
         batch = _existing(session, batch_id)
-        totals = reports.totals(session, [batch.id]).get(batch.id)
+        late = reports.late_outcomes(session, batch) if batch.late_count else []
         return BatchReport(
             batch=batch_view(batch),
             snapshots=[
                 _snapshot_view(s, batch.meter) for s in reports.batch_snapshots(session, batch)
             ],
-            outcomes=_totals_view(totals),
-            late_outcomes=[
-                LateOutcome(o.job_id, o.attempt, o.status, o.recorded_at)
-                for o in reports.late_outcomes(session, batch)
-            ],
+            outcomes=_totals_view(batch),
+            late_outcomes=[LateOutcome(o.job_id, o.attempt, o.status, o.recorded_at) for o in late],
             quota_failures=[failure_view(*row) for row in reports.batch_failures(session, batch)],
         )
 
@@ -121,8 +116,7 @@ def batches(
         raise UsageError(f"status: must be one of {', '.join(BatchStatus)}, not {status!r}")
     with rt.database.read() as session:
         rows = reports.batches(session, since=since, status=status, account=account)
-        totals = reports.totals(session, [b.id for b in rows])
-        return [BatchListing(batch_view(b), _totals_view(totals.get(b.id))) for b in rows]
+        return [BatchListing(batch_view(b), _totals_view(b)) for b in rows]
 
 
 def findings(
@@ -208,16 +202,15 @@ def _snapshot_view(snapshot: Snapshot, meter: str | None) -> SnapshotView:
     )
 
 
-def _totals_view(totals: reports.Totals | None) -> OutcomeTotals:
-    if totals is None:
-        return OutcomeTotals()
+def _totals_view(batch: Batch) -> OutcomeTotals:
+    """The batch's outcome totals, as kept up to date with every outcome stored."""
     return OutcomeTotals(
-        total=totals.total,
-        succeeded=totals.total - totals.failed,
-        failed=totals.failed,
-        quota_failures=totals.quota_failures,
-        late=totals.late,
-        cost=totals.cost,
+        total=batch.outcome_count,
+        succeeded=batch.outcome_count - batch.failed_count,
+        failed=batch.failed_count,
+        quota_failures=batch.quota_failure_count,
+        late=batch.late_count,
+        cost=batch.consumed_cost,
     )
 
 
@@ -231,8 +224,8 @@ def _summary(session: Session, batch: Batch) -> SpendSummary:
     return SpendSummary(inputs.meter, inputs.own_cost, start, end, foreign)
 
 
-def _existing(session: Session, batch_id: str, *, hint: str = "") -> Batch:
-    batch = repo.find_batch(session, batch_id)
+def _existing(session: Session, batch_id: str, *, hint: str = "", lock: bool = False) -> Batch:
+    batch = repo.find_batch(session, batch_id, lock=lock)
     if batch is None:
         raise NotFoundError(f"no batch {batch_id!r}{hint}")
     return batch

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
@@ -10,6 +12,7 @@ from preflight import metrics
 from preflight.db import repositories as repo
 from preflight.domain.amounts import parse_amount
 from preflight.domain.batch import choose_meter, validate_batch_id
+from preflight.domain.exact import exact
 from preflight.domain.verdict import NO_GO, Assessment, Verdict, assess
 from preflight.domain.vocabulary import METERS, BatchStatus, SnapshotKind
 from preflight.domain.wire import amount_text
@@ -25,7 +28,6 @@ from preflight.services.results import CheckResult
 from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
-    from preflight.db.models import Batch
     from preflight.db.session import Session
     from preflight.vendor import Profile
 
@@ -77,13 +79,11 @@ def check(
         raise UsageError(f"meter: must be auto, {' or '.join(METERS)}, not {meter!r}")
     fail_open = rt.settings.fail_open if fail_open is None else fail_open
     account_name = rt.account_name(account)
-    bound = log.bind(batch_id=batch_id, account=account_name)
 
     # Refuse a contradiction before spending a vendor call on it.
-    with rt.database.read() as session:
-        existing = repo.find_batch(session, batch_id)
-        if existing is not None:
-            _check_consistent(existing, account_name, requested_meter)
+    existing = repo.peek_batch(rt.database, batch_id)
+    if existing is not None:
+        _check_consistent(existing, account_name, requested_meter)
 
     profile: Profile | None = None
     vendor_error: VendorError | None = None
@@ -93,97 +93,27 @@ def check(
         vendor_error = exc
     now = rt.clock()
 
-    def decide(session: Session) -> CheckResult:
-        account_row = repo.get_or_create_account(session, account_name, now=now)
-        batch, _created = repo.get_or_create_batch(
-            session, batch_id, account=account_row, now=now, reserve=reserve_amount
-        )
-        _check_consistent(batch, account_name, requested_meter)
-        snapshot_id: int | None = None
-        snapshot_kind: SnapshotKind | None = None
-        balance: Decimal | None = None
-        outstanding: Decimal | None = None
-        chosen: str | None = batch.meter
-        if profile is not None:
-            if chosen is None:
-                present = {m: profile.meter(m) for m in METERS}
-                found = choose_meter(requested_meter, present)
-                chosen = found.value if found else None
-            snapshot_kind = (
-                SnapshotKind.RECHECK
-                if repo.preflight_snapshot(session, batch) is not None
-                else SnapshotKind.PREFLIGHT
+    request = _Request(
+        batch_id, account_name, requested_meter, need_amount, reserve_amount, fail_open, labels
+    )
+    for _ in range(3):
+        try:
+            # One write transaction, re-run whole if the connection breaks midway.
+            result = rt.database.run_write(
+                lambda session: _write_check(rt, session, request, profile, vendor_error, now)
             )
-            snapshot_id = repo.store_snapshot(
-                session, account_row, profile, now=now, batch=batch, kind=snapshot_kind
-            ).id
-            balance = profile.meter(chosen) if chosen else None
-            if balance is None:
-                # Name what is missing: the batch's or the requested meter; for auto, both.
-                absent = chosen or (
-                    requested_meter if requested_meter != "auto" else " and ".join(METERS)
-                )
-                assessment = Assessment(
-                    Verdict.UNAVAILABLE, f"{absent} absent from the vendor's profile"
-                )
-            else:
-                outstanding = repo.outstanding_need_of_others(
-                    session,
-                    account_row,
-                    exclude=batch,
-                    now=now,
-                    hold_expiry=rt.settings.hold_expiry,
-                )
-                effective_need = need_amount if need_amount is not None else batch.need
-                assessment = assess(
-                    balance, effective_need or Decimal(0), reserve_amount, outstanding
-                )
-        else:
-            assert vendor_error is not None
-            verdict = next(v for t, v in _VERDICT_OF_ERROR.items() if isinstance(vendor_error, t))
-            assessment = Assessment(verdict, str(vendor_error))
-
-        verdict = assessment.verdict
-        dispatchable = verdict not in NO_GO or (verdict is Verdict.UNAVAILABLE and fail_open)
-        batch.meter = chosen
-        if need_amount is not None:
-            batch.need = need_amount
-        batch.reserve = reserve_amount
-        batch.verdict = verdict.value
-        # Verified: a usable balance was read (an insufficient batch is verified too).
-        batch.verified = balance is not None
-        batch.checked_at = now
-        batch.last_activity_at = now
-        if labels:
-            batch.labels = {**batch.labels, **labels}
-        if batch.status != BatchStatus.FINISHED.value:
-            batch.status = (BatchStatus.OPEN if dispatchable else BatchStatus.BLOCKED).value
-        return CheckResult(
-            batch_id=batch_id,
-            account=account_name,
-            verdict=verdict,
-            reason=assessment.reason,
-            meter=chosen,
-            balance=balance,
-            need=batch.need,
-            reserve=reserve_amount,
-            outstanding_other=outstanding,
-            snapshot_id=snapshot_id,
-            snapshot_kind=snapshot_kind.value if snapshot_kind else None,
-            checked_at=now,
-            status=batch.status,
-            verified=batch.verified,
-            fail_open=fail_open and verdict is Verdict.UNAVAILABLE,
-            labels=dict(batch.labels),
-        )
-
-    # One write transaction; re-run whole if the connection breaks midway.
-    result = rt.database.run_write(decide)
+            break
+        except _CreatedConcurrently:
+            continue  # another writer created the batch meanwhile: check it as it stands now
+    else:  # pragma: no cover - a batch is created once; the second pass finds it
+        raise RuntimeError(f"batch {batch_id!r} could not be checked")
     metrics.check_done(result.verdict.value)
     if profile is not None:
         metrics.balance_seen(account_name, {m: profile.meter(m) for m in METERS})
-    bound.info(
+    log.info(
         "check_completed",
+        batch_id=batch_id,
+        account=account_name,
         verdict=result.verdict.value,
         meter=result.meter,
         balance=amount_text(result.balance),
@@ -193,10 +123,134 @@ def check(
     return result
 
 
-def _check_consistent(batch: Batch, account: str, requested_meter: str) -> None:
-    if batch.account.name != account:
+@dataclass(frozen=True)
+class _Request:
+    batch_id: str
+    account: str
+    meter: str
+    need: Decimal | None
+    reserve: Decimal
+    fail_open: bool
+    labels: Mapping[str, str] | None
+
+
+class _CreatedConcurrently(Exception):
+    """The batch did not exist when read, and another writer inserted it before us."""
+
+
+@exact
+def _write_check(
+    rt: Runtime,
+    session: Session,
+    request: _Request,
+    profile: Profile | None,
+    vendor_error: VendorError | None,
+    now: datetime,
+) -> CheckResult:
+    """The check's one write transaction: the batch, its snapshot, its hold, the verdict."""
+    # The account, the batch, and the account's holds brought up to the hold expiry (the
+    # change to its held need comes back): the other open batches' outstanding need is
+    # then the account's held need less what this batch holds itself.
+    account, batch, held_need_change = repo.open_check(
+        session,
+        request.account,
+        request.batch_id,
+        now=now,
+        hold_cutoff=now - rt.settings.hold_expiry,
+    )
+    if batch is not None:
+        _check_consistent(batch, request.account, request.meter)
+    snapshot_kind: SnapshotKind | None = None
+    balance: Decimal | None = None
+    outstanding: Decimal | None = None
+    chosen = batch.meter if batch is not None else None
+    need = request.need if request.need is not None else (batch.need if batch else None)
+    if profile is not None:
+        if chosen is None:
+            present = {m: profile.meter(m) for m in METERS}
+            found = choose_meter(request.meter, present)
+            chosen = found.value if found else None
+        snapshot_kind = (
+            SnapshotKind.RECHECK
+            if batch is not None and repo.has_preflight_snapshot(session, batch.pk)
+            else SnapshotKind.PREFLIGHT
+        )
+        balance = profile.meter(chosen) if chosen else None
+        if balance is None:
+            # Name what is missing: the batch's or the requested meter; for auto, both.
+            absent = chosen or (request.meter if request.meter != "auto" else " and ".join(METERS))
+            assessment = Assessment(
+                Verdict.UNAVAILABLE, f"{absent} absent from the vendor's profile"
+            )
+        else:
+            own = (batch.held if batch is not None else None) or Decimal(0)
+            outstanding = account.held_need + held_need_change - own
+            assessment = assess(balance, need or Decimal(0), request.reserve, outstanding)
+    else:
+        assert vendor_error is not None
+        verdict = next(v for t, v in _VERDICT_OF_ERROR.items() if isinstance(vendor_error, t))
+        assessment = Assessment(verdict, str(vendor_error))
+
+    verdict = assessment.verdict
+    dispatchable = verdict not in NO_GO or (verdict is Verdict.UNAVAILABLE and request.fail_open)
+    status = (BatchStatus.OPEN if dispatchable else BatchStatus.BLOCKED).value
+    if batch is not None and batch.status == BatchStatus.FINISHED.value:
+        status = batch.status
+    labels = {**(batch.labels if batch else {}), **(request.labels or {})}
+    consumed = batch.consumed_cost if batch is not None else Decimal(0)
+    held = repo.hold_of(status, need, consumed)
+    values = {
+        "meter": chosen,
+        "need": need,
+        "reserve": request.reserve,
+        "verdict": verdict.value,
+        # Verified: a usable balance was read (an insufficient batch is verified too).
+        "verified": balance is not None,
+        "checked_at": now,
+        "last_activity_at": now,
+        "labels": labels,
+        "status": status,
+        "held": held,
+    }
+    held_need_change += repo.hold_change(batch.held if batch else None, held)
+    stored = repo.store_check(
+        session,
+        account=account,
+        batch=batch,
+        values=values,
+        batch_id=request.batch_id,
+        now=now,
+        held_need_change=held_need_change,
+        profile=profile,
+        kind=snapshot_kind,
+    )
+    if stored is None:
+        raise _CreatedConcurrently
+    _pk, snapshot_id = stored
+    return CheckResult(
+        batch_id=request.batch_id,
+        account=request.account,
+        verdict=verdict,
+        reason=assessment.reason,
+        meter=chosen,
+        balance=balance,
+        need=need,
+        reserve=request.reserve,
+        outstanding_other=outstanding,
+        snapshot_id=snapshot_id,
+        snapshot_kind=snapshot_kind.value if snapshot_kind else None,
+        checked_at=now,
+        status=status,
+        verified=balance is not None,
+        fail_open=request.fail_open and verdict is Verdict.UNAVAILABLE,
+        labels=labels,
+    )
+
+
+def _check_consistent(batch: repo.BatchState, account: str, requested_meter: str) -> None:
+    if batch.account != account:
         raise UsageError(
-            f"batch {batch.batch_id!r} belongs to account {batch.account.name!r}, not {account!r}"
+            f"batch {batch.batch_id!r} belongs to account {batch.account!r}, not {account!r}"
         )
     if batch.meter and requested_meter not in ("auto", batch.meter):
         raise UsageError(

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from preflight import metrics
 from preflight.db import repositories as repo
+from preflight.db.bulk import chunk_lines
 from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Classification
 from preflight.domain.classify import classify as classify_failure
 from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
-from preflight.domain.vocabulary import SnapshotKind, Tag
+from preflight.domain.vocabulary import BatchStatus, SnapshotKind, Tag
 from preflight.errors import ConfigError, ConflictError, NotFoundError, UsageError, VendorError
 from preflight.logs import get_logger
 from preflight.services.results import ImportResult, RecordResult
@@ -23,7 +25,6 @@ from preflight.services.snapshots import take_snapshot
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from preflight.db.models import Batch
     from preflight.db.session import Session
 
 log = get_logger("preflight")
@@ -61,8 +62,8 @@ def record(
         stored = repo.store_outcomes(session, batch, [(1, item)], now)
         if stored.conflict is not None:
             raise stored.conflict[1]
-        batch.last_activity_at = now
-        return stored, batch.account.name, lifecycle_warnings(batch)
+        repo.record_activity(session, batch, stored.added, now=now)
+        return stored, batch.account, lifecycle_warnings(batch)
 
     # Re-run whole if the connection breaks midway: an acknowledged outcome is stored.
     stored, account_name, warnings = rt.database.run_write(store)
@@ -107,10 +108,12 @@ def record_many(
     lines: Iterable[str | bytes],
     *,
     account: str | None = None,
-    chunk_size: int = 1000,
+    chunk_size: int | None = None,
     progress: Callable[[ImportProgress], None] | None = None,
 ) -> ImportResult:
-    """Record outcomes from JSON Lines, streaming, ``chunk_size`` per transaction.
+    """Record outcomes from JSON Lines, streaming, ``chunk_size`` per transaction (by
+    default 1,000 on SQLite, whose write lock a chunk holds, and 5,000 on PostgreSQL,
+    where a chunk locks one batch row and each commit waits for the disk).
 
     A bad line stops the import with a ``UsageError`` naming its line number and how
     many lines before it were kept: all of them (re-running the fixed file is safe:
@@ -118,6 +121,7 @@ def record_many(
     timeline afterwards; no live snapshot is taken. ``progress`` hears after each chunk.
     """
     validate_batch_id(batch_id)
+    chunk_size = chunk_size or chunk_lines(rt.database)
     counts = {"lines": 0, "inserted": 0, "duplicates": 0}
     pending: list[tuple[int, OutcomeInput]] = []
     quota_failures_seen = 0
@@ -131,7 +135,7 @@ def record_many(
         def store(session: Session) -> repo.StoredOutcomes:
             batch = _batch_for_outcomes(rt, session, batch_id, account, now)
             stored = repo.store_outcomes(session, batch, pending, now)
-            batch.last_activity_at = now
+            repo.record_activity(session, batch, stored.added, now=now)
             warnings.update(dict.fromkeys(lifecycle_warnings(batch)))
             return stored
 
@@ -155,6 +159,7 @@ def record_many(
             f"kept: {counts['inserted']} recorded, {counts['duplicates']} already recorded)"
         )
 
+    append = pending.append
     for line_no, raw in enumerate(lines, start=1):
         try:
             # Bytes are decoded line by line, so a bad byte is blamed on its own line.
@@ -162,10 +167,10 @@ def record_many(
         except UnicodeDecodeError:
             flush()
             raise bad_line(line_no, "not UTF-8 text") from None
-        if len(line.rstrip("\r\n")) > MAX_LINE_BYTES:
+        if len(line) > MAX_LINE_BYTES and len(line.rstrip("\r\n")) > MAX_LINE_BYTES:
             flush()
             raise bad_line(line_no, f"longer than {MAX_LINE_BYTES} bytes")
-        if not line.strip():
+        if not line or line.isspace():
             continue
         counts["lines"] += 1
         try:
@@ -174,7 +179,7 @@ def record_many(
             flush()
             raise bad_line(line_no, str(exc)) from None
         quota_failures_seen += item.quota_failure
-        pending.append((line_no, item))
+        append((line_no, item))
         if len(pending) >= chunk_size:
             flush()
     flush()
@@ -249,7 +254,7 @@ def count_tags(results: Iterable[Classification]) -> dict[str, int]:
     return dict(Counter(result.tag.value for result in results))
 
 
-def lifecycle_warnings(batch: Batch) -> tuple[str, ...]:
+def lifecycle_warnings(batch: repo.BatchState) -> tuple[str, ...]:
     """What a caller recording outcomes of ``batch`` should hear (a warning, not an error)."""
     warnings: list[str] = []
     if batch.checked_at is None:
@@ -266,13 +271,26 @@ def lifecycle_warnings(batch: Batch) -> tuple[str, ...]:
 
 def _batch_for_outcomes(
     rt: Runtime, session: Session, batch_id: str, account: str | None, now: datetime
-) -> Batch:
+) -> repo.BatchState:
     """The batch, or a new unverified one: outcomes are never refused for lack of a check."""
-    existing = repo.find_batch(session, batch_id)
-    if existing is not None:
-        if account is not None and existing.account.name != account:
-            raise UsageError(f"batch {batch_id!r} belongs to account {existing.account.name!r}")
-        return existing
-    account_row = repo.get_or_create_account(session, rt.account_name(account), now=now)
-    batch, _ = repo.get_or_create_batch(session, batch_id, account=account_row, now=now)
-    return batch
+    existing = repo.batch_state(session, batch_id)
+    if existing is None:
+        account_row = repo.account_state(session, rt.account_name(account), now=now)
+        repo.insert_batch(
+            session,
+            {
+                "batch_id": batch_id,
+                "account_id": account_row.id,
+                "status": BatchStatus.OPEN.value,
+                "verified": False,
+                "reserve": Decimal(0),
+                "labels": {},
+                "created_at": now,
+                "last_activity_at": now,
+            },
+        )
+        existing = repo.batch_state(session, batch_id)
+        assert existing is not None
+    if account is not None and existing.account != account:
+        raise UsageError(f"batch {batch_id!r} belongs to account {existing.account!r}")
+    return existing

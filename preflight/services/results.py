@@ -10,22 +10,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-from preflight.domain.classify import Attributed, Classification, ForeignConsumption, Reading
 from preflight.domain.exact import exact
-from preflight.domain.outcome import OutcomeInput
-from preflight.domain.timeline import (
-    BatchSpan,
-    Burn,
-    DropSplit,
-    Rise,
-    TimelineSnapshot,
-    cited_snapshots,
-)
 from preflight.domain.verdict import NO_GO, Verdict
 from preflight.domain.vocabulary import BatchStatus
 from preflight.domain.wire import amount_text, time_text
 
 if TYPE_CHECKING:
+    from preflight.domain.classify import (
+        Attributed,
+        Classification,
+        ForeignConsumption,
+        Reading,
+    )
+    from preflight.domain.outcome import OutcomeInput
+    from preflight.domain.timeline import BatchSpan, Burn, DropSplit, Rise, TimelineSnapshot
     from preflight.vendor import Profile
 
 ADVISORY: Final = "advisory: the balance was read, not reserved; other workers may still spend it"
@@ -465,6 +463,8 @@ class BatchTimeline:
     @property
     def cited(self) -> set[int]:
         """Snapshots that the quota failures' evidence cites."""
+        from preflight.domain.timeline import cited_snapshots  # the report's, not a check's
+
         return cited_snapshots([f.evidence for f in self.report.quota_failures])
 
     @property
@@ -512,6 +512,8 @@ class AccountTimeline:
     @property
     def cited(self) -> set[int]:
         """Snapshots that the failures' evidence and the findings' details cite."""
+        from preflight.domain.timeline import cited_snapshots  # the report's, not a check's
+
         return cited_snapshots(
             [f.evidence for f in self.failures] + [f.detail for f in self.findings]
         )

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from preflight.api import Preflight
+from preflight.db.migrate import SCHEMA_HEAD
 from preflight.errors import NoGoError, NotFoundError
 from preflight.sandbox import SandboxServer
 from preflight.services.results import BatchReport, CheckResult
@@ -42,7 +43,7 @@ def test_serve_on_a_free_port_then_stop_on_sigterm(cli_env: dict[str, str], cli:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         headers = {"Authorization": f"Bearer {created.out.strip()}"}
         ready = httpx.get(f"{url}/readyz", headers=headers)
-        assert ready.json() == {"status": "ready", "schema_revision": "0004"}
+        assert ready.json() == {"status": "ready", "schema_revision": SCHEMA_HEAD}
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=30)

@@ -139,3 +139,92 @@ def test_0003_moves_a_stored_402s_cost_into_its_expected_cost_and_back(
         assert restored["ok"] == before["ok"]
     finally:
         engine.dispose()
+
+
+def test_0004_derives_batch_totals_and_held_need_and_downgrades_keeping_the_rows(
+    database_url: str,
+) -> None:
+    engine = build_engine(database_url)
+    t = datetime(2026, 11, 1, 12, tzinfo=UTC).replace(tzinfo=None)
+    later = datetime(2026, 11, 1, 13, tzinfo=UTC).replace(tzinfo=None)
+    try:
+        migrate.upgrade(engine, "0003")
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'default', :t)"),
+                {"t": t},
+            )
+            for pk, name, status, need, finished in [
+                (1, "open-need", "open", "100", None),
+                (2, "finished", "finished", "50", t),
+                (3, "blocked", "blocked", "70", None),
+                (4, "open-spent", "open", "5", None),
+                (5, "no-need", "open", None, None),
+            ]:
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO batches (id, batch_id, account_id, need, reserve, status,"
+                        " verified, labels, created_at, finished_at, last_activity_at)"
+                        " VALUES (:pk, :name, 1, :need, 0, :status, true, '{}', :t, :f, :t)"
+                    ),
+                    {"pk": pk, "name": name, "need": need, "status": status, "t": t, "f": finished},
+                )
+            for batch, job, status, http, quota, cost, recorded in [
+                (1, "a", "succeeded", 200, False, "30.5", t),
+                (1, "b", "failed", 402, True, "0", t),
+                (1, "c", "failed", 500, False, "1.25", t),
+                (2, "d", "succeeded", 200, False, "10", t),
+                (2, "late", "succeeded", 200, False, "4", later),
+                (4, "e", "succeeded", 200, False, "9", t),
+            ]:
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO outcomes (batch_pk, job_id, attempt, status, http_status,"
+                        " cost, quota_failure, occurred_at, recorded_at)"
+                        " VALUES (:b, :job, 1, :status, :http, :cost, :quota, :t, :r)"
+                    ),
+                    {
+                        "b": batch,
+                        "job": job,
+                        "status": status,
+                        "http": http,
+                        "quota": quota,
+                        "cost": cost,
+                        "t": t,
+                        "r": recorded,
+                    },
+                )
+
+        migrate.upgrade(engine)
+        with engine.connect() as connection:
+            rows = {
+                name: (total, failed, quota, late, Decimal(str(cost)), held)
+                for name, total, failed, quota, late, cost, held in connection.execute(
+                    sa.text(
+                        "SELECT batch_id, outcome_count, failed_count, quota_failure_count,"
+                        " late_count, consumed_cost, held FROM batches"
+                    )
+                )
+            }
+            held_need = connection.execute(sa.text("SELECT held_need FROM accounts")).scalar()
+        assert rows["open-need"][:5] == (3, 2, 1, 0, Decimal("31.75"))
+        assert Decimal(str(rows["open-need"][5])) == Decimal("68.25")
+        assert rows["finished"][:5] == (2, 0, 0, 1, Decimal(14))
+        assert rows["finished"][5] is None
+        assert rows["blocked"] == (0, 0, 0, 0, Decimal(0), None)
+        assert Decimal(str(rows["open-spent"][5])) == Decimal(0)
+        assert rows["no-need"][5] is None
+        assert Decimal(str(held_need)) == Decimal("68.25")
+
+        migrate.downgrade(engine, "0003")
+        with engine.connect() as connection:
+            counts = [
+                connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
+                for table in ("accounts", "batches", "outcomes")
+            ]
+            columns = {c["name"] for c in sa.inspect(connection).get_columns("batches")}
+        assert counts == [1, 5, 6]
+        assert "held" not in columns
+        assert "consumed_cost" not in columns
+    finally:
+        engine.dispose()

@@ -1,0 +1,1 @@
+"""The performance suite: ``python -m benchmarks`` (benchmarks/run.py, docs/performance.md)."""
