@@ -3,7 +3,9 @@ are in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from preflight.db import migrate
 from preflight.db.session import build_engine
@@ -26,6 +28,41 @@ class Clock:
         """Move on by ``timedelta(**delta)``; the new time."""
         self.now += timedelta(**delta)
         return self.now
+
+
+def cite_snapshots(
+    session: Any, batch_pk: int, snapshot_ids: Iterable[int], *, at: datetime, tag: str
+) -> None:
+    """Store a quota failure of the batch, tagged, whose evidence cites ``snapshot_ids``
+    (rows as the classifier would leave them): what retention must never delete."""
+    from preflight.db.models import FailureTag, Outcome, TagSnapshot
+    from preflight.domain.classify import CLASSIFIER_VERSION
+
+    outcome = Outcome(
+        batch_pk=batch_pk,
+        job_id="j",
+        attempt=1,
+        status="failed",
+        http_status=402,
+        quota_failure=True,
+        occurred_at=at,
+        recorded_at=at,
+    )
+    session.add(outcome)
+    session.flush()
+    failure_tag = FailureTag(
+        outcome_id=outcome.id,
+        tag=tag,
+        reason="test",
+        evidence={},
+        attribution=[],
+        classifier_version=CLASSIFIER_VERSION,
+        classified_at=at,
+    )
+    session.add(failure_tag)
+    session.flush()
+    for sid in snapshot_ids:
+        session.add(TagSnapshot(tag_id=failure_tag.id, snapshot_id=sid))
 
 
 def upgrade_schema(database_url: str) -> None:

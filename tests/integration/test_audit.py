@@ -23,17 +23,13 @@ from preflight.db.models import (
     AuditClaim,
     AuditRun,
     Batch,
-    FailureTag,
     Finding,
-    Outcome,
     Snapshot,
-    TagSnapshot,
 )
-from preflight.domain.classify import CLASSIFIER_VERSION
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 from preflight.services.audit import ALREADY_AUDITED, AUTH_SKIP
 from preflight.settings import load_settings
-from tests.support import Clock, upgrade_schema
+from tests.support import Clock, cite_snapshots, upgrade_schema
 
 PROFILE = "GET /api/open/v1/profile"
 # One minute into a 15-minute period: a few minutes of work stay in the same period.
@@ -403,30 +399,7 @@ def test_retention_thins_old_audit_snapshots_but_never_a_cited_one(
         manual = snapshot(session, account, old_hour + timedelta(minutes=45), kind="manual")
         day_first = snapshot(session, account, old_day + timedelta(hours=1))
         day_extra = snapshot(session, account, old_day + timedelta(hours=5))
-        outcome = Outcome(
-            batch_pk=batch.id,
-            job_id="j",
-            attempt=1,
-            status="failed",
-            http_status=402,
-            quota_failure=True,
-            occurred_at=old_hour,
-            recorded_at=old_hour,
-        )
-        session.add(outcome)
-        session.flush()
-        tag = FailureTag(
-            outcome_id=outcome.id,
-            tag="concurrent_consumption",
-            reason="test",
-            evidence={},
-            attribution=[],
-            classifier_version=CLASSIFIER_VERSION,
-            classified_at=old_hour,
-        )
-        session.add(tag)
-        session.flush()
-        session.add(TagSnapshot(tag_id=tag.id, snapshot_id=cited))
+        cite_snapshots(session, batch.id, [cited], at=old_hour, tag="concurrent_consumption")
 
     [outcome_] = app.audit()
     assert outcome_.steps["retention"]["deleted"] == 2

@@ -14,14 +14,11 @@ from preflight.db import audit as store
 from preflight.db.models import (
     Account,
     Batch,
-    FailureTag,
-    Outcome,
     Snapshot,
-    TagSnapshot,
 )
 from preflight.db.session import Database
 from preflight.domain.audit import retention_doomed
-from tests.support import upgrade_schema
+from tests.support import cite_snapshots, upgrade_schema
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 HORIZON = timedelta(days=3)
@@ -82,32 +79,8 @@ def test_sql_retention_deletes_what_the_rule_dooms(
                     audit.append((row.id, at))
                 else:
                     kept_anyway.add(row.id)
-            outcome = Outcome(
-                batch_pk=batch.id,
-                job_id="j",
-                attempt=1,
-                status="failed",
-                http_status=402,
-                quota_failure=True,
-                occurred_at=NOW,
-                recorded_at=NOW,
-            )
-            session.add(outcome)
-            session.flush()
-            tag = FailureTag(
-                outcome_id=outcome.id,
-                tag="inconclusive",
-                reason="r",
-                evidence={},
-                attribution=[],
-                classifier_version="2",
-                classified_at=NOW,
-            )
-            session.add(tag)
-            session.flush()
             cited = {sid for sid, _ in rng.sample(audit, 12)}
-            for sid in cited:
-                session.add(TagSnapshot(tag_id=tag.id, snapshot_id=sid))
+            cite_snapshots(session, batch.id, cited, at=NOW, tag="inconclusive")
             account_id = account.id
 
         expected = set(retention_doomed(audit, now=NOW, horizon=HORIZON)) - cited
