@@ -35,17 +35,18 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, Literal, NoReturn, Protocol
 
 import httpcore
 import httpx
 
 from preflight import metrics
-from preflight.domain.amounts import MAX_NUMBER_CHARS, AmountError, parse_amount
+from preflight.adapters import DEFAULT_ADAPTER, Adapter, Reading
+from preflight.domain.amounts import MAX_NUMBER_CHARS
 from preflight.errors import (
     AuthError,
     BillingBlockedError,
@@ -84,8 +85,6 @@ _RETRYABLE_4XX: Final = frozenset({408, 429})
 _INFLATE_STEP: Final = 16_384
 # The encodings we ask for and can inflate in bounded steps (br/zstd would need packages).
 _ACCEPT_ENCODING: Final = "gzip, deflate"
-# The widest labels the database stores (snapshots.user_id / snapshots.tier).
-_LABEL_MAX_CHARS: Final = {"user_id": 200, "tier": 100}
 
 _log = get_logger("preflight.vendor")
 
@@ -97,10 +96,14 @@ Method = Literal["GET", "POST"]
 
 @dataclass(frozen=True)
 class Profile:
-    """One successful profile reading, parsed exactly.
+    """One successful balance reading, parsed exactly by the account's adapter.
 
-    ``raw`` is the body text exactly as received (unknown fields untouched);
-    meters are ``None`` when the vendor did not send them (or sent ``null``).
+    ``raw`` is the body text exactly as received (unknown fields untouched; an adapter
+    that reads two endpoints keeps both bodies, by path). ``credits`` and
+    ``api_quota_remaining`` hold the meters of those names; ``extra_meters`` every other
+    meter by name (``characters``, ``usd``, ...). A meter is ``None`` when the vendor did
+    not send it (or sent ``null``). ``blocked`` is the vendor's own word that the account
+    cannot pay for calls (a no-go whatever the balance).
     """
 
     raw: str
@@ -111,14 +114,44 @@ class Profile:
     http_status: int
     latency_ms: int
     attempts: int
+    extra_meters: Mapping[str, Decimal | None] = field(default_factory=dict)
+    meter_names: tuple[str, ...] = METER_NAMES
+    blocked: str | None = None
+
+    @property
+    def meters(self) -> dict[str, Decimal | None]:
+        """Every meter of the reading by name, in the adapter's order of preference."""
+        return {name: self.meter(name) for name in self.meter_names}
 
     def meter(self, name: str) -> Decimal | None:
-        """The value of meter ``name`` (``"credits"`` or ``"api_quota_remaining"``)."""
-        if name == "credits":
+        """The value of meter ``name``; ValueError for a meter this reading cannot have."""
+        if name == "credits" and name in self.meter_names:
             return self.credits
-        if name == "api_quota_remaining":
+        if name == "api_quota_remaining" and name in self.meter_names:
             return self.api_quota_remaining
-        raise ValueError(f"unknown meter {name!r} (known: {', '.join(METER_NAMES)})")
+        if name in self.meter_names:
+            return self.extra_meters.get(name)
+        raise ValueError(f"unknown meter {name!r} (known: {', '.join(self.meter_names)})")
+
+
+def profile_of(
+    reading: Reading, raw: str, *, http_status: int, latency_ms: int, attempts: int
+) -> Profile:
+    """The :class:`Profile` of an adapter's :class:`~preflight.adapters.Reading`."""
+    meters = reading.meters
+    return Profile(
+        raw=raw,
+        user_id=reading.user_id,
+        tier=reading.tier,
+        credits=meters.get("credits"),
+        api_quota_remaining=meters.get("api_quota_remaining"),
+        http_status=http_status,
+        latency_ms=latency_ms,
+        attempts=attempts,
+        extra_meters={k: v for k, v in meters.items() if k not in METER_NAMES},
+        meter_names=tuple(meters),
+        blocked=reading.blocked,
+    )
 
 
 @dataclass(frozen=True)
@@ -253,60 +286,11 @@ def _scrub_json_strings(raw: str) -> str:
     return _JSON_STRING.sub(_scrub_literal, raw)
 
 
-def _short(value: object) -> str:
-    # Vendor values end up in messages; a body echoing our token must not carry it along.
-    text = scrub(repr(value))
-    return text if len(text) <= 40 else text[:37] + "..."
+def _decode(raw: str, http_status: int, attempts: int) -> tuple[str, object]:
+    """``raw`` as JSON (numbers exact), any known secret scrubbed from its strings first.
 
-
-def _parse_meter(name: str, value: object) -> Decimal | None:
-    if value is None:
-        return None
-    # bool is checked first because the vendor sending true is a bug, not 1 credit.
-    if isinstance(value, bool) or not isinstance(value, Decimal | str):
-        _unusable(f"{name} is not a number or numeric string: {_short(value)}")
-    try:
-        # The one amount bound: checked on the Decimal's digits and exponent, so that
-        # 1e999999999 is refused before anything could write out its billion zeros.
-        return parse_amount(value)
-    except AmountError as exc:
-        _unusable(f"{name}: {exc}")
-
-
-def _parse_label(name: str, value: object, *, numbers_ok: bool) -> str | None:
-    if value is None:
-        return None
-    if numbers_ok and isinstance(value, Decimal) and value.is_finite():
-        value = str(value)
-    if not isinstance(value, str):
-        _unusable(f"{name} is not a string: {_short(value)}")
-    if len(value) > _LABEL_MAX_CHARS[name]:
-        _unusable(f"{name} is longer than {_LABEL_MAX_CHARS[name]} characters")
-    # JSON can spell NUL and lone surrogates, which no database column can store.
-    if "\x00" in value or (not value.isascii() and _not_utf8(value)):
-        _unusable(f"{name} contains NUL or a lone surrogate")
-    return value
-
-
-def _not_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def parse_profile(
-    raw: str, *, http_status: int = 200, latency_ms: int = 0, attempts: int = 1
-) -> Profile:
-    """Parse a profile body exactly, or raise :class:`UnusableResponseError`.
-
-    Meters may be JSON numbers or numeric strings; either may be missing or
-    ``null``. Known fields with unusable values (``"abc"``, negative, NaN, a bool,
-    a list, an amount outside the bound of :mod:`preflight.domain.amounts`) make the
-    whole body unusable rather than silently half-read. Any known secret (our token)
-    the vendor echoes is replaced in every string of the body, ``raw`` included,
-    before anything is read from it.
+    Returns the text to keep (scrubbed when the vendor echoed a secret) and the document;
+    raises :class:`UnusableResponseError` with the status and attempts.
     """
     try:
         data = _load_json(raw)
@@ -327,19 +311,54 @@ def parse_profile(
     if not isinstance(data, dict):
         kind = "an array" if isinstance(data, list) else "a scalar"
         _unusable(f"body is {kind}, not a JSON object", status=http_status, attempts=attempts)
+    return raw, data
+
+
+def _joined_raw(paths: tuple[str, ...], raws: list[str]) -> str:
+    """One text for the bodies of several endpoints: a JSON object keyed by path, each
+    body kept byte for byte (each is a valid JSON object, so the whole is valid JSON)."""
+    if len(raws) == 1:
+        return raws[0]
+    return "{" + ", ".join(f"{json.dumps(p)}: {r}" for p, r in zip(paths, raws, strict=True)) + "}"
+
+
+def parse_profile(
+    raw: str,
+    *,
+    http_status: int = 200,
+    latency_ms: int = 0,
+    attempts: int = 1,
+    adapter: Adapter = DEFAULT_ADAPTER,
+) -> Profile:
+    """Parse a balance body exactly with ``adapter``, or raise :class:`UnusableResponseError`.
+
+    Meters may be JSON numbers or numeric strings; either may be missing or ``null``.
+    Known fields with unusable values (``"abc"``, a negative balance where the vendor
+    has none, NaN, a bool, a list, an amount outside the bound of
+    :mod:`preflight.domain.amounts`) make the whole body unusable rather than silently
+    half-read. Any known secret (our token) the vendor echoes is replaced in every string
+    of the body, ``raw`` included, before anything is read from it.
+    """
+    raw, data = _decode(raw, http_status, attempts)
+    return _read(adapter, [raw], [data], http_status, latency_ms, attempts)
+
+
+def _read(
+    adapter: Adapter,
+    raws: list[str],
+    documents: list[object],
+    http_status: int,
+    latency_ms: int,
+    attempts: int,
+) -> Profile:
     try:
-        credits = _parse_meter("credits", data.get("credits"))
-        quota = _parse_meter("api_quota_remaining", data.get("api_quota_remaining"))
-        user_id = _parse_label("user_id", data.get("user_id"), numbers_ok=True)
-        tier = _parse_label("tier", data.get("tier"), numbers_ok=False)
+        reading = adapter.read(documents)
     except UnusableResponseError as exc:
-        raise UnusableResponseError(exc.message, status=http_status, attempts=attempts) from None
-    return Profile(
-        raw=raw,
-        user_id=user_id,
-        tier=tier,
-        credits=credits,
-        api_quota_remaining=quota,
+        message = scrub(exc.message)
+        raise UnusableResponseError(message, status=http_status, attempts=attempts) from None
+    return profile_of(
+        reading,
+        _joined_raw(adapter.paths(), raws),
         http_status=http_status,
         latency_ms=latency_ms,
         attempts=attempts,
@@ -426,6 +445,12 @@ class _Failure:
     status: int | None = None
     retry_after: float | None = None
     unusable: UnusableResponseError | None = None
+
+
+class _Finish(Protocol):
+    """Reads one 2xx body: the profile, or None when more endpoints are still to read."""
+
+    def __call__(self, text: str, status: int, attempt: int, started: float) -> Profile | None: ...
 
 
 class _DeadlineExceeded(Exception):
@@ -614,6 +639,7 @@ class VendorClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        adapter: Adapter = DEFAULT_ADAPTER,
     ) -> None:
         if not isinstance(token, Secret):
             # A plain str would lose Secret's redaction everywhere downstream.
@@ -631,6 +657,12 @@ class VendorClient:
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
+        self._adapter = adapter
+
+    @property
+    def adapter(self) -> Adapter:
+        """How this vendor's balance is read and its quota failures recognised."""
+        return self._adapter
 
     @property
     def policy(self) -> RetryPolicy:
@@ -641,13 +673,40 @@ class VendorClient:
         return f"VendorClient(base_url={str(self._http.base_url)!r}, policy={self._policy!r})"
 
     def get_profile(self) -> Profile:
-        """Read the account's profile.
+        """Read the account's balance (the profile, for the default adapter).
 
         Raises :class:`AuthError` (401, one request), :class:`BillingBlockedError` (402),
         :class:`VendorUnavailableError` (other 4xx at once; 5xx/429/timeouts/connection
         errors after retries) or :class:`UnusableResponseError` (the body stayed unusable).
+        An adapter that reads several endpoints reads them in turn, each with its own
+        retries; the last one's attempts and status are the reading's.
         """
-        return self._call("GET", None)
+        paths = self._adapter.paths()
+        raws: list[str] = []
+        documents: list[object] = []
+        # The latency of a reading is that of its successful requests, not of the retries.
+        elapsed: list[float] = []
+        for index, path in enumerate(paths):
+            last = index == len(paths) - 1
+
+            def finish(
+                text: str, status: int, attempt: int, started: float, *, last: bool = last
+            ) -> Profile | None:
+                raw, data = _decode(text, status, attempt)
+                elapsed.append(self._clock() - started)
+                if not last:
+                    raws.append(raw)
+                    documents.append(data)
+                    return None
+                latency_ms = max(round(sum(elapsed) * 1000), 0)
+                return _read(
+                    self._adapter, [*raws, raw], [*documents, data], status, latency_ms, attempt
+                )
+
+            profile = self._call("GET", path, None, finish)
+            if profile is not None:
+                return profile
+        raise AssertionError("an adapter reads at least one path")  # pragma: no cover
 
     def update_profile(self, fields: Mapping[str, object]) -> Profile:
         """POST ``fields`` as JSON to the profile and return the profile the vendor answers.
@@ -656,15 +715,37 @@ class VendorClient:
         at once, with the vendor's message; 5xx/429/transport errors are retried like
         :meth:`get_profile` (the vendor treats this update as idempotent).
         """
+        if not self._adapter.supports_update:
+            raise UsageError(
+                f"profile update: the {self._adapter.name} vendor has no profile to update"
+            )
         try:
             body = json.dumps(dict(fields), allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             raise UsageError(f"profile update fields are not plain JSON: {exc}") from None
-        return self._call("POST", body.encode("utf-8"))
+        path = self._adapter.paths()[0]
+
+        def finish(text: str, status: int, attempt: int, started: float) -> Profile:
+            latency_ms = max(round((self._clock() - started) * 1000), 0)
+            return parse_profile(
+                text,
+                http_status=status,
+                latency_ms=latency_ms,
+                attempts=attempt,
+                adapter=self._adapter,
+            )
+
+        profile = self._call("POST", path, body.encode("utf-8"), finish)
+        assert profile is not None
+        return profile
 
     # ------------------------------------------------------------ internals
 
-    def _call(self, method: Method, content: bytes | None) -> Profile:
+    def _call(
+        self, method: Method, path: str, content: bytes | None, finish: _Finish
+    ) -> Profile | None:
+        """One request with retries; ``finish`` reads a 2xx body (and may find it unusable,
+        which is retried like a 5xx)."""
         policy = self._policy
         deadline_at = self._clock() + policy.deadline
         last: _Failure | None = None
@@ -692,8 +773,8 @@ class VendorClient:
                     )
                 why = f"deadline of {policy.deadline:g}s exceeded"
                 raise self._final_error(attempt - 1, last, why) from last.cause
-            outcome = self._attempt(method, content, attempt, deadline_at, remaining)
-            if isinstance(outcome, Profile):
+            outcome = self._attempt(method, path, content, finish, attempt, deadline_at, remaining)
+            if not isinstance(outcome, _Failure):
                 return outcome
             last = outcome
         assert last is not None
@@ -733,8 +814,9 @@ class VendorClient:
         )
 
     def _headers(self, has_body: bool) -> dict[str, str]:
+        adapter = self._adapter
         headers = {
-            "Authorization": f"Bearer {self._token.reveal()}",
+            adapter.auth_header: adapter.auth_value(self._token.reveal()),
             "Accept": "application/json",
             "Accept-Encoding": _ACCEPT_ENCODING,
         }
@@ -745,14 +827,18 @@ class VendorClient:
     def _attempt(
         self,
         method: Method,
+        path: str,
         content: bytes | None,
+        finish: _Finish,
         attempt: int,
         deadline_at: float,
         remaining: float,
-    ) -> Profile | _Failure:
+    ) -> Profile | _Failure | None:
         timer = metrics.VendorTimer()  # preflight_vendor_requests_total, ..._seconds
         try:
-            return self._attempt_timed(timer, method, content, attempt, deadline_at, remaining)
+            return self._attempt_timed(
+                timer, method, path, content, finish, attempt, deadline_at, remaining
+            )
         finally:
             timer.done()
 
@@ -760,11 +846,13 @@ class VendorClient:
         self,
         timer: metrics.VendorTimer,
         method: Method,
+        path: str,
         content: bytes | None,
+        finish: _Finish,
         attempt: int,
         deadline_at: float,
         remaining: float,
-    ) -> Profile | _Failure:
+    ) -> Profile | _Failure | None:
         started = self._clock()
         headers_received = False
         deadline = _Deadline(remaining)
@@ -772,7 +860,7 @@ class VendorClient:
         try:
             with self._http.stream(
                 method,
-                PROFILE_PATH,
+                path,
                 content=content,
                 headers=self._headers(content is not None),
                 timeout=self._timeout(remaining),
@@ -780,8 +868,8 @@ class VendorClient:
                 headers_received = True
                 status = timer.status = response.status_code
                 if 200 <= status < 300:
-                    return self._read_profile(response, attempt, started, deadline_at)
-                return self._handle_status(method, response, attempt, deadline_at)
+                    return self._read_profile(response, finish, attempt, started, deadline_at)
+                return self._handle_status(method, path, response, attempt, deadline_at)
         except _DeadlineExceeded:
             raise self._deadline_error(attempt, headers_received) from None
         except httpx.UnsupportedProtocol as exc:
@@ -811,8 +899,13 @@ class VendorClient:
         )
 
     def _read_profile(
-        self, response: httpx.Response, attempt: int, started: float, deadline_at: float
-    ) -> Profile | _Failure:
+        self,
+        response: httpx.Response,
+        finish: _Finish,
+        attempt: int,
+        started: float,
+        deadline_at: float,
+    ) -> Profile | _Failure | None:
         status = response.status_code
         try:
             body = self._read_body(response, self._max_body_bytes, deadline_at)
@@ -820,10 +913,7 @@ class VendorClient:
                 text = body.decode("utf-8")
             except UnicodeDecodeError:
                 _unusable("body is not UTF-8 text", status=status, attempts=attempt)
-            latency_ms = round((self._clock() - started) * 1000)
-            return parse_profile(
-                text, http_status=status, latency_ms=max(latency_ms, 0), attempts=attempt
-            )
+            return finish(text, status, attempt, started)
         except UnusableResponseError as exc:
             # Without its traceback: those frames hold the body and its text (up to twice
             # the body cap), which would stay alive through the next attempt's read.
@@ -875,11 +965,11 @@ class VendorClient:
         return bytes(body)
 
     def _handle_status(
-        self, method: Method, response: httpx.Response, attempt: int, deadline_at: float
+        self, method: Method, path: str, response: httpx.Response, attempt: int, deadline_at: float
     ) -> _Failure:
         status = response.status_code
         cause = httpx.HTTPStatusError(
-            f"HTTP {status} from {method} {PROFILE_PATH}",
+            f"HTTP {status} from {method} {path}",
             request=response.request,
             response=response,
         )
@@ -911,8 +1001,7 @@ class VendorClient:
             ) from cause
         hint = "redirects are not followed" if 300 <= status < 400 else "not retried"
         raise VendorUnavailableError(
-            f"vendor answered HTTP {status} to {method} {PROFILE_PATH} ({hint}; "
-            "check the vendor URL)",
+            f"vendor answered HTTP {status} to {method} {path} ({hint}; check the vendor URL)",
             status=status,
             attempts=attempt,
         ) from cause

@@ -26,6 +26,7 @@ __all__ = [
     "bounded",
     "parse_amount",
     "parse_amount_text",
+    "parse_signed_amount",
     "preview",
 ]
 
@@ -56,10 +57,11 @@ def preview(value: object) -> str:
     return text if len(text) <= _PREVIEW_CHARS + 2 else text[: _PREVIEW_CHARS + 2] + "..."
 
 
-def bounded(amount: Decimal, shown: object = None) -> Decimal:
+def bounded(amount: Decimal, shown: object = None, *, signed: bool = False) -> Decimal:
     """``amount`` if it is finite, non-negative and within the bound; ``-0`` becomes ``0``.
 
     ``shown`` is what the caller received (for the message); by default ``amount``.
+    ``signed`` admits a negative amount (a balance an account overdrew) within the bound.
     Raises :class:`AmountError`. Only the tuple is inspected, so this is cheap for any input.
     """
     shown = amount if shown is None else shown
@@ -78,7 +80,7 @@ def bounded(amount: Decimal, shown: object = None) -> Decimal:
         raise AmountError(
             f"more than {MAX_INTEGER_DIGITS} digits before the point: {preview(shown)}"
         )
-    if amount < 0:
+    if amount < 0 and not signed:
         raise AmountError(f"must be a non-negative amount: {preview(shown)}")
     return amount
 
@@ -105,6 +107,21 @@ def parse_amount(value: object) -> Decimal:
     if isinstance(value, str):
         return parse_amount_text(value)
     return parse_amount_text(str(value))
+
+
+def parse_signed_amount(value: object) -> Decimal:
+    """:func:`parse_amount`, but a negative amount is kept: some vendors let a balance run
+    below zero, and that reading is evidence, not an error. The bound is the same."""
+    if isinstance(value, bool | float):
+        raise AmountError(f"not an exact amount: {preview(value)}")
+    if isinstance(value, Decimal):
+        return bounded(value, signed=True)
+    if isinstance(value, int):
+        return -parse_amount(-value) if value < 0 else parse_amount(value)
+    text = (value if isinstance(value, str) else str(value)).strip()
+    if text.startswith("-") and text[1:2] not in ("-", "+"):
+        return bounded(-parse_amount_text(text[1:]), text, signed=True)
+    return parse_amount_text(text)
 
 
 @lru_cache(maxsize=4096)
