@@ -2,7 +2,10 @@
 
 The TOML file is ``$PREFLIGHT_CONFIG`` if set. Keys are the field names below
 (``database_url = "..."``); extra accounts go in ``[accounts.NAME]`` tables with
-``token_file`` or ``token_env`` (never an inline token), and optionally ``vendor_url``.
+``token_file`` or ``token_env`` (never an inline token), and optionally ``vendor`` (the
+adapter: docs/vendors.md), ``vendor_url`` and the adapter's own keys. A
+``[accounts.default]`` table configures the default account the same way; its token may
+still come from ``PREFLIGHT_API_TOKEN``.
 
 Tokens come only from the environment (``PREFLIGHT_API_TOKEN``) or a file
 (``PREFLIGHT_API_TOKEN_FILE``), never from the command line.
@@ -20,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+from preflight.adapters import ADAPTER_NAMES, DEFAULT_ADAPTER, Adapter, build_adapter
 from preflight.domain import amounts
 from preflight.domain.amounts import preview
 from preflight.domain.vocabulary import FINDING_KINDS, METERS
@@ -41,7 +45,8 @@ class AccountSettings:
 
     name: str
     token: Secret | None
-    vendor_url: str | None = None  # None: the settings' vendor_url
+    vendor_url: str | None = None  # None: the settings' vendor_url, or the adapter's own
+    adapter: Adapter = DEFAULT_ADAPTER
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,13 @@ class Settings:
             raise ConfigError(f"unknown account {name!r} (configured: {known})") from None
 
     def vendor_url_for(self, account: AccountSettings) -> str:
-        return account.vendor_url or self.vendor_url
+        """Where ``account``'s vendor answers: its own URL, else for the default adapter the
+        settings' ``vendor_url``, else the adapter's public API."""
+        if account.vendor_url:
+            return account.vendor_url
+        if account.adapter is DEFAULT_ADAPTER:
+            return self.vendor_url
+        return account.adapter.default_url
 
 
 # ---------------------------------------------------------------- parsing
@@ -288,6 +299,7 @@ def _http_url(text: Any) -> str:
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": str,
     "vendor_url": _http_url,
+    "vendor": _choice(*ADAPTER_NAMES),
     "account": str,
     "connect_timeout": _seconds(positive=True),
     "read_timeout": _seconds(positive=True),
@@ -374,6 +386,43 @@ def _account_vendor_url(name: str, value: object) -> str | None:
         raise ConfigError(f"[accounts.{name}] vendor_url: {exc}") from None
 
 
+_ACCOUNT_KEYS: Final = ("token_env", "token_file", "vendor", "vendor_url")
+
+
+def _account(
+    name: str,
+    table: object,
+    env: Mapping[str, str],
+    read_token: Callable[..., Secret | None],
+    *,
+    fallback_token: Mapping[str, Any] | None = None,
+) -> AccountSettings:
+    """One ``[accounts.NAME]`` table: its token, its vendor URL and its adapter."""
+    where = f"[accounts.{name}]"
+    if not isinstance(table, dict) or "token" in table:
+        raise ConfigError(f"config file: {where} needs token_file or token_env (no inline token)")
+    token_env = table.get("token_env")
+    token_file = table.get("token_file")
+    if fallback_token is not None and not token_env and not token_file:
+        token = read_token(**fallback_token)
+    else:
+        token = read_token(
+            value=env.get(token_env) if token_env else None,
+            file=token_file,
+            value_where=f"{token_env} (token_env of {where})",
+            file_where=f"{where} token_file",
+        )
+    vendor = table.get("vendor", "default")
+    if not isinstance(vendor, str):
+        raise ConfigError(f"{where} vendor: must be one of {', '.join(ADAPTER_NAMES)}")
+    options = {key: value for key, value in table.items() if key not in _ACCOUNT_KEYS}
+    adapter = build_adapter(vendor.strip().lower(), options, where)
+    vendor_url = _account_vendor_url(name, table.get("vendor_url"))
+    if vendor_url is None and not adapter.default_url:
+        raise ConfigError(f"{where} vendor_url: the {adapter.name} vendor needs one")
+    return AccountSettings(name=name, token=token, vendor_url=vendor_url, adapter=adapter)
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, tokens: bool = True, **overrides: Any
 ) -> Settings:
@@ -421,39 +470,42 @@ def load_settings(
     if file_values:
         raise ConfigError(f"config file: unknown keys {', '.join(sorted(file_values))}")
 
-    accounts: dict[str, AccountSettings] = {
-        DEFAULT_ACCOUNT: AccountSettings(
-            name=DEFAULT_ACCOUNT,
-            token=read_token(
-                value=env.get(f"{ENV_PREFIX}API_TOKEN"),
-                file=env.get(f"{ENV_PREFIX}API_TOKEN_FILE") or token_file_from_toml,
-                value_where=f"{ENV_PREFIX}API_TOKEN",
-                file_where=(
-                    f"{ENV_PREFIX}API_TOKEN_FILE"
-                    if env.get(f"{ENV_PREFIX}API_TOKEN_FILE")
-                    else "config file key api_token_file"
-                ),
-            ),
-        )
+    vendor = values.pop("vendor", "default")
+    default_token: dict[str, Any] = {
+        "value": env.get(f"{ENV_PREFIX}API_TOKEN"),
+        "file": env.get(f"{ENV_PREFIX}API_TOKEN_FILE") or token_file_from_toml,
+        "value_where": f"{ENV_PREFIX}API_TOKEN",
+        "file_where": (
+            f"{ENV_PREFIX}API_TOKEN_FILE"
+            if env.get(f"{ENV_PREFIX}API_TOKEN_FILE")
+            else "config file key api_token_file"
+        ),
     }
     if not isinstance(account_tables, dict):
         raise ConfigError("config file: [accounts] must be a table of tables")
-    for name, table in account_tables.items():
-        if not isinstance(table, dict) or "token" in table:
+    default_table = account_tables.pop(DEFAULT_ACCOUNT, None)
+    accounts: dict[str, AccountSettings] = {}
+    if default_table is None:
+        if vendor == "declarative":
             raise ConfigError(
-                f"config file: [accounts.{name}] needs token_file or token_env (no inline token)"
+                f"vendor: a declarative vendor is described in an [accounts.{DEFAULT_ACCOUNT}] "
+                "table (or [accounts.NAME]) of the config file: docs/vendors.md"
             )
-        token_env = table.get("token_env")
-        accounts[name] = AccountSettings(
-            name=name,
-            token=read_token(
-                value=env.get(token_env) if token_env else None,
-                file=table.get("token_file"),
-                value_where=f"{token_env} (token_env of [accounts.{name}])",
-                file_where=f"[accounts.{name}] token_file",
-            ),
-            vendor_url=_account_vendor_url(name, table.get("vendor_url")),
+        adapter = build_adapter(vendor, {}, "vendor")
+        # An explicit vendor_url is the default account's, whatever its adapter.
+        explicit_url = values.get("vendor_url") if adapter is not DEFAULT_ADAPTER else None
+        accounts[DEFAULT_ACCOUNT] = AccountSettings(
+            name=DEFAULT_ACCOUNT,
+            token=read_token(**default_token),
+            vendor_url=explicit_url,
+            adapter=adapter,
         )
+    else:
+        accounts[DEFAULT_ACCOUNT] = _account(
+            DEFAULT_ACCOUNT, default_table, env, read_token, fallback_token=default_token
+        )
+    for name, table in account_tables.items():
+        accounts[name] = _account(name, table, env, read_token)
     values["accounts"] = accounts
     values["server_token"] = read_token(
         value=env.get(f"{ENV_PREFIX}SERVER_TOKEN"),
