@@ -23,10 +23,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from preflight.adapters import ADAPTER_NAMES, DEFAULT_ADAPTER, Adapter, build_adapter
+from preflight.adapters import (
+    ADAPTER_NAMES,
+    DEFAULT_ADAPTER,
+    METER_NAME,
+    Adapter,
+    build_adapter,
+)
 from preflight.domain import amounts
 from preflight.domain.amounts import preview
-from preflight.domain.vocabulary import FINDING_KINDS, METERS
+from preflight.domain.vocabulary import FINDING_KINDS
 from preflight.errors import ConfigError, UsageError
 from preflight.secret import TOKEN_FORMAT, Secret, is_valid_token
 
@@ -243,6 +249,14 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _meter(text: Any) -> str:
+    # Which names exist depends on the default account's adapter: checked once it is built.
+    value = str(text).strip().lower()
+    if value != "auto" and not METER_NAME.fullmatch(value):
+        raise ValueError(f"must be one of auto or a meter name: {text!r}")
+    return value
+
+
 def _positive_duration(text: Any) -> timedelta:
     value = parse_duration(text)
     if value <= timedelta(0):
@@ -309,7 +323,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "backoff_max": _seconds(positive=False),
     "retry_after_max": _seconds(positive=False),
     "max_body_bytes": _count(MAX_BODY_BYTES_SETTING),
-    "meter": _choice("auto", *METERS),
+    "meter": _meter,
     "reserve": parse_amount,
     "database_outage_window": parse_duration,
     "hold_expiry": parse_duration,
@@ -522,4 +536,12 @@ def load_settings(
         settings = replace(settings, **overrides)
     if settings.account not in settings.accounts:
         settings.account_settings()  # raises the ConfigError naming the known accounts
+    adapter = settings.account_settings().adapter
+    meters = ("auto", *adapter.meters)
+    if not adapter.open_meters and settings.meter not in meters:
+        where = f"{ENV_PREFIX}METER" if env.get(f"{ENV_PREFIX}METER") else "config file key meter"
+        raise ConfigError(
+            f"{where}: must be one of {', '.join(meters)} "
+            f"(the {adapter.name} vendor's meters): {settings.meter!r}"
+        )
     return settings

@@ -169,10 +169,13 @@ class Adapter:
             return
         if self.open_meters and METER_NAME.fullmatch(requested):
             return
-        known = ", ".join(("auto", *self.meters)) + (
-            ", or a name the vendor reports" if self.open_meters else ""
-        )
-        raise UsageError(f"meter: the {self.name} vendor has {known}; not {requested!r}")
+        if self.open_meters:
+            raise UsageError(
+                "meter: must be auto or a meter name (1-32 lower-case letters, digits or _), "
+                f"not {requested!r}"
+            )
+        # The first vendor's wording, unchanged: "must be auto, credits or api_quota_remaining".
+        raise UsageError(f"meter: must be auto, {' or '.join(self.meters)}, not {requested!r}")
 
     def quota_signal(self, http_status: int | None, error: str | None) -> bool:
         """Whether a failed job with this status and error body is a quota failure (402

@@ -18,7 +18,7 @@ from preflight.cli.support import (
     open_app,
     parse_since,
 )
-from preflight.domain.vocabulary import METERS, BatchStatus, Tag
+from preflight.domain.vocabulary import BatchStatus, Tag
 
 
 @click.command()
@@ -26,10 +26,14 @@ from preflight.domain.vocabulary import METERS, BatchStatus, Tag
 @click.option("--need", metavar="AMOUNT", help="Units of the meter the batch will spend.")
 @click.option(
     "--meter",
-    type=click.Choice(["auto", *METERS]),
+    metavar="METER",
     envvar="PREFLIGHT_METER",
     show_envvar=True,
-    help="Balance to read; auto: credits when present, else api_quota_remaining.",
+    help=(
+        "Balance to read: auto (the vendor's first meter present: credits, else "
+        "api_quota_remaining, for the default vendor) or a meter of the account's vendor "
+        "(docs/vendors.md)."
+    ),
 )
 @click.option(
     "--reserve",

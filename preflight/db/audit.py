@@ -229,14 +229,20 @@ def points(
             Snapshot.credits,
             Snapshot.api_quota_remaining,
             Batch.batch_id,
+            Snapshot.extra_meters,
         )
         .outerjoin(Batch, Batch.id == Snapshot.batch_pk)
         .where(Snapshot.account_id == account_id, *window)
         .order_by(Snapshot.taken_at, Snapshot.id)
     )
     return [
-        Point(sid, at, {"credits": credits, "api_quota_remaining": quota}, batch_id)
-        for sid, at, credits, quota, batch_id in rows
+        Point(
+            sid,
+            at,
+            {"credits": credits, "api_quota_remaining": quota, **(extra or {})},
+            batch_id,
+        )
+        for sid, at, credits, quota, batch_id, extra in rows
     ]
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from preflight.db.types import Amount, UTCDateTime
+from preflight.db.types import Amount, MeterMap, UTCDateTime
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -125,8 +125,11 @@ class Snapshot(Base):
     outcome_id: Mapped[int | None] = mapped_column(ForeignKey("outcomes.id"))
     kind: Mapped[str] = mapped_column(String(16))
     taken_at: Mapped[datetime]
+    # The two meters of the first vendor have their own columns; any other meter a vendor
+    # adapter reads (characters, usd, limit_remaining, ...) is in extra_meters, by name.
     credits: Mapped[Decimal | None]
     api_quota_remaining: Mapped[Decimal | None]
+    extra_meters: Mapped[dict[str, Decimal] | None] = mapped_column(MeterMap)
     tier: Mapped[str | None] = mapped_column(String(100))
     user_id: Mapped[str | None] = mapped_column(String(200))
     # The body exactly as received, unknown fields included.
@@ -155,8 +158,19 @@ class Snapshot(Base):
     )
 
     def meter(self, name: str) -> Decimal | None:
-        value: Decimal | None = getattr(self, name)
-        return value
+        """The snapshot's balance on meter ``name`` (None: absent)."""
+        if name == "credits":
+            return self.credits
+        if name == "api_quota_remaining":
+            return self.api_quota_remaining
+        return (self.extra_meters or {}).get(name)
+
+    @property
+    def meters(self) -> dict[str, Decimal | None]:
+        """Every meter the snapshot has a value for, by name."""
+        found = {"credits": self.credits, "api_quota_remaining": self.api_quota_remaining}
+        found.update(self.extra_meters or {})
+        return {name: value for name, value in found.items() if value is not None}
 
 
 class Outcome(Base):

@@ -152,6 +152,7 @@ def timeline(
             Snapshot.credits,
             Snapshot.api_quota_remaining,
             Batch.batch_id,
+            Snapshot.extra_meters,
         )
         .outerjoin(Batch, Batch.id == Snapshot.batch_pk)
         .where(

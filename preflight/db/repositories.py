@@ -37,6 +37,7 @@ from preflight.db import bulk
 from preflight.db import sqlite_fast as fast
 from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot, TagSnapshot
 from preflight.db.session import Database, decimal_sum, is_sqlite, translate_db_errors
+from preflight.db.types import meter_map_text
 from preflight.domain.errors import ConflictError
 from preflight.domain.exact import exact
 from preflight.domain.outcome import OutcomeInput
@@ -594,8 +595,8 @@ _PG_STORE_NEW_CHECK: Final = (
     " %(last_activity_at)s, %(labels)s, %(status)s, %(held)s, %(batch_id)s, %(account)s,"
     " %(now)s) ON CONFLICT DO NOTHING RETURNING id),"
     " snapshot AS (INSERT INTO snapshots (account_id, batch_pk, kind, taken_at, credits,"
-    " api_quota_remaining, tier, user_id, raw, http_status, latency_ms)"
-    " SELECT %(account)s, id, %(kind)s, %(now)s, %(credits)s, %(quota)s, %(tier)s,"
+    " api_quota_remaining, extra_meters, tier, user_id, raw, http_status, latency_ms)"
+    " SELECT %(account)s, id, %(kind)s, %(now)s, %(credits)s, %(quota)s, %(extra)s, %(tier)s,"
     " %(user_id)s, %(raw)s, %(http_status)s, %(latency_ms)s FROM new_batch"
     " WHERE %(snapshot)s RETURNING id),"
     " account AS (UPDATE accounts SET held_need = held_need + %(delta)s,"
@@ -640,6 +641,7 @@ def store_check(
                     "kind": kind.value if kind else None,
                     "credits": profile.credits if profile else None,
                     "quota": profile.api_quota_remaining if profile else None,
+                    "extra": meter_map_text(profile.extra_meters) if profile else None,
                     "tier": profile.tier if profile else None,
                     "user_id": profile.user_id if profile else None,
                     "raw": profile.raw if profile else None,
@@ -696,6 +698,7 @@ def insert_snapshot(
                 bulk.sqlite_time(now),
                 bulk.sqlite_amount(profile.credits),
                 bulk.sqlite_amount(profile.api_quota_remaining),
+                meter_map_text(profile.extra_meters),
                 profile.tier,
                 profile.user_id,
                 profile.raw,
@@ -716,6 +719,7 @@ def insert_snapshot(
                 "taken_at": now,
                 "credits": profile.credits,
                 "api_quota_remaining": profile.api_quota_remaining,
+                "extra_meters": profile.extra_meters,
                 "tier": profile.tier,
                 "user_id": profile.user_id,
                 "raw": profile.raw,
@@ -1013,6 +1017,8 @@ class ProfileValues(Protocol):
     @property
     def api_quota_remaining(self) -> Decimal | None: ...
     @property
+    def extra_meters(self) -> Mapping[str, Decimal | None]: ...
+    @property
     def http_status(self) -> int: ...
     @property
     def latency_ms(self) -> int: ...
@@ -1039,6 +1045,7 @@ def store_snapshot(
         taken_at=now,
         credits=profile.credits,
         api_quota_remaining=profile.api_quota_remaining,
+        extra_meters=dict(profile.extra_meters),
         tier=profile.tier,
         user_id=profile.user_id,
         raw=profile.raw,

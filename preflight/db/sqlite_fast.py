@@ -72,7 +72,8 @@ UPDATE_BATCH: Final = (
 HAS_PREFLIGHT: Final = "SELECT 1 FROM snapshots WHERE batch_pk = ? AND kind = 'preflight' LIMIT 1"
 INSERT_SNAPSHOT: Final = (
     "INSERT INTO snapshots (account_id, batch_pk, kind, taken_at, credits, api_quota_remaining,"
-    " tier, user_id, raw, http_status, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " extra_meters, tier, user_id, raw, http_status, latency_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " RETURNING id"
 )
 RECORD_ACTIVITY: Final = (

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Numeric, String
+from sqlalchemy import DateTime, Dialect, Numeric, String, Text
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
@@ -62,3 +64,34 @@ class UTCDateTime(TypeDecorator[datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
+
+
+def meter_map_text(meters: Mapping[str, Decimal | None]) -> str | None:
+    """The stored text of a snapshot's meters: a JSON object of exact decimal strings,
+    keys sorted, absent meters left out; None when there is none (the common case)."""
+    present = {name: format(value, "f") for name, value in meters.items() if value is not None}
+    return json.dumps(present, sort_keys=True, separators=(",", ":")) if present else None
+
+
+def meter_map(text: str | None) -> dict[str, Decimal]:
+    """The meters of :func:`meter_map_text`'s text (empty for None)."""
+    if not text:
+        return {}
+    return {name: Decimal(value) for name, value in json.loads(text).items()}
+
+
+class MeterMap(TypeDecorator[dict[str, Decimal]]):
+    """Meters by name as exact decimal strings in a JSON object, stored as text on both
+    dialects (a JSON type would read numbers as floats, and PostgreSQL's JSONB rewrites
+    them); an empty map is NULL."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: Mapping[str, Decimal | None] | None, dialect: Dialect
+    ) -> Any:
+        return None if value is None else meter_map_text(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dict[str, Decimal] | None:
+        return None if value is None else meter_map(value)

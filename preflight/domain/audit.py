@@ -38,6 +38,13 @@ class RunStatus(StrEnum):
     SKIPPED = "skipped"  # the same token was rejected before: the vendor was not called
 
 
+def meter_names(*readings: Mapping[str, object]) -> list[str]:
+    """The meters any of ``readings`` names: the first vendor's two first, then the others
+    by name, so that findings come out in the same order on every run."""
+    others = sorted({name for reading in readings for name in reading} - set(METERS))
+    return [*METERS, *others]
+
+
 @dataclass(frozen=True)
 class Point:
     """One snapshot of the account's timeline: both meters (None when absent)."""
@@ -103,7 +110,7 @@ def unexplained_consumption(
         if end.taken_at <= after:
             continue
         in_window = [c for c in costs if before.taken_at < c.at <= end.taken_at]
-        for meter in METERS:
+        for meter in meter_names(before.balances, end.balances):
             start_balance, end_balance = before.balances.get(meter), end.balances.get(meter)
             if start_balance is None or end_balance is None:
                 continue

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from typing import Final
 
 from preflight.domain.errors import UsageError
-from preflight.domain.vocabulary import Meter
+
+# Re-exported: the first vendor's meters, which callers compare choose_meter's answer with.
+from preflight.domain.vocabulary import Meter  # noqa: F401
 
 BATCH_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:\-/]{1,200}")
 
@@ -22,16 +24,13 @@ def validate_batch_id(batch_id: str) -> str:
     return batch_id
 
 
-def choose_meter(requested: str, present: Mapping[str, object]) -> Meter | None:
-    """The meter a check reads: the requested one, or for ``auto`` credits before the legacy quota.
+def choose_meter(requested: str, present: Mapping[str, object]) -> str | None:
+    """The meter a check reads: the requested one, or for ``auto`` the first present one.
 
-    ``present`` maps meter names to the profile's values (None when absent).
+    ``present`` maps the reading's meter names to its values (None when absent), in the
+    vendor adapter's order of preference: credits before the legacy quota by default.
     Returns None when the meter (or, for ``auto``, every meter) is absent.
     """
     if requested != "auto":
-        meter = Meter(requested)
-        return meter if present.get(meter.value) is not None else None
-    for meter in (Meter.CREDITS, Meter.API_QUOTA_REMAINING):
-        if present.get(meter.value) is not None:
-            return meter
-    return None
+        return requested if present.get(requested) is not None else None
+    return next((name for name, value in present.items() if value is not None), None)

@@ -10,7 +10,7 @@ renderer only draws.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
@@ -30,6 +30,11 @@ from preflight.domain.wire import amount_text, time_text
 ZERO: Final = Decimal(0)
 
 
+def meters_text(meters: Mapping[str, Decimal | None]) -> dict[str, str | None]:
+    """Meters by name as the JSON outputs write amounts: exact decimal strings."""
+    return {name: amount_text(value) for name, value in meters.items()}
+
+
 @dataclass(frozen=True)
 class TimelineSnapshot:
     """One snapshot of the account's timeline, with both meters (None: absent)."""
@@ -40,13 +45,17 @@ class TimelineSnapshot:
     credits: Decimal | None
     api_quota_remaining: Decimal | None
     batch_id: str | None = None  # the batch that took it, if any
+    # Any other vendor's meters by name (characters, usd, ...); None: there is none.
+    extra_meters: Mapping[str, Decimal] | None = field(default=None, hash=False)
 
     def balance(self, meter: str | None) -> Decimal | None:
         if meter == "credits":
             return self.credits
         if meter == "api_quota_remaining":
             return self.api_quota_remaining
-        return None
+        if meter is None or not self.extra_meters:
+            return None
+        return self.extra_meters.get(meter)
 
     def reading(self, meter: str | None) -> Reading:
         return Reading(self.id, self.taken_at, self.balance(meter), self.kind)
@@ -59,6 +68,8 @@ class TimelineSnapshot:
             "credits": amount_text(self.credits),
             "api_quota_remaining": amount_text(self.api_quota_remaining),
             "batch_id": self.batch_id,
+            # Only for a vendor with other meters: the first vendor's JSON stays as it was.
+            **({"meters": meters_text(self.extra_meters)} if self.extra_meters else {}),
         }
 
 
@@ -98,19 +109,29 @@ class Rise:
 
 def readings(timeline: Sequence[TimelineSnapshot], meter: str) -> list[Reading]:
     """The timeline on ``meter``, as the classifier reads it."""
-    value = attrgetter(meter if meter in METERS else "credits")
-    return [Reading(s.id, s.taken_at, value(s), s.kind) for s in timeline]
-
-
-def default_meter(timeline: Sequence[TimelineSnapshot], meter: str | None) -> str | None:
-    """``meter`` when known, else the audit's rule: credits when the latest snapshot has
-    them, else api_quota_remaining when it has that (None: neither)."""
     if meter in METERS:
+        value = attrgetter(meter)
+        return [Reading(s.id, s.taken_at, value(s), s.kind) for s in timeline]
+    return [Reading(s.id, s.taken_at, s.balance(meter), s.kind) for s in timeline]
+
+
+def default_meter(
+    timeline: Sequence[TimelineSnapshot], meter: str | None, order: Sequence[str] = METERS
+) -> str | None:
+    """``meter`` when given, else the audit's rule: the first meter in ``order`` (the
+    vendor adapter's preference: credits, then api_quota_remaining by default) that the
+    latest snapshot has, else the first other meter it has by name (None: none)."""
+    if meter is not None:
         return meter
     for snapshot in reversed(timeline):
+        for name in order:
+            if snapshot.balance(name) is not None:
+                return name
         for name in METERS:
             if snapshot.balance(name) is not None:
                 return name
+        if snapshot.extra_meters:
+            return min(snapshot.extra_meters)
     return None
 
 

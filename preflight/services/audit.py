@@ -44,7 +44,7 @@ from preflight.domain.audit import (
     unexplained_consumption,
 )
 from preflight.domain.periods import period_start
-from preflight.domain.vocabulary import METERS, FindingKind, SnapshotKind
+from preflight.domain.vocabulary import FindingKind, SnapshotKind
 from preflight.domain.wire import amount_text, time_text
 from preflight.errors import AuthError, ConfigError, PreflightError, VendorError
 from preflight.logs import get_logger
@@ -380,7 +380,7 @@ class _AccountRun:
         try:
             # Outside any transaction: a slow vendor never holds a database lock.
             profile = self.rt.vendor(self.account).get_profile()
-            metrics.balance_seen(self.account, {m: profile.meter(m) for m in METERS})
+            metrics.balance_seen(self.account, profile.meters)
         except AuthError as exc:
             # Loud: nothing else will tell the operator that the audit has gone blind.
             self.log.error("audit_auth_failed", error=str(exc), token_fingerprint=fingerprint)

@@ -14,7 +14,7 @@ from preflight.domain.amounts import parse_amount
 from preflight.domain.batch import choose_meter, validate_batch_id
 from preflight.domain.exact import exact
 from preflight.domain.verdict import NO_GO, Assessment, Verdict, assess
-from preflight.domain.vocabulary import METERS, BatchStatus, SnapshotKind
+from preflight.domain.vocabulary import BatchStatus, SnapshotKind
 from preflight.domain.wire import amount_text
 from preflight.errors import (
     AuthError,
@@ -75,10 +75,9 @@ def check(
     if reserve_amount is None:
         reserve_amount = rt.settings.reserve
     requested_meter = meter or rt.settings.meter
-    if requested_meter != "auto" and requested_meter not in METERS:
-        raise UsageError(f"meter: must be auto, {' or '.join(METERS)}, not {meter!r}")
-    fail_open = rt.settings.fail_open if fail_open is None else fail_open
     account_name = rt.account_name(account)
+    rt.adapter(account_name).check_meter(requested_meter)
+    fail_open = rt.settings.fail_open if fail_open is None else fail_open
 
     # Refuse a contradiction before spending a vendor call on it.
     existing = repo.peek_batch(rt.database, batch_id)
@@ -109,7 +108,7 @@ def check(
         raise RuntimeError(f"batch {batch_id!r} could not be checked")
     metrics.check_done(result.verdict.value)
     if profile is not None:
-        metrics.balance_seen(account_name, {m: profile.meter(m) for m in METERS})
+        metrics.balance_seen(account_name, profile.meters)
     log.info(
         "check_completed",
         batch_id=batch_id,
@@ -167,21 +166,23 @@ def _write_check(
     need = request.need if request.need is not None else (batch.need if batch else None)
     if profile is not None:
         if chosen is None:
-            present = {m: profile.meter(m) for m in METERS}
-            found = choose_meter(request.meter, present)
-            chosen = found.value if found else None
+            chosen = choose_meter(request.meter, profile.meters)
         snapshot_kind = (
             SnapshotKind.RECHECK
             if batch is not None and repo.has_preflight_snapshot(session, batch.pk)
             else SnapshotKind.PREFLIGHT
         )
-        balance = profile.meter(chosen) if chosen else None
+        balance = profile.meters.get(chosen) if chosen else None
         if balance is None:
-            # Name what is missing: the batch's or the requested meter; for auto, both.
-            absent = chosen or (request.meter if request.meter != "auto" else " and ".join(METERS))
+            # Name what is missing: the batch's or the requested meter; for auto, every one.
+            absent = chosen or (
+                request.meter if request.meter != "auto" else " and ".join(profile.meter_names)
+            )
             assessment = Assessment(
                 Verdict.UNAVAILABLE, f"{absent} absent from the vendor's profile"
             )
+        elif profile.blocked is not None:
+            assessment = Assessment(Verdict.BILLING_BLOCKED, profile.blocked)
         else:
             own = (batch.held if batch is not None else None) or Decimal(0)
             outstanding = account.held_need + held_need_change - own

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -15,7 +15,7 @@ from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Classification
 from preflight.domain.classify import classify as classify_failure
 from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
-from preflight.domain.vocabulary import BatchStatus, SnapshotKind, Tag
+from preflight.domain.vocabulary import BatchStatus, OutcomeStatus, SnapshotKind, Tag
 from preflight.errors import ConfigError, ConflictError, NotFoundError, UsageError, VendorError
 from preflight.logs import get_logger
 from preflight.services.results import ImportResult, RecordResult
@@ -55,6 +55,9 @@ def record(
     """
     validate_batch_id(batch_id)
     item = outcome if isinstance(outcome, OutcomeInput) else build_outcome(outcome)
+    vendor_says = quota_rule(rt, batch_id, account)
+    if vendor_says is not None:
+        item = vendor_says(item)
     now = rt.clock()
 
     def store(session: Session) -> tuple[repo.StoredOutcomes, str, tuple[str, ...]]:
@@ -160,6 +163,7 @@ def record_many(
         )
 
     append = pending.append
+    vendor_says = quota_rule(rt, batch_id, account)
     for line_no, raw in enumerate(lines, start=1):
         try:
             # Bytes are decoded line by line, so a bad byte is blamed on its own line.
@@ -175,6 +179,8 @@ def record_many(
         counts["lines"] += 1
         try:
             item = parse_json_line(line)
+            if vendor_says is not None:
+                item = vendor_says(item)
         except UsageError as exc:
             flush()
             raise bad_line(line_no, str(exc)) from None
@@ -248,6 +254,35 @@ def classify_batches(
                 repo.save_tag(session, failure, result, now=now)
                 results.append(result)
     return results
+
+
+def quota_rule(
+    rt: Runtime, batch_id: str, account: str | None
+) -> Callable[[OutcomeInput], OutcomeInput] | None:
+    """What the batch's vendor adds to "a 402 is a quota failure", as a function that marks
+    such a failure as quota (ElevenLabs: a 401 whose body says ``quota_exceeded``); None
+    when the vendor adds nothing, as most do (and then no lookup is made)."""
+    if not rt.quota_signals:
+        return None
+    if account is None:
+        existing = repo.peek_batch(rt.database, batch_id)
+        account = existing.account if existing is not None else rt.settings.account
+    configured = rt.settings.accounts.get(account)
+    if configured is None or not configured.adapter.recognises_more_quota_failures:
+        return None
+    adapter = configured.adapter
+
+    def mark(item: OutcomeInput) -> OutcomeInput:
+        if (
+            item.status is OutcomeStatus.FAILED
+            and not item.quota_failure
+            and adapter.quota_signal(item.http_status, item.error)
+        ):
+            # Re-validated: a declared cost of a quota failure becomes its expected cost.
+            return replace(item, marked_quota=True)
+        return item
+
+    return mark
 
 
 def count_tags(results: Iterable[Classification]) -> dict[str, int]:

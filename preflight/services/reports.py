@@ -158,7 +158,11 @@ def account_timeline(
             )
         ]
     configured = rt.settings.meter
-    meter = default_meter(timeline, configured if configured in METERS else None)
+    # The account's vendor says which meters exist and which comes first (an account no
+    # longer configured is read with the first vendor's).
+    configured_account = rt.settings.accounts.get(name)
+    known = configured_account.adapter.meters if configured_account is not None else METERS
+    meter = default_meter(timeline, configured if configured in known else None, known)
     return AccountTimeline(
         account=name,
         meter=meter,

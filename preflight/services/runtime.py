@@ -16,6 +16,7 @@ from preflight.logs import apply_level
 if TYPE_CHECKING:
     import httpx
 
+    from preflight.adapters import Adapter
     from preflight.db.session import Database
     from preflight.settings import Settings
     from preflight.vendor import VendorClient
@@ -93,8 +94,20 @@ class Runtime:
                 account_settings.token,
                 policy=RetryPolicy.from_settings(self.settings),
                 max_body_bytes=self.settings.max_body_bytes,
+                adapter=account_settings.adapter,
             )
         return self._vendors[name]
+
+    def adapter(self, account: str | None = None) -> Adapter:
+        """How ``account``'s vendor is read and its quota failures recognised."""
+        return self.settings.account_settings(account).adapter
+
+    @property
+    def quota_signals(self) -> bool:
+        """Whether any account's vendor signals quota failures beyond HTTP 402."""
+        return any(
+            a.adapter.recognises_more_quota_failures for a in self.settings.accounts.values()
+        )
 
     def close(self) -> None:
         for client in self._http_clients:

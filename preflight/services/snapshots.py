@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from preflight import metrics
 from preflight.db import repositories as repo
-from preflight.domain.vocabulary import METERS, SnapshotKind
+from preflight.domain.vocabulary import SnapshotKind
 from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -50,5 +50,5 @@ def take_snapshot(
         ).id
 
     taken = Taken(rt.database.run_write(store), now, profile)
-    metrics.balance_seen(account, {m: profile.meter(m) for m in METERS})
+    metrics.balance_seen(account, profile.meters)
     return taken
