@@ -484,6 +484,7 @@ class RemoteClient:
             http_status=200,
             latency_ms=data["latency_ms"],
             attempts=1,
+            **_meters_of_profile(data),
         )
         return ProfileReading(
             data["account"], data["snapshot_id"], _when(data["taken_at"]), profile
@@ -574,6 +575,28 @@ def totals(data: Mapping[str, Any]) -> OutcomeTotals:
     )
 
 
+def _extra_meters(data: Mapping[str, Any]) -> dict[str, Decimal] | None:
+    """The meters other than the first vendor's two, from a ``meters`` object (if any)."""
+    meters = data.get("meters") or {}
+    extra = {
+        name: Decimal(value)
+        for name, value in meters.items()
+        if name not in ("credits", "api_quota_remaining") and value is not None
+    }
+    return extra or None
+
+
+def _meters_of_profile(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The Profile fields that name another vendor's meters (none for the first vendor)."""
+    meters = data.get("meters")
+    if not meters:
+        return {}
+    return {
+        "extra_meters": _extra_meters(data) or {},
+        "meter_names": tuple(meters),
+    }
+
+
 def snapshot_view(data: Mapping[str, Any]) -> SnapshotView:
     return SnapshotView(
         id=data["id"],
@@ -582,6 +605,7 @@ def snapshot_view(data: Mapping[str, Any]) -> SnapshotView:
         credits=_amount(data["credits"]),
         api_quota_remaining=_amount(data["api_quota_remaining"]),
         balance=_amount(data["balance"]),
+        extra_meters=_extra_meters(data),
     )
 
 

@@ -23,8 +23,14 @@ def profile_show(account: str | None, output_format: str) -> int:
         emit_json(reading.to_dict())
     else:
         data = reading.to_dict()
-        for key in ("account", "user_id", "tier", "credits", "api_quota_remaining"):
+        for key in ("account", "user_id", "tier"):
             click.echo(f"{key:<20} {data[key] if data[key] is not None else '-'}")
+        # The vendor's meters, in its order (the first vendor's: credits, api_quota_remaining).
+        meters = data.get("meters") or {
+            key: data[key] for key in ("credits", "api_quota_remaining")
+        }
+        for key, value in meters.items():
+            click.echo(f"{key:<20} {value if value is not None else '-'}")
         click.echo(f"{'snapshot':<20} {reading.snapshot_id} at {reading.taken_at.isoformat()}")
         click.echo(f"{'raw':<20} {reading.profile.raw}")
     return 0

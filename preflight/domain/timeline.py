@@ -25,14 +25,9 @@ from preflight.domain.classify import (
 )
 from preflight.domain.exact import exact
 from preflight.domain.vocabulary import METERS
-from preflight.domain.wire import amount_text, time_text
+from preflight.domain.wire import amount_text, meters_text, time_text
 
 ZERO: Final = Decimal(0)
-
-
-def meters_text(meters: Mapping[str, Decimal | None]) -> dict[str, str | None]:
-    """Meters by name as the JSON outputs write amounts: exact decimal strings."""
-    return {name: amount_text(value) for name, value in meters.items()}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 
@@ -13,3 +14,8 @@ def amount_text(value: Decimal | None) -> str | None:
 
 def time_text(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def meters_text(meters: Mapping[str, Decimal | None]) -> dict[str, str | None]:
+    """Meters by name as the JSON outputs write amounts: exact decimal strings."""
+    return {name: amount_text(value) for name, value in meters.items()}

@@ -24,7 +24,8 @@ AmountOut = Annotated[str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["12
 Account = Annotated[str, Field(pattern=ACCOUNT_PATTERN)]
 LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]
 LabelValue = Annotated[str, Field(pattern=r"^[ -~]{0,200}$")]
-MeterName = Literal["credits", "api_quota_remaining"]
+#: A vendor adapter's meter (credits, api_quota_remaining, characters, usd, ...).
+MeterName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", examples=["credits"])]
 #: Spelled out for the type checker; tests/unit/test_http_schemas.py holds them to the enums.
 
 VerdictName = Literal[
@@ -50,9 +51,13 @@ class CheckIn(_In):
     need: AmountIn | None = Field(
         default=None, description="Units of the meter the batch will spend."
     )
-    meter: Literal["auto", "credits", "api_quota_remaining"] | None = Field(
+    meter: Annotated[str, Field(pattern=r"^(auto|[a-z][a-z0-9_]{0,31})$")] | None = Field(
         default=None,
-        description="Balance to read; auto: credits when present, else api_quota_remaining.",
+        description=(
+            "Balance to read: auto (the vendor's first meter present: credits, else "
+            "api_quota_remaining, for the default vendor) or a meter of the account's vendor."
+        ),
+        examples=["auto", "credits"],
     )
     reserve: AmountIn | None = Field(default=None, description="Margin to keep on top of the need.")
     strict: bool = Field(default=False, description="exit_code 14 (not 0) for at_risk.")
@@ -171,6 +176,9 @@ class SnapshotOut(_Out):
     credits: AmountOut | None
     api_quota_remaining: AmountOut | None
     balance: AmountOut | None
+    meters: dict[str, AmountOut | None] | None = Field(
+        default=None, description="Every meter by name, for a vendor with other meters."
+    )
 
 
 class LateOut(_Out):
@@ -262,6 +270,9 @@ class ProfileOut(_Out):
     tier: str | None
     credits: AmountOut | None
     api_quota_remaining: AmountOut | None
+    meters: dict[str, AmountOut | None] | None = Field(
+        default=None, description="Every meter by name, for a vendor with other meters."
+    )
     latency_ms: int
     raw: str = Field(description="The vendor's body as received (tokens it echoed: redacted).")
 

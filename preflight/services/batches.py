@@ -199,6 +199,7 @@ def _snapshot_view(snapshot: Snapshot, meter: str | None) -> SnapshotView:
         credits=snapshot.credits,
         api_quota_remaining=snapshot.api_quota_remaining,
         balance=snapshot.meter(meter) if meter else None,
+        extra_meters=snapshot.extra_meters or None,
     )
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 from preflight.domain.exact import exact
 from preflight.domain.verdict import NO_GO, Verdict
 from preflight.domain.vocabulary import BatchStatus
-from preflight.domain.wire import amount_text, time_text
+from preflight.domain.wire import amount_text, meters_text, time_text
 
 if TYPE_CHECKING:
     from preflight.domain.classify import (
@@ -95,6 +95,8 @@ class ProfileReading:
             "tier": self.profile.tier,
             "credits": amount_text(self.profile.credits),
             "api_quota_remaining": amount_text(self.profile.api_quota_remaining),
+            # Every meter by name, for a vendor with others than the first vendor's two.
+            **({"meters": meters_text(self.profile.meters)} if self.profile.extra_meters else {}),
             "latency_ms": self.profile.latency_ms,
             "raw": self.profile.raw,
         }
@@ -268,6 +270,8 @@ class SnapshotView:
     credits: Decimal | None
     api_quota_remaining: Decimal | None
     balance: Decimal | None  # on the batch's meter
+    # Any other vendor's meters by name (None: there is none).
+    extra_meters: Mapping[str, Decimal] | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -277,6 +281,7 @@ class SnapshotView:
             "credits": amount_text(self.credits),
             "api_quota_remaining": amount_text(self.api_quota_remaining),
             "balance": amount_text(self.balance),
+            **({"meters": meters_text(self.extra_meters)} if self.extra_meters else {}),
         }
 
 
