@@ -62,45 +62,108 @@ def db_upgrade(revision: str) -> int:
     return 0
 
 
+# The sandbox's vendor names (preflight.sandbox.VENDORS, which a test keeps this equal to):
+# importing the sandbox here would slow every command down by its HTTP server's imports.
+_SIMULATED_VENDORS = ("default", "openrouter", "elevenlabs", "deepgram", "deepseek", "custom")
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--vendor",
+    default="default",
+    show_default=True,
+    type=click.Choice(_SIMULATED_VENDORS),
+    help="Which vendor's API to speak.",
+)
+@click.option(
+    "--balance",
+    "balances",
+    multiple=True,
+    metavar="METER=AMOUNT",
+    help="Starting balance of one of the vendor's meters ('none' to leave it out); repeatable.",
+)
 @click.option(
     "--credits",
     "credits_",
     default="1200",
     show_default=True,
     metavar="AMOUNT",
-    help="Starting credits ('none' to leave the meter out).",
+    help="Default vendor: starting credits ('none' to leave the meter out).",
 )
 @click.option(
     "--quota",
     default="988000",
     show_default=True,
     metavar="AMOUNT",
-    help="Starting api_quota_remaining ('none' to leave the meter out).",
+    help="Default vendor: starting api_quota_remaining ('none' to leave the meter out).",
 )
 @click.option("--token", default=None, help="Token the sandbox accepts [default: sandbox-token].")
-def simulate(host: str, port: int, credits_: str, quota: str, token: str | None) -> int:
-    """Run the sandbox vendor: the profile API with a real balance, faults and a control API.
+@click.pass_context
+def simulate(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    vendor: str,
+    balances: tuple[str, ...],
+    credits_: str,
+    quota: str,
+    token: str | None,
+) -> int:
+    """Run the sandbox vendor: a vendor's API with a real balance, faults and a control API.
 
     \b
-    Vendor API:  GET|POST /api/open/v1/profile, POST /api/open/v1/jobs {"cost": "5"}
+    Vendors (--vendor), their balance and job routes, and meters (--balance):
+      default     GET|POST /api/open/v1/profile, POST /api/open/v1/jobs
+                  credits, api_quota_remaining (or --credits, --quota)
+      openrouter  GET /api/v1/key, GET /api/v1/credits,
+                  POST /api/v1/chat/completions; limit_remaining, credits
+      elevenlabs  GET /v1/user/subscription, POST /v1/text-to-speech/VOICE_ID;
+                  characters (a quota failure is a 401)
+      deepgram    GET /v1/projects/sandbox-project/balances, POST /v1/listen;
+                  usd, hour
+      deepseek    GET /user/balance, POST /chat/completions; usd, cny
+      custom      GET /v2/account/balance, POST /v2/jobs; requests, wallet
+                  (a quota failure is a 400)
+    A job's body is {"cost": "5"} (and "meter" where a vendor has several).
     Control API: GET /_sandbox/state, POST /_sandbox/consume {"amount": "10"},
                  /_sandbox/topup, /_sandbox/balance, /_sandbox/faults, /_sandbox/shape,
-                 /_sandbox/reset
-    Point preflight at it with PREFLIGHT_VENDOR_URL=http://HOST:PORT and
-    PREFLIGHT_API_TOKEN=<token>.
+                 /_sandbox/reset, and for elevenlabs /_sandbox/reset_period
+    It prints how to point preflight at it: PREFLIGHT_VENDOR=NAME (other than
+    default), PREFLIGHT_VENDOR_URL=http://HOST:PORT, PREFLIGHT_API_TOKEN=<token>.
     """
-    from preflight.sandbox import DEFAULT_TOKEN, serve_forever
+    from preflight.sandbox import DEFAULT_TOKEN, DIALECTS, serve_forever
+
+    meters: dict[str, object] = {}
+    if vendor == "default":
+        meters["credits"] = _optional_amount(credits_, "--credits")
+        meters["api_quota_remaining"] = _optional_amount(quota, "--quota")
+    else:
+        for option, name in (("--credits", "credits_"), ("--quota", "quota")):
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+                raise click.UsageError(
+                    f"{option} is the default vendor's; give the {vendor} vendor's meters "
+                    f"as --balance METER=AMOUNT ({', '.join(DIALECTS[vendor].meter_names)})"
+                )
+    for given in balances:
+        meter, equals, amount = given.partition("=")
+        if not equals or not meter.strip():
+            raise click.BadParameter(f"{given!r} is not METER=AMOUNT", param_hint="--balance")
+        meters[meter.strip()] = None if amount.strip().lower() == "none" else amount.strip()
+    try:
+        starting = DIALECTS[vendor].starting_meters(meters)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--balance") from None
 
     try:
         serve_forever(
             host=host,
             port=port,
-            credits=_optional_amount(credits_, "--credits"),
-            quota=_optional_amount(quota, "--quota"),
+            vendor=vendor,
+            meters=starting,
             token=token or DEFAULT_TOKEN,
+            how_to_connect=True,
         )
     except OSError as exc:
         raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

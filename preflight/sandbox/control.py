@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Final
 
 from preflight.sandbox.protocol import (
-    CREDITS,
     ZERO,
     BadInput,
     Reply,
@@ -36,6 +35,7 @@ ROUTES: Final = {
     "balance": "POST",
     "topup": "POST",
     "reset": "POST",
+    "reset_period": "POST",
 }
 
 
@@ -44,6 +44,9 @@ def answer(state: SandboxState, method: str, name: str, body: bytes) -> Reply:
     allowed = ROUTES.get(name)
     if allowed is None:
         return json_reply(404, {"error": "not_found", "message": f"no control endpoint {name}"})
+    if name == "reset_period" and not state.dialect.has_period:
+        message = f"the {state.dialect.name} vendor has no billing period to reset"
+        return json_reply(404, {"error": "not_found", "message": message})
     if method != allowed:
         return json_reply(405, {"error": "method_not_allowed"}, headers=(("Allow", allowed),))
     try:
@@ -68,21 +71,23 @@ def run(state: SandboxState, name: str, payload: object) -> dict[str, object]:
     if name == "reset":
         state.reset()
         return {"ok": True}
+    if name == "reset_period":
+        state.reset_period()
+        return state.snapshot()
     spec = as_object(payload, f"the {name} request")
     if name == "balance":
         if not spec:
-            raise BadInput("give credits and/or api_quota_remaining")
+            raise BadInput(f"give one or more of {', '.join(state.dialect.meter_names)}")
         state.set_meters(spec)
         return {"balance": plain_meters(state.balance())}
     reject_unknown_keys(spec, frozenset({"amount", "meter"}), name)
     if name == "topup":
-        meter = spec.get("meter", CREDITS)
-        state.topup(spec.get("amount"), meter)
+        meter = state.topup(spec.get("amount"), spec.get("meter"))
         return {"meter": meter, "balance": plain_meters(state.balance())}
-    consumed = state.consume(spec.get("amount"), spec.get("meter", "both"))
+    consumed = state.consume(spec.get("amount"), spec.get("meter"))
     return {
-        # One meter: what it lost. "both": the larger loss, i.e. ``amount`` unless every
-        # meter was clamped; by_meter has the detail.
+        # One meter: what it lost. "both"/"all": the larger loss, i.e. ``amount`` unless
+        # every meter was clamped; by_meter has the detail.
         "consumed": plain(max(consumed.values(), default=ZERO)),
         "by_meter": {meter: plain(spent) for meter, spent in consumed.items()},
         "balance": plain_meters(state.balance()),

@@ -1,6 +1,6 @@
 """The sandbox's wire vocabulary: names, exact decimals, JSON text and the checks on every input.
 
-Pure functions and constants, no state and no I/O: the meters and the vendor's routes, amounts
+Pure functions and constants, no state and no I/O: the default vendor's meters and paths, amounts
 as exact bounded decimals (never floats), JSON rendered with a decimal's exact digits and parsed
 with floats as decimals, :class:`Reply` (one complete HTTP answer), and the checks that turn
 caller input into these values or raise :class:`BadInput`.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from http import HTTPStatus
@@ -22,15 +22,12 @@ DEFAULT_TOKEN: Final = "sandbox-token"  # noqa: S105
 CREDITS: Final = "credits"
 QUOTA: Final = "api_quota_remaining"
 METERS: Final = (CREDITS, QUOTA)
+# The words that name every meter an account has: "both" from the two-meter default vendor,
+# "all" for vendors with one meter or three.
+EVERY_METER: Final = ("both", "all")
 
 PROFILE_PATH: Final = "/api/open/v1/profile"
 JOBS_PATH: Final = "/api/open/v1/jobs"
-
-# Vendor requests are counted and routed by "METHOD path".
-GET_PROFILE: Final = f"GET {PROFILE_PATH}"
-POST_PROFILE: Final = f"POST {PROFILE_PATH}"
-POST_JOB: Final = f"POST {JOBS_PATH}"
-VENDOR_ROUTES: Final = (GET_PROFILE, POST_PROFILE, POST_JOB)
 
 # Amounts are bounded so that every sum and difference is exact within EXACT: a float would
 # round, and a Decimal with the default 28-digit context could round too.
@@ -99,9 +96,10 @@ def as_optional_amount(value: object, what: str) -> Decimal | None:
     return None if value is None else as_amount(value, what)
 
 
-def as_meter(value: object, *, allow_both: bool = False) -> str:
-    """A meter's name; ``both`` too where ``allow_both``."""
-    allowed = (*METERS, "both") if allow_both else METERS
+def as_meter(value: object, known: Sequence[str] = METERS, *, allow_every: bool = False) -> str:
+    """One of the ``known`` meters' names; where ``allow_every``, also ``both`` or ``all``
+    (each meter present)."""
+    allowed = (*known, *EVERY_METER) if allow_every else tuple(known)
     if not isinstance(value, str) or value not in allowed:
         raise BadInput(f"meter must be one of {', '.join(allowed)}, not {value!r}")
     return value

@@ -28,13 +28,11 @@ from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit
 
 from preflight.sandbox import control, vendor_api
+from preflight.sandbox.dialects import DEFAULT_VENDOR, Dialect, Route, dialect_of
 from preflight.sandbox.protocol import (
     CREDITS,
     DEFAULT_TOKEN,
-    JOBS_PATH,
-    PROFILE_PATH,
     QUOTA,
-    VENDOR_ROUTES,
     Reply,
     json_reply,
 )
@@ -53,8 +51,14 @@ class _Unset(enum.Enum):
     UNSET = enum.auto()
 
 
-#: Default of :meth:`SandboxServer.set_balance` arguments: the meter is left unchanged.
+#: Default of :meth:`SandboxServer.set_balance` arguments: the meter is left unchanged. Also
+#: the default of ``credits`` and ``quota`` when a server is built: the vendor's default.
 UNSET: Final = _Unset.UNSET
+
+# How preflight is pointed at a vendor (its settings; the sandbox may not import them).
+_VENDOR_ENV: Final = "PREFLIGHT_VENDOR"
+_VENDOR_URL_ENV: Final = "PREFLIGHT_VENDOR_URL"
+_TOKEN_ENV: Final = "PREFLIGHT_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 
 
 # ---------------------------------------------------------------- HTTP plumbing
@@ -200,8 +204,13 @@ class _Handler(BaseHTTPRequestHandler):
             if body is None:
                 return
             path = urlsplit(self.path).path
-            if path in (PROFILE_PATH, JOBS_PATH):
-                self._vendor(path, body)
+            matches = [
+                (route, params)
+                for route in self._httpd.state.dialect.routes
+                if (params := route.match(path)) is not None
+            ]
+            if matches:
+                self._vendor(matches, body)
             elif path.startswith(control.PREFIX):
                 name = path.removeprefix(control.PREFIX)
                 self._send(control.answer(self._httpd.state, self.command, name, body))
@@ -239,16 +248,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise _ClientGone
         return body
 
-    def _vendor(self, path: str, body: bytes) -> None:
-        route = f"{self.command} {path}"
-        if route not in VENDOR_ROUTES:
-            allow = ", ".join(r.split(" ")[0] for r in VENDOR_ROUTES if r.endswith(f" {path}"))
+    def _vendor(self, matches: list[tuple[Route, dict[str, str]]], body: bytes) -> None:
+        chosen = [(route, params) for route, params in matches if route.method == self.command]
+        if not chosen:
+            allow = ", ".join(route.method for route, _ in matches)
             self._send(
                 json_reply(405, {"error": "method_not_allowed"}, headers=(("Allow", allow),))
             )
             return
+        route, params = chosen[0]
         state, stopping = self._httpd.state, self._httpd.stopping
-        fault = state.begin_vendor_request(route)
+        fault = state.begin_vendor_request(route.key)
         interval: float | None = None
         if fault is not None:
             if fault.kind in ("status", "malformed"):
@@ -263,8 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "drip":
                 interval = fault.seconds
-        authorization = self.headers.get("Authorization")
-        self._send(vendor_api.answer(state, route, authorization, body), interval)
+        authorization = self.headers.get(state.dialect.auth_header)
+        self._send(vendor_api.answer(state, route, params, authorization, body), interval)
 
     def _send(self, reply: Reply, drip_interval: float | None = None) -> None:
         self.send_response(reply.status)
@@ -300,11 +310,17 @@ class SandboxServer:
         with SandboxServer(credits=Decimal("100")) as vendor:
             httpx.get(f"{vendor.url}/api/open/v1/profile", headers=...)
 
-    ``credits`` / ``quota`` are the starting ``credits`` and ``api_quota_remaining`` meters;
-    ``None`` leaves a meter out of the profile. The in-process helpers (:meth:`consume`,
-    :meth:`set_balance`, :meth:`inject`, :meth:`set_shape`, :meth:`reset`) have the control
-    API's semantics and raise ``ValueError`` where it answers 400. All state is guarded by one
-    lock, so handlers, helpers and control requests may run concurrently.
+        with SandboxServer(vendor="elevenlabs", meters={"characters": Decimal(10000)}) as v:
+            httpx.get(f"{v.url}/v1/user/subscription", headers=v.dialect.auth_headers(...))
+
+    ``vendor`` names the dialect it speaks (:data:`~preflight.sandbox.DIALECTS`); ``meters``
+    are starting values by meter name (None leaves a meter out; a meter not given starts at
+    the dialect's default). ``credits`` / ``quota`` are the default vendor's ``credits`` and
+    ``api_quota_remaining``, as before. The in-process helpers (:meth:`consume`,
+    :meth:`topup`, :meth:`set_balance`, :meth:`reset_period`, :meth:`inject`,
+    :meth:`set_shape`, :meth:`reset`) have the control API's semantics and raise
+    ``ValueError`` where it answers 400. All state is guarded by one lock, so handlers,
+    helpers and control requests may run concurrently.
     """
 
     def __init__(
@@ -312,14 +328,21 @@ class SandboxServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        credits: Decimal | None = Decimal("1200"),
-        quota: Decimal | None = Decimal("988000"),
+        vendor: str = DEFAULT_VENDOR,
+        meters: Mapping[str, Decimal | None] | None = None,
+        credits: Decimal | _Unset | None = UNSET,
+        quota: Decimal | _Unset | None = UNSET,
         token: str = DEFAULT_TOKEN,
         user_id: str = "user_123",
         tier: str = "pro",
     ) -> None:
+        dialect = dialect_of(vendor)
         self._state = SandboxState(
-            credits=credits, quota=quota, token=token, user_id=user_id, tier=tier
+            dialect=dialect,
+            meters=_starting_meters(dialect, meters, credits, quota),
+            token=token,
+            user_id=user_id,
+            tier=tier,
         )
         # Set once by stop(): wakes hang, latency and drip handlers so they end promptly.
         self._stopping = threading.Event()
@@ -329,6 +352,16 @@ class SandboxServer:
         server_class = _HTTPServer6 if ":" in host else _HTTPServer
         self._httpd = server_class((host, port), self._state, self._stopping)
         self._host = host
+
+    @property
+    def vendor(self) -> str:
+        """The name of the vendor it speaks as, e.g. ``default`` or ``deepgram``."""
+        return self._state.dialect.name
+
+    @property
+    def dialect(self) -> Dialect:
+        """How it speaks: meters, balance and job paths, auth header (see DIALECTS)."""
+        return self._state.dialect
 
     # -- life cycle
 
@@ -377,32 +410,42 @@ class SandboxServer:
 
     # -- in-process helpers (the control API's semantics)
 
-    def consume(self, amount: Decimal, meter: str = "both") -> None:
+    def consume(self, amount: Decimal, meter: str | None = None) -> None:
         """Spend ``amount`` as a process that records nothing would; clamped at 0.
 
-        ``meter`` is ``credits``, ``api_quota_remaining`` or ``both`` (each meter present).
-        Naming a meter the account does not have is a ``ValueError``.
+        ``meter`` is a meter's name, or ``both``/``all`` (each meter present); None is the
+        default vendor's ``both`` and any other vendor's first meter present. Naming a meter
+        the account does not have is a ``ValueError``.
         """
         self._state.consume(amount, meter)
 
-    def topup(self, amount: Decimal, meter: str = CREDITS) -> None:
-        """Add ``amount`` to ``meter`` (a missing meter starts from 0)."""
+    def topup(self, amount: Decimal, meter: str | None = None) -> None:
+        """Add ``amount`` to ``meter`` (a missing meter starts from 0); None is the vendor's
+        first meter (OpenRouter: ``credits``)."""
         self._state.topup(amount, meter)
 
     def set_balance(
         self,
-        *,
-        credits: Decimal | _Unset | None = UNSET,
-        quota: Decimal | _Unset | None = UNSET,
+        meters: Mapping[str, Decimal | None] | None = None,
+        /,
+        **named: Decimal | _Unset | None,
     ) -> None:
-        """Set ``credits`` / ``api_quota_remaining``; ``None`` removes the meter, UNSET keeps it."""
-        self._state.set_meters(
-            {
-                name: value
-                for name, value in ((CREDITS, credits), (QUOTA, quota))
-                if not isinstance(value, _Unset)
-            }
-        )
+        """Set meters by name, from ``meters`` and/or keywords; ``None`` removes a meter,
+        UNSET keeps it. ``quota=`` is the default vendor's ``api_quota_remaining``."""
+        changes: dict[str, object] = dict(meters or {})
+        for name, value in named.items():
+            if isinstance(value, _Unset):
+                continue
+            if name == "quota" and self.vendor == DEFAULT_VENDOR:
+                name = QUOTA
+            changes[name] = value
+        if changes:
+            self._state.set_meters(changes)
+
+    def reset_period(self) -> None:
+        """Start a new billing period (ElevenLabs: the count used back to 0, the reset date a
+        month on); a ``ValueError`` for a vendor without periods."""
+        self._state.reset_period()
 
     def inject(self, fault: Mapping[str, object] | Sequence[Mapping[str, object]]) -> None:
         """Queue a fault (or a list of faults), exactly as ``POST /_sandbox/faults`` does."""
@@ -423,8 +466,36 @@ class SandboxServer:
 
     @property
     def balance(self) -> dict[str, Decimal | None]:
-        """``{"credits": ..., "api_quota_remaining": ...}``; None for a meter left out (a copy)."""
+        """Each meter by name, e.g. ``{"credits": ..., "api_quota_remaining": ...}``; None
+        for a meter left out (a copy)."""
         return self._state.balance()
+
+    @property
+    def spent(self) -> dict[str, Decimal]:
+        """What jobs and consume took from each meter, by name (this period; a copy)."""
+        return self._state.spent()
+
+
+def _starting_meters(
+    dialect: Dialect,
+    meters: Mapping[str, Decimal | None] | None,
+    credits: Decimal | _Unset | None,
+    quota: Decimal | _Unset | None,
+) -> dict[str, object]:
+    start: dict[str, object] = dict(meters or {})
+    for name, value in ((CREDITS, credits), (QUOTA, quota)):
+        if isinstance(value, _Unset):
+            continue
+        if dialect.name != DEFAULT_VENDOR:
+            keyword = "credits" if name == CREDITS else "quota"
+            raise ValueError(
+                f"{keyword}= is the default vendor's; give the {dialect.name} vendor's "
+                f"meters as meters={{...}} ({', '.join(dialect.meter_names)})"
+            )
+        if name in start:
+            raise ValueError(f"{name} is given twice (keyword and meters)")
+        start[name] = value
+    return start
 
 
 # ---------------------------------------------------------------- CLI entry point
@@ -434,18 +505,23 @@ def serve_forever(
     *,
     host: str = "127.0.0.1",
     port: int = 8765,
-    credits: Decimal | None = Decimal("1200"),
-    quota: Decimal | None = Decimal("988000"),
+    vendor: str = DEFAULT_VENDOR,
+    meters: Mapping[str, Decimal | None] | None = None,
+    credits: Decimal | _Unset | None = UNSET,
+    quota: Decimal | _Unset | None = UNSET,
     token: str = DEFAULT_TOKEN,
+    how_to_connect: bool = False,
     echo: Callable[[str], None] = print,
 ) -> None:
     """Run the sandbox vendor in the foreground until SIGINT or SIGTERM (``preflight simulate``).
 
-    Echoes ``sandbox vendor listening on http://HOST:PORT (token: TOKEN)`` and the starting
-    balance of each meter, then blocks;
+    Echoes ``sandbox vendor listening on http://HOST:PORT (token: TOKEN)`` (``sandbox vendor
+    NAME listening on ...`` for a vendor other than the default) and the starting balance of
+    each meter; with ``how_to_connect``, then the settings that point preflight at it (and
+    Deepgram's project id). Then it blocks;
     on either signal it stops the server cleanly and returns (so the process can exit 0).
     Must run in the main thread, which is where Python delivers signals. A port that cannot be
-    bound raises ``OSError``.
+    bound raises ``OSError``; a meter the vendor does not have, ``ValueError``.
     """
     received: list[int] = []
 
@@ -462,19 +538,40 @@ def serve_forever(
             except ValueError as exc:
                 raise RuntimeError("serve_forever() must run in the main thread") from exc
         with SandboxServer(
-            host=host, port=port, credits=credits, quota=quota, token=token
+            host=host,
+            port=port,
+            vendor=vendor,
+            meters=meters,
+            credits=credits,
+            quota=quota,
+            token=token,
         ) as server:
-            echo(f"sandbox vendor listening on {server.url} (token: {token})")
-            echo(
-                "starting balance: "
-                + ", ".join(
-                    f"{meter} {'absent' if value is None else format(value, 'f')}"
-                    for meter, value in server.balance.items()
-                )
-            )
+            for line in _announcement(server, token, how_to_connect=how_to_connect):
+                echo(line)
             sys.stdout.flush()  # a supervisor reading a pipe must see the line now
             while not received:
                 time.sleep(0.1)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def _announcement(server: SandboxServer, token: str, *, how_to_connect: bool) -> list[str]:
+    """What ``serve_forever`` says once it listens: where, the balance, how to connect."""
+    named = "" if server.vendor == DEFAULT_VENDOR else f" {server.vendor}"
+    lines = [
+        f"sandbox vendor{named} listening on {server.url} (token: {token})",
+        "starting balance: "
+        + ", ".join(
+            f"{meter} {'absent' if value is None else format(value, 'f')}"
+            for meter, value in server.balance.items()
+        ),
+    ]
+    if how_to_connect:
+        settings = [f"{_VENDOR_URL_ENV}={server.url}", f"{_TOKEN_ENV}={token}"]
+        if server.vendor != DEFAULT_VENDOR:
+            settings.insert(0, f"{_VENDOR_ENV}={server.vendor}")
+        lines.append("point preflight at it: " + " ".join(settings))
+        if server.dialect.project_id is not None:
+            lines.append(f"{server.vendor} project id: {server.dialect.project_id}")
+    return lines

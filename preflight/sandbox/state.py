@@ -1,16 +1,17 @@
 """The sandbox's in-memory state, and the checks on everything that changes it.
 
-:class:`SandboxState` holds the account (meters, webhook URL, identity), the queue of faults,
-the profile's shape and the vendor request counters, all behind one lock, so that HTTP
-handlers, control requests and in-process helpers may run concurrently. Its methods take caller
-input as it comes (a JSON value or a Python argument) and raise :class:`BadInput` for anything
-the sandbox refuses, so that the control API and :class:`~preflight.sandbox.SandboxServer`'s
-helpers cannot drift apart. No I/O: what a fault does to a connection is the server's business.
+:class:`SandboxState` holds the vendor's dialect and account (meters, what was spent,
+webhook URL, identity), the queue of faults, the balance body's shape and the vendor request
+counters, all behind one lock, so that HTTP handlers, control requests and in-process helpers
+may run concurrently. Its methods take caller input as it comes (a JSON value or a Python
+argument) and raise :class:`BadInput` for anything the sandbox refuses, so that the control
+API and :class:`~preflight.sandbox.SandboxServer`'s helpers cannot drift apart. What a
+vendor's bodies say is its :class:`~preflight.sandbox.dialects.Dialect`'s business; no I/O:
+what a fault does to a connection is the server's business.
 """
 
 from __future__ import annotations
 
-import hmac
 import re
 import threading
 from collections import deque
@@ -19,21 +20,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
+from preflight.sandbox.dialects import Account, DefaultDialect, Dialect, Route
 from preflight.sandbox.protocol import (
-    CREDITS,
     EXACT,
-    METERS,
-    QUOTA,
-    VENDOR_ROUTES,
     ZERO,
     BadInput,
+    Reply,
     as_amount,
-    as_meter,
     as_object,
-    as_optional_amount,
     as_seconds,
     error_code,
-    plain,
     plain_meters,
     reject_unknown_keys,
     render,
@@ -185,107 +181,120 @@ def parse_shape(raw: object) -> dict[str, object]:
 # ---------------------------------------------------------------- the state
 
 
-class NotCharged(Exception):
-    """A paid job the balance cannot pay for; nothing was charged.
-
-    ``reason`` says why when it is more than "the meter is too low".
-    """
-
-    def __init__(self, reason: str | None = None) -> None:
-        super().__init__(reason or "insufficient balance")
-        self.reason = reason
-
-
 class SandboxState:
     """Everything the sandbox vendor remembers, behind one lock.
 
-    ``credits`` / ``quota`` are the starting ``credits`` and ``api_quota_remaining`` meters;
-    ``None`` leaves a meter out of the profile.
+    ``meters`` are the starting values of the dialect's meters (None: absent); a meter not
+    given starts at the dialect's default.
     """
 
     def __init__(
         self,
         *,
-        credits: Decimal | None,
-        quota: Decimal | None,
+        dialect: Dialect,
+        meters: Mapping[str, object] | None = None,
         token: str,
-        user_id: str,
-        tier: str,
+        user_id: str = "user_123",
+        tier: str = "pro",
     ) -> None:
         if not token:
             raise ValueError("the sandbox token cannot be empty")
+        self.dialect = dialect
         self._token = token
-        self._user_id = user_id
-        self._tier = tier
         self._lock = threading.Lock()
-        self._meters: dict[str, Decimal | None] = {
-            CREDITS: as_optional_amount(credits, "credits"),
-            QUOTA: as_optional_amount(quota, "quota"),
-        }
+        self._account: Account = dialect.new_account(meters)
+        self._account.user_id = user_id
+        self._account.tier = tier
         self._faults: deque[Fault] = deque()
         self._shape: dict[str, object] = {}
-        self._counts: dict[str, int] = dict.fromkeys(VENDOR_ROUTES, 0)
-        self._webhook_url: str | None = None
+        self._counts: dict[str, int] = dict.fromkeys(dialect.route_keys, 0)
 
     # -- the balance
 
     def balance(self) -> dict[str, Decimal | None]:
-        """``{"credits": ..., "api_quota_remaining": ...}``; None for a meter left out (a copy)."""
+        """Each meter by name; None for a meter left out (a copy)."""
         with self._lock:
-            return dict(self._meters)
+            return dict(self._account.meters)
+
+    def spent(self) -> dict[str, Decimal]:
+        """What jobs and ``consume`` took from each meter (this period, where there are
+        periods; a copy)."""
+        with self._lock:
+            return dict(self._account.spent)
 
     def set_meters(self, changes: Mapping[str, object]) -> None:
-        """Set the named meters (``credits``, ``api_quota_remaining``); None removes one."""
-        reject_unknown_keys(changes, frozenset(METERS), "balance")
-        checked = {name: as_optional_amount(value, name) for name, value in changes.items()}
+        """Set the named meters; None removes one. Unknown names are BadInput."""
+        self.dialect.reject_unknown(changes)
+        checked = {name: self.dialect.check(name, value) for name, value in changes.items()}
         with self._lock:
-            self._meters.update(checked)
+            self._account.meters.update(checked)
 
-    def consume(self, amount: object, meter: object) -> dict[str, Decimal]:
-        """Spend ``amount`` from ``meter`` (or ``both``: each meter present), clamped at 0.
+    def consume(self, amount: object, meter: object = None) -> dict[str, Decimal]:
+        """Spend ``amount`` from ``meter`` (``both``/``all``: each meter present; None: the
+        dialect's default), clamped at 0. Returns what each meter lost.
 
-        Returns what each meter lost. Naming a meter the account does not have is BadInput.
+        Naming a meter the account does not have is BadInput.
         """
         spend = as_amount(amount, "amount")
-        which = as_meter(meter, allow_both=True)
         with self._lock:
-            names = (
-                [m for m in METERS if self._meters[m] is not None] if which == "both" else [which]
-            )
+            names = self.dialect.consume_names(self._account, meter)
+            fitted = {
+                name: self.dialect.fit(self.dialect.meter(name), spend, "amount") for name in names
+            }
             consumed: dict[str, Decimal] = {}
             for name in names:
-                current = self._meters[name]
-                if current is None:
-                    raise BadInput(f"the account has no {name} meter")
-                spent = min(spend, current)
-                self._meters[name] = EXACT.subtract(current, spent)
+                current = self._account.meters[name]
+                assert current is not None
+                spent = max(min(fitted[name], current), ZERO)
+                self._account.debit(name, spent)
                 consumed[name] = spent
             return consumed
 
-    def topup(self, amount: object, meter: object) -> None:
-        """Add ``amount`` to ``meter`` (a missing meter starts from 0)."""
+    def topup(self, amount: object, meter: object = None) -> str:
+        """Add ``amount`` to ``meter`` (None: the dialect's default; a missing meter starts
+        from 0); the meter topped up."""
         add = as_amount(amount, "amount")
-        name = as_meter(meter)
+        name = self.dialect.topup_default() if meter is None else meter
+        if not isinstance(name, str):
+            raise BadInput(f"meter must be a meter's name, not {name!r}")
+        self.dialect.reject_unknown({name: None})
+        added = self.dialect.fit(self.dialect.meter(name), add, "amount")
         with self._lock:
-            self._meters[name] = EXACT.add(self._meters[name] or ZERO, add)
+            self._account.meters[name] = EXACT.add(self._account.meters[name] or ZERO, added)
+        return name
 
-    def charge(self, cost: Decimal, meter: str | None) -> tuple[str, Decimal]:
-        """Charge a paid job's ``cost`` to ``meter``; the meter charged and what it has left.
-
-        ``meter`` None: ``credits`` if the account has that meter, else the quota. Raises
-        :class:`NotCharged` (and charges nothing) when the meter is missing or too low.
-        """
+    def reset_period(self) -> None:
+        """Start a new billing period (a vendor with periods; BadInput otherwise)."""
         with self._lock:
-            if meter is None:
-                meter = CREDITS if self._meters[CREDITS] is not None else QUOTA
-            current = self._meters[meter]
-            if current is None:
-                raise NotCharged(f"the account has no {meter} meter")
-            if current < cost:
-                raise NotCharged
-            left = EXACT.subtract(current, cost)
-            self._meters[meter] = left
-            return meter, left
+            self.dialect.reset_period(self._account)
+
+    # -- the vendor's answers
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether the dialect's auth header carries the sandbox's token."""
+        return self.dialect.authorized(header, self._token)
+
+    def read(self, route: Route, params: Mapping[str, str]) -> Reply:
+        """The answer to a balance read, shaped."""
+        with self._lock:
+            return self.dialect.read(route, params, self._account, self._shape)
+
+    def job(self, payload: Mapping[str, object]) -> Reply:
+        """Run a paid job: charged, or the vendor's quota answer and nothing charged."""
+        with self._lock:
+            return self.dialect.job(self._account, payload)
+
+    def update_profile(self, webhook_url: str | None) -> dict[str, object]:
+        """The default vendor's profile update: store ``webhook_url`` (already checked; None:
+        unchanged) and return the profile, shaped."""
+        with self._lock:
+            if webhook_url is not None:
+                self._account.webhook_url = webhook_url
+            return self._profile()
+
+    def _profile(self) -> dict[str, object]:
+        # Called with the lock held.
+        return DefaultDialect.profile(self._account, self._shape)
 
     # -- faults, shape and counters
 
@@ -297,7 +306,7 @@ class SandboxState:
             return len(self._faults)
 
     def set_shape(self, spec: object) -> None:
-        """Merge a shape spec (drop / as_strings / extra) into the profile's shape."""
+        """Merge a shape spec (drop / as_strings / extra) into the balance body's shape."""
         parsed = parse_shape(spec)
         with self._lock:
             self._shape.update(parsed)
@@ -312,10 +321,10 @@ class SandboxState:
         with self._lock:
             self._faults.clear()
             self._shape = {}
-            self._counts = dict.fromkeys(VENDOR_ROUTES, 0)
+            self._counts = dict.fromkeys(self.dialect.route_keys, 0)
 
     def request_counts(self) -> dict[str, int]:
-        """Vendor requests seen since start or reset, by ``"METHOD path"`` (a copy)."""
+        """Vendor requests seen since start or reset, by ``"METHOD template"`` (a copy)."""
         with self._lock:
             return dict(self._counts)
 
@@ -332,62 +341,19 @@ class SandboxState:
                     self._faults.popleft()
             return fault
 
-    # -- the profile
-
-    def authorized(self, header: str | None) -> bool:
-        """Whether an ``Authorization`` header carries the sandbox's bearer token."""
-        scheme, _, credentials = (header or "").strip().partition(" ")
-        # compare_digest: the sandbox is a test double, but timing-safe costs nothing.
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            credentials.strip().encode("utf-8"), self._token.encode("utf-8")
-        )
-
-    def profile(self) -> dict[str, object]:
-        """The profile body as the vendor would send it, shaped."""
-        with self._lock:
-            return self._shaped_profile()
-
-    def update_profile(self, webhook_url: str | None) -> dict[str, object]:
-        """Store ``webhook_url`` (already checked; None: unchanged) and return the profile."""
-        with self._lock:
-            if webhook_url is not None:
-                self._webhook_url = webhook_url
-            return self._shaped_profile()
-
-    def _shaped_profile(self) -> dict[str, object]:
-        # Called with the lock held.
-        as_strings = bool(self._shape.get("as_strings", False))
-        profile: dict[str, object] = {"user_id": self._user_id}
-        for name, value in (
-            (QUOTA, self._meters[QUOTA]),
-            ("tier", self._tier),
-            (CREDITS, self._meters[CREDITS]),
-        ):
-            if isinstance(value, Decimal):
-                profile[name] = plain(value) if as_strings else value
-            elif value is not None:
-                profile[name] = value
-        if self._webhook_url is not None:
-            profile["webhookUrl"] = self._webhook_url
-        drop = self._shape.get("drop", [])
-        assert isinstance(drop, list)
-        for name in drop:
-            profile.pop(name, None)
-        extra = self._shape.get("extra", {})
-        assert isinstance(extra, dict)
-        profile.update(extra)
-        return profile
-
     # -- everything at once
 
     def snapshot(self) -> dict[str, object]:
-        """What ``GET /_sandbox/state`` answers: balance as text, counters, faults, shape."""
+        """What ``GET /_sandbox/state`` answers: vendor, balance and spent as text, counters,
+        faults, shape, and what only this vendor has."""
         with self._lock:
             return {
-                "balance": plain_meters(self._meters),
+                "vendor": self.dialect.name,
+                "balance": plain_meters(self._account.meters),
+                "spent": plain_meters(self._account.spent),
                 "requests": dict(self._counts),
                 "faults_queued": len(self._faults),
                 "faults": [fault.describe() for fault in self._faults],
                 "shape": dict(self._shape),
-                "webhookUrl": self._webhook_url,
+                **self.dialect.describe(self._account),
             }

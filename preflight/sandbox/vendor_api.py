@@ -1,7 +1,8 @@
-"""The vendor API's semantics: the normal answer to a profile read, a profile update or a job.
+"""The vendor API's semantics: the normal answer to a balance read, a profile update or a job.
 
-:func:`answer` turns one vendor request (its ``"METHOD path"`` route, ``Authorization`` header
-and body) into a :class:`~preflight.sandbox.protocol.Reply` against a
+:func:`answer` turns one vendor request (its :class:`~preflight.sandbox.dialects.Route`, the
+path's parameters, the value of the dialect's auth header and the body) into a
+:class:`~preflight.sandbox.protocol.Reply` against a
 :class:`~preflight.sandbox.state.SandboxState`. It is the fault-free answer: the server counts
 the request and applies any queued fault before it asks for this one.
 """
@@ -12,37 +13,39 @@ from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
+from preflight.sandbox.dialects import READ, UPDATE, Route
 from preflight.sandbox.protocol import (
-    GET_PROFILE,
-    POST_PROFILE,
     BadInput,
     Reply,
-    as_amount,
-    as_meter,
     as_object,
     bad_request,
     json_reply,
     parse_json,
-    plain,
 )
-from preflight.sandbox.state import NotCharged, SandboxState
+from preflight.sandbox.state import SandboxState
 
 _MAX_WEBHOOK_URL: Final = 2048
 
 
-def answer(state: SandboxState, route: str, authorization: str | None, body: bytes) -> Reply:
-    """The normal (fault-free) answer to one vendor request on one of the vendor routes."""
+def answer(
+    state: SandboxState,
+    route: Route,
+    params: Mapping[str, str],
+    authorization: str | None,
+    body: bytes,
+) -> Reply:
+    """The normal (fault-free) answer to one request on one of the dialect's routes."""
     if not state.authorized(authorization):
-        return json_reply(401, {"error": "unauthorized"}, headers=(("WWW-Authenticate", "Bearer"),))
-    if route == GET_PROFILE:
-        return json_reply(200, state.profile())
+        return state.dialect.unauthorized(authorization)
+    if route.kind == READ:
+        return state.read(route, params)
     try:
         payload = as_object(parse_json(body), "the body")
     except (ValueError, BadInput) as exc:
         return bad_request(str(exc))
-    if route == POST_PROFILE:
+    if route.kind == UPDATE:
         return _update_profile(state, payload)
-    return _run_job(state, payload)
+    return state.job(payload)
 
 
 def _webhook_error(value: object) -> str | None:
@@ -74,20 +77,3 @@ def _update_profile(state: SandboxState, payload: Mapping[str, object]) -> Reply
         assert isinstance(given, str)
         url = given
     return json_reply(200, state.update_profile(url))
-
-
-def _run_job(state: SandboxState, payload: Mapping[str, object]) -> Reply:
-    try:
-        cost = as_amount(payload.get("cost"), "cost")
-        meter = as_meter(payload["meter"]) if "meter" in payload else None
-    except BadInput as exc:
-        return bad_request(str(exc))
-    try:
-        charged, left = state.charge(cost, meter)
-    except NotCharged as refused:
-        if refused.reason is None:
-            return json_reply(402, {"error": "insufficient_quota"})
-        return json_reply(402, {"error": "insufficient_quota", "message": refused.reason})
-    return json_reply(
-        200, {"ok": True, "charged": plain(cost), "meter": charged, "balance": plain(left)}
-    )
