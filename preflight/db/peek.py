@@ -1,12 +1,12 @@
 """One read statement outside any transaction of the caller's: a pooled connection in
 autocommit, no session.
 
-For a lookup that must see the latest committed state and nothing else (a request's bearer
-token, looked up before the verb opens its own transaction), a read transaction through
-the ORM costs SQLite ~400 µs (session, BEGIN, the ORM's execution and row loading, COMMIT)
-for a statement that takes it a few µs, and PostgreSQL three round trips (BEGIN, SELECT,
-COMMIT) instead of one. Autocommit loses nothing here: a single statement is its own
-snapshot, so a row committed (or revoked) a moment ago is seen.
+For a lookup that must see the latest committed state and nothing else (a request's
+bearer token before its verb runs, a batch before a check spends a vendor call on it), a
+read transaction through the ORM costs SQLite ~400 µs (session, BEGIN, the ORM's execution
+and row loading, COMMIT) for a statement that takes it a few µs, and PostgreSQL three round
+trips (BEGIN, SELECT, COMMIT) instead of one. Autocommit loses nothing here: a single
+statement is its own snapshot, so a row committed (or revoked) a moment ago is seen.
 
 Values come back as the driver reads them, not through the column types: the caller turns
 them into its own types (:mod:`preflight.db.sqlite_fast` has the SQLite conversions).
