@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from preflight.db.models import ApiToken
+from preflight.db.peek import peek_one
+from preflight.db.session import Database, is_sqlite
+from preflight.db.sqlite_fast import moment
+
+SQLITE_BY_HASH: Final = (
+    "SELECT id, name, token_hash, scopes, created_at, revoked_at FROM api_tokens"
+    " WHERE token_hash = ?"
+)
+POSTGRESQL_BY_HASH: Final = SQLITE_BY_HASH.replace("?", "%s")
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A row of ``api_tokens`` as :class:`ApiToken` reads it, without the ORM."""
+
+    id: int
+    name: str
+    token_hash: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 def add(
@@ -23,9 +47,22 @@ def by_name(session: Session, name: str) -> ApiToken | None:
     return session.scalars(select(ApiToken).where(ApiToken.name == name)).first()
 
 
-def by_hash(session: Session, token_hash: str) -> ApiToken | None:
-    """The token row whose hash is ``token_hash`` (an index lookup on a unique column)."""
-    return session.scalars(select(ApiToken).where(ApiToken.token_hash == token_hash)).first()
+def peek_by_hash(database: Database, token_hash: str) -> TokenRow | None:
+    """The token row whose hash is ``token_hash`` as committed now (an index lookup on a
+    unique column): one statement outside any transaction, since a request is
+    authenticated before its verb opens one, and every request is."""
+    row = peek_one(database, SQLITE_BY_HASH, POSTGRESQL_BY_HASH, (token_hash,))
+    if row is None:
+        return None
+    pk, name, stored_hash, scopes, created_at, revoked_at = row
+    if is_sqlite(database.engine):
+        # As the column types store them on SQLite: JSON as text, times as naive UTC text.
+        scopes, created_at, revoked_at = json.loads(scopes), moment(created_at), moment(revoked_at)
+    else:
+        # psycopg answers in the session's time zone; the column type answers in UTC.
+        created_at = created_at.astimezone(UTC)
+        revoked_at = None if revoked_at is None else revoked_at.astimezone(UTC)
+    return TokenRow(pk, name, stored_hash, tuple(scopes), created_at, revoked_at)
 
 
 def all_tokens(session: Session) -> list[ApiToken]:

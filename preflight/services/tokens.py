@@ -62,7 +62,7 @@ class CreatedToken:
     token: Secret
 
 
-def _view(row: ApiToken) -> TokenView:
+def _view(row: ApiToken | store.TokenRow) -> TokenView:
     return TokenView(row.id, row.name, tuple(row.scopes), row.created_at, row.revoked_at)
 
 
@@ -103,9 +103,10 @@ def revoke_token(rt: Runtime, name: str) -> TokenView:
 def authenticate(rt: Runtime, presented: str) -> TokenView | None:
     """The active token ``presented`` is, or None (unknown or revoked: the same to a caller)."""
     digest = token_hash(presented)
-    with rt.database.read() as session:
-        row = store.by_hash(session, digest)
-        if row is None or not hmac.compare_digest(row.token_hash, digest):
-            return None
-        view = _view(row)
+    # Read as committed at this request, never cached: a token revoked by any process is
+    # refused from its next request on.
+    row = store.peek_by_hash(rt.database, digest)
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    view = _view(row)
     return view if view.active else None

@@ -124,13 +124,9 @@ def paid_job(sandbox: SandboxServer, cost: str, meter: str) -> httpx.Response:
 
 def record_refusal(cli: Cli, batch: str, job: str, refused: httpx.Response) -> dict[str, Any]:
     """A job the vendor refused, recorded live with its status and its error body."""
-    data: dict[str, Any] = as_json(
-        cli(
-            "record", batch, job, "--status", "failed",
-            "--http-status", str(refused.status_code), "--error", refused.text,
-            "--expected-cost", "40", "--format", "json",
-        )  # fmt: skip
-    )
+    arguments = ["record", batch, job, "--status", "failed", "--expected-cost", "40"]
+    arguments += ["--http-status", str(refused.status_code), "--error", refused.text]
+    data: dict[str, Any] = as_json(cli(*arguments, "--format", "json"))
     return data
 
 
@@ -223,12 +219,8 @@ def test_two_accounts_on_two_vendors_never_share_their_consumption(
     speech.consume(Decimal(50), "usd")
     refused = paid_job(speech, "60", "usd")  # 100 − 50 = 50 left
     assert refused.status_code == 402
-    data = as_json(
-        cli_any_db(
-            "record", "S", "s1", "--status", "failed", "--http-status", "402",
-            "--expected-cost", "60", "--format", "json",
-        )  # fmt: skip
-    )
+    arguments = ["record", "S", "s1", "--status", "failed", "--http-status", "402"]
+    data = as_json(cli_any_db(*arguments, "--expected-cost", "60", "--format", "json"))
     assert data["tag"] == "concurrent_consumption"
 
     failure = only_failure(show(cli_any_db, "S"))
