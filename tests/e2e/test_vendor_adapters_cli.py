@@ -162,11 +162,11 @@ def test_each_adapter_tags_concurrent_consumption_and_a_low_balance_exactly(
     assert only_failure(show(cli_any_db, "C"))["evidence"]["b0"] == "30"
 
 
+@pytest.mark.parametrize("vendor", [VENDORS[1], VENDORS[4]], ids=["elevenlabs", "declarative"])
 def test_a_refusal_without_the_vendors_quota_signal_is_an_ordinary_failure(
     cli_any_db: Cli, sandbox: SandboxServer, configured: Vendor
 ) -> None:
-    if configured.adapter not in ("elevenlabs", "declarative"):
-        pytest.skip("only ElevenLabs and declarative vendors signal quota without a 402")
+    # The same status as the vendor's quota answer, but not its words: an ordinary failure.
     ok(cli_any_db("check", "B", "--need", "10"))
     run = cli_any_db(
         "record", "B", "j1", "--status", "failed", "--http-status",
@@ -189,7 +189,8 @@ def two_vendors() -> Iterator[tuple[SandboxServer, SandboxServer]]:
         yield speech, voices
 
 
-@pytest.mark.parametrize("vendor", [VENDORS[0]], ids=["-"])  # one run: the module's vendor unused
+# Once, not per vendor (the module's own sandbox, on the first vendor, stays unused).
+@pytest.mark.parametrize("vendor", [VENDORS[0]], ids=["deepgram+elevenlabs"])
 def test_two_accounts_on_two_vendors_never_share_their_consumption(
     cli_any_db: Cli,
     cli_env: dict[str, str],

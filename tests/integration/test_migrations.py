@@ -11,9 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from preflight.db import migrate
-from preflight.db.models import Base
+from preflight.db.models import Base, Snapshot
 from preflight.db.session import build_engine
 from preflight.errors import SchemaMissingError
+from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 
 
 def _tables(engine: sa.Engine) -> set[str]:
@@ -226,5 +227,76 @@ def test_0004_derives_batch_totals_and_held_need_and_downgrades_keeping_the_rows
         assert counts == [1, 5, 6]
         assert "held" not in columns
         assert "consumed_cost" not in columns
+    finally:
+        engine.dispose()
+
+
+def test_0006_keeps_an_old_batchs_post_mortem_identical(
+    database_url: str, sandbox: SandboxServer
+) -> None:
+    """A database written before 0006 (downgraded to 0005: the old schema, with its rows)
+    upgrades, and `show` of its batch is the same, number for number."""
+    from preflight.api import Preflight
+    from preflight.settings import load_settings
+
+    engine = build_engine(database_url)
+    settings = load_settings(
+        {
+            "PREFLIGHT_DATABASE_URL": database_url,
+            "PREFLIGHT_VENDOR_URL": sandbox.url,
+            "PREFLIGHT_API_TOKEN": DEFAULT_TOKEN,
+        }
+    )
+    try:
+        migrate.upgrade(engine)
+        sandbox.set_balance(credits=Decimal(1000), quota=Decimal(5000))
+        with Preflight(settings) as app:
+            app.check("old", need="300")
+            app.record("old", {"job_id": "j1", "status": "succeeded", "cost": "100.25"})
+            sandbox.consume(Decimal("650.5"), "both")
+            app.record("old", {"job_id": "j2", "status": "failed", "http_status": 402})
+            before = app.show("old").to_dict()
+        assert before["quota_failures"][0]["tag"] == "concurrent_consumption"
+
+        migrate.downgrade(engine, "0005")
+        with engine.connect() as connection:
+            columns = {c["name"] for c in sa.inspect(connection).get_columns("snapshots")}
+        assert "extra_meters" not in columns
+        assert {"credits", "api_quota_remaining"} <= columns
+        migrate.upgrade(engine)
+
+        with Preflight(settings) as app:
+            after = app.show("old").to_dict()
+        assert after == before
+        assert [s["credits"] for s in after["snapshots"]] == ["1000", "349.5"]
+    finally:
+        engine.dispose()
+
+
+def test_0006_downgrade_drops_only_the_other_vendors_meters(database_url: str) -> None:
+    engine = build_engine(database_url)
+    t = datetime(2026, 11, 1, 12, tzinfo=UTC).replace(tzinfo=None)
+    try:
+        migrate.upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'voices', :t)"),
+                {"t": t},
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO snapshots (account_id, kind, taken_at, credits, extra_meters,"
+                    " raw, http_status, latency_ms) VALUES (1, 'manual', :t, :c, :m, :raw, 200, 5)"
+                ),
+                {"t": t, "c": "7.5", "m": '{"characters":"97500"}', "raw": '{"x": 1}'},
+            )
+        with engine.connect() as connection:
+            row = connection.execute(sa.select(Snapshot.credits, Snapshot.extra_meters)).one()
+        assert row == (Decimal("7.5"), {"characters": Decimal(97500)})
+
+        migrate.downgrade(engine, "0005")
+        with engine.connect() as connection:
+            kept = connection.execute(sa.text("SELECT credits, raw FROM snapshots")).one()
+        assert (Decimal(str(kept[0])), kept[1]) == (Decimal("7.5"), '{"x": 1}')
     finally:
         engine.dispose()
