@@ -26,7 +26,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,6 +34,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final
 
 from preflight import metrics
+from preflight.adapters import DEFAULT_ADAPTER
 from preflight.db import audit as store
 from preflight.db import repositories as repo
 from preflight.domain.audit import (
@@ -447,9 +448,7 @@ class _AccountRun:
         if not points:
             return {"low": None, "note": "no snapshot within the burn window"}
         latest = points[-1].balances
-        meter = self.settings.meter
-        if meter == "auto":
-            meter = "credits" if latest.get("credits") is not None else "api_quota_remaining"
+        meter = _low_balance_meter(self.rt, self.account, latest)
         low, measured, draft = low_balance(
             points,
             meter,
@@ -620,3 +619,17 @@ def _rejected_token(run: AuditRun) -> str | None:
         fingerprint = step.get("token_fingerprint")
         return fingerprint if isinstance(fingerprint, str) else None
     return None
+
+
+def _low_balance_meter(rt: Runtime, account: str, latest: Mapping[str, Decimal | None]) -> str:
+    """The meter the low-balance rule watches: the configured one when the account's vendor
+    has it, else ``auto``'s choice in the vendor's order (credits, else the quota, by
+    default), else any meter the latest snapshot has."""
+    configured = rt.settings.accounts.get(account)
+    adapter = configured.adapter if configured is not None else DEFAULT_ADAPTER
+    meter = rt.settings.meter
+    if meter != "auto" and (meter in adapter.meters or adapter.open_meters):
+        return meter
+    present = [name for name in (*adapter.meters, *sorted(latest)) if latest.get(name) is not None]
+    # With none present, the vendor's last meter (the legacy quota by default), as ever.
+    return present[0] if present else (adapter.meters or ("api_quota_remaining",))[-1]
