@@ -228,3 +228,28 @@ def test_two_accounts_on_two_vendors_never_share_their_consumption(
     assert failure["evidence"]["foreign"] == "50"
     # V's 60 was spent in the same window, on the other account: never attributed here.
     assert (failure["attribution"], failure["unattributed"]) == ([], "50")
+
+
+@pytest.mark.parametrize("vendor", [VENDORS[1]], ids=["elevenlabs"])
+def test_a_plain_401_on_the_balance_endpoint_is_still_auth_failed(
+    cli_any_db: Cli, configured: Vendor
+) -> None:
+    run = cli_any_db(
+        "check", "B", "--need", "1", "--format", "json", env={"PREFLIGHT_API_TOKEN": "wrong-key-1"}
+    )
+
+    assert run.code == 11, run.err
+    assert json.loads(run.out)["verdict"] == "auth_failed"
+
+
+@pytest.mark.parametrize("vendor", [VENDORS[1]], ids=["elevenlabs"])
+def test_the_audit_finds_unexplained_consumption_on_the_vendors_meter(
+    cli_any_db: Cli, sandbox: SandboxServer, configured: Vendor
+) -> None:
+    ok(cli_any_db("audit", "--force"))
+    sandbox.consume(Decimal(35), "characters")
+    run = as_json(cli_any_db("audit", "--force", "--format", "json"))
+
+    [finding] = [f for f in run[0]["findings"] if f["kind"] == "unexplained_consumption"]
+    assert finding["amount"] == "35"
+    assert finding["detail"]["meter"] == "characters"
