@@ -13,11 +13,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 
-from preflight.domain.outcome import OutcomeInput
 from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
-from preflight.remote import RemoteClient, connect
-from preflight.services import audit, batches, checks, outcomes, profile, reports, results
+from preflight.lazy import audit, batches, checks, outcomes, profile, remote, reports, results
 from preflight.services.results import CheckResult
 from preflight.services.runtime import Runtime, utcnow
 from preflight.settings import Settings, load_settings
@@ -26,6 +24,7 @@ if TYPE_CHECKING:
     import httpx
 
     from preflight.db.session import Database
+    from preflight.domain.outcome import OutcomeInput
     from preflight.secret import Secret
     from preflight.services.profile import ProfileUpdate
     from preflight.vendor import VendorClient
@@ -65,7 +64,8 @@ class Preflight:
     ) -> None:
         settings = settings or load_settings()
         self.runtime = Runtime(settings, database=database, http_factory=http_factory, clock=clock)
-        self._remote: RemoteClient | None = connect(settings, server_url, server_token)
+        remote_mode = server_url or settings.server_url  # its client is imported only then
+        self._remote = remote.connect(settings, server_url, server_token) if remote_mode else None
 
     @classmethod
     def remote(cls, server_url: str, server_token: str | Secret, **options: Any) -> Preflight:
