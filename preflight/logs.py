@@ -4,7 +4,11 @@ Two situations:
 
 - **The CLI and the worker** call :func:`configure_logging`: JSON when stderr is not a
   TTY, console otherwise, always to stderr (stdout belongs to the command's output,
-  which orchestrators parse), at ``PREFLIGHT_LOG_LEVEL``.
+  which orchestrators parse), at ``PREFLIGHT_LOG_LEVEL``. The CLI defers it
+  (:func:`defer_logging`): structlog (~70 ms to import) is imported and configured when
+  the first event at an enabled level is emitted, ours or a stdlib logger's; a command
+  that logs nothing at its level (a normal check, at the default ``warning``) never
+  loads it.
 - **A library user** (``from preflight import Preflight``) configured nothing of ours.
   preflight then never prints on its own: its events go to the stdlib logger of the same
   name (``preflight``, ``preflight.vendor``…), so the host's logging set-up decides where
@@ -19,14 +23,17 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
-from typing import Any, TextIO
-
-import structlog
-from structlog.tracebacks import ExceptionDictTransformer
-from structlog.typing import EventDict, Processor, WrappedLogger
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
 from preflight.secret import scrub
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from structlog.typing import EventDict, Processor, WrappedLogger
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -72,12 +79,17 @@ class Logger:
         return Logger(self._name, {**self._context, **values})
 
     def _emit(self, method: str, event: str, values: dict[str, Any]) -> None:
+        level = _METHOD_LEVELS[method]
+        if _deferred is not None:  # the CLI's logging, set up on the first event it shows
+            if level < _deferred.level:
+                return
+            _configure_deferred()
         merged = {**self._context, **values}
-        if structlog.is_configured():
+        structlog = _structlog_if_configured()
+        if structlog is not None:
             getattr(structlog.get_logger(self._name), method)(event, **merged)
             return
         stdlib = logging.getLogger(self._name)
-        level = _METHOD_LEVELS[method]
         if not stdlib.isEnabledFor(level):
             return
         exc_info = merged.pop("exc_info", None) or method == "exception"
@@ -111,6 +123,15 @@ _METHOD_LEVELS = {
 }
 
 
+def _structlog_if_configured() -> ModuleType | None:
+    """structlog, when something configured it (us, the host, ``capture_logs``); None
+    otherwise, and always without importing it: if it was never imported, nothing did."""
+    structlog = sys.modules.get("structlog")
+    if structlog is None or not structlog.is_configured():
+        return None
+    return structlog
+
+
 def get_logger(name: str) -> Logger:
     """The logger every preflight module uses (see the module docstring)."""
     return Logger(name)
@@ -123,12 +144,97 @@ def apply_level(level: str) -> None:
         logger.setLevel(_LEVELS.get(level, logging.WARNING))
 
 
+@dataclass(frozen=True)
+class _Deferred:
+    level: int
+    fmt: str
+    stream: TextIO
+
+
+#: What :func:`defer_logging` asked for, until the first event that passes its level.
+_deferred: _Deferred | None = None
+#: The root handler that set-up installed in place of the deferred one.
+_installed: logging.Handler | None = None
+_setting_up = threading.Lock()
+
+
+class _DeferredHandler(logging.Handler):
+    """The root handler while logging is deferred: the first stdlib record that reaches it
+    (it passed the level) sets logging up, then goes where it would have gone."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        handler = _configure_deferred()
+        if handler is not None and record.levelno >= handler.level:
+            handler.handle(record)
+
+
+def defer_logging(level: str = "warning", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """:func:`configure_logging`, done when the first event at ``level`` or above is
+    emitted, by a preflight logger or a stdlib one. Until then only the stdlib levels are
+    set (so that nothing below ``level`` even reaches a handler) and structlog is not
+    imported. The stream is chosen now, as :func:`configure_logging` would."""
+    global _deferred
+    numeric_level = _LEVELS.get(level, logging.WARNING)
+    _deferred = _Deferred(numeric_level, fmt, stream or sys.stderr)
+    root = logging.getLogger()
+    root.handlers[:] = [_DeferredHandler()]
+    _set_levels(numeric_level)
+
+
+def logging_set_up() -> bool:
+    """Whether output is set up: configured (by us or the host), or deferred."""
+    return _deferred is not None or _structlog_if_configured() is not None
+
+
+def reset_deferred() -> None:
+    """Forget a deferred set-up that never happened (tests undo process-wide state)."""
+    global _deferred, _installed
+    with _setting_up:
+        _deferred = _installed = None
+
+
+def _configure_deferred() -> logging.Handler | None:
+    """Do the deferred set-up (once, whichever thread asks first); the root handler that
+    took the deferred one's place."""
+    global _deferred, _installed
+    with _setting_up:
+        deferred = _deferred
+        if deferred is None:
+            return _installed
+        handler = _configure(deferred.level, deferred.fmt, deferred.stream)
+        root = logging.getLogger()
+        root.handlers[:] = [
+            handler if isinstance(kept, _DeferredHandler) else kept for kept in root.handlers
+        ]
+        _installed, _deferred = handler, None
+        return handler
+
+
 def configure_logging(
     level: str = "warning", fmt: str = "auto", stream: TextIO | None = None
 ) -> None:
     """Configure structlog and the stdlib root logger once per process."""
-    stream = stream or sys.stderr
+    reset_deferred()
     numeric_level = _LEVELS.get(level, logging.WARNING)
+    handler = _configure(numeric_level, fmt, stream or sys.stderr)
+    logging.getLogger().handlers[:] = [handler]
+    _set_levels(numeric_level)
+
+
+def _set_levels(numeric_level: int) -> None:
+    logging.getLogger().setLevel(numeric_level)
+    # httpx logs every request at info; only worth it when debugging.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(
+            logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
+        )
+
+
+def _configure(numeric_level: int, fmt: str, stream: TextIO) -> logging.Handler:
+    """Configure structlog; the stdlib handler that renders like it."""
+    import structlog
+    from structlog.tracebacks import ExceptionDictTransformer
+
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
 
     exception_processor: Processor = (
@@ -174,11 +280,4 @@ def configure_logging(
             ],
         )
     )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(numeric_level)
-    # httpx logs every request at info; only worth it when debugging.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(
-            logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
-        )
+    return handler

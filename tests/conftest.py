@@ -31,14 +31,18 @@ IN_CI = bool(os.environ.get("CI"))
 
 @pytest.fixture(autouse=True)
 def _isolated_logging() -> Iterator[None]:
-    """configure_logging() changes process-wide state: undo it after every test."""
+    """configure_logging() (and the CLI's defer_logging()) change process-wide state: undo
+    it after every test."""
     import logging
 
     import structlog
 
+    from preflight.logs import reset_deferred
+
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
+    reset_deferred()  # a CLI run in process deferred its set-up and logged nothing
     structlog.reset_defaults()
     root.handlers[:] = handlers
     root.setLevel(level)

@@ -9,8 +9,8 @@ Heavy imports (SQLAlchemy, httpx) happen inside commands so ``--help`` stays fas
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 import click
 
@@ -104,16 +104,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 def _log_internal_error(error: Exception) -> None:
     import os
 
-    import structlog
+    from preflight.logs import defer_logging, get_logger, logging_set_up
 
-    from preflight.logs import configure_logging
-
-    if not structlog.is_configured():
-        # A command that failed before reading its settings: structlog's defaults would
-        # print this debug event, traceback and all, whatever the level.
-        configure_logging(
+    if not logging_set_up():
+        # A command that failed before reading its settings: without a set-up, this
+        # debug event would go wherever the stdlib's defaults send it.
+        defer_logging(
             os.environ.get("PREFLIGHT_LOG_LEVEL", "warning").strip().lower(),
             os.environ.get("PREFLIGHT_LOG_FORMAT", "auto").strip().lower(),
         )
-    logger: Callable[..., Any] = structlog.get_logger("preflight").debug
-    logger("internal_error", exc_info=error)
+    get_logger("preflight").debug("internal_error", exc_info=error)

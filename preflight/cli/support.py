@@ -41,12 +41,13 @@ def emit_json(data: Any) -> None:
 
 def load_cli_settings(*, tokens: bool = True) -> Settings:
     """Read the settings once and set up logging from them (``tokens=False``: a command
-    that never calls the vendor, so a missing token secret cannot stop it)."""
-    from preflight.logs import configure_logging
+    that never calls the vendor, so a missing token secret cannot stop it). Logging is
+    set up when the first event at the configured level is emitted."""
+    from preflight.logs import defer_logging
     from preflight.settings import load_settings
 
     settings = load_settings(tokens=tokens)
-    configure_logging(settings.log_level, settings.log_format)
+    defer_logging(settings.log_level, settings.log_format)
     return settings
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 
 import structlog
 
-from preflight.logs import configure_logging
+from preflight.logs import configure_logging, defer_logging, get_logger
 from preflight.secret import Secret
 
 TOKEN = "tok-logs-9f8e7d6c5b4a"
@@ -61,3 +63,56 @@ def test_level_filters_events() -> None:
     configure_logging("warning", "json", stream)
     structlog.get_logger("preflight").info("check_completed")
     assert stream.getvalue() == ""
+
+
+def test_deferred_logging_loads_nothing_until_an_event_passes_the_level() -> None:
+    # The CLI defers its set-up: a check that logs only below the level never imports
+    # structlog (~70 ms of a cold process).
+    program = (
+        "import io, logging, sys\n"
+        "from preflight.logs import defer_logging, get_logger\n"
+        "stream = io.StringIO()\n"
+        "defer_logging('warning', 'json', stream)\n"
+        "get_logger('preflight').info('check_completed', batch_id='b')\n"
+        "get_logger('preflight').debug('internal_error', exc_info=RuntimeError('x'))\n"
+        "logging.getLogger('httpx').info('HTTP Request: GET')\n"
+        "print('structlog' in sys.modules, repr(stream.getvalue()))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.strip() == "False ''"
+    assert run.stderr == ""
+
+
+def test_deferred_logging_renders_the_first_event_that_passes_like_configured() -> None:
+    stream = io.StringIO()
+    defer_logging("warning", "json", stream)
+    get_logger("preflight").bind(batch_id="b-1").info("check_completed")
+    get_logger("preflight").bind(batch_id="b-1").warning("database_retry", header=TOKEN)
+    logging.getLogger("httpx").warning("sending Authorization: Bearer %s", TOKEN)
+    get_logger("preflight").info("check_completed")
+
+    output = stream.getvalue()
+    assert TOKEN not in output
+    events = [json.loads(line) for line in output.splitlines()]
+    assert [e["event"] for e in events] == [
+        "database_retry",
+        "sending Authorization: Bearer [REDACTED]",
+    ]
+    assert events[0]["batch_id"] == "b-1"
+    assert events[0]["level"] == "warning"
+    assert "timestamp" in events[0]
+    assert events[1]["logger"] == "httpx"
+
+
+def test_deferred_logging_is_set_up_by_the_first_stdlib_record_too() -> None:
+    stream = io.StringIO()
+    defer_logging("info", "console", stream)
+    logging.getLogger("alembic").info("Running upgrade 0005 -> 0006")
+    get_logger("preflight").info("check_completed", batch_id="b-2")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "Running upgrade 0005 -> 0006" in lines[0]
+    assert "check_completed" in lines[1]
+    assert "b-2" in lines[1]
