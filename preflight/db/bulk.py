@@ -18,14 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
 
 from sqlalchemy import Connection, exc
 
 from preflight.db.session import Database, is_sqlite
+from preflight.db.values import sqlite_amount as sqlite_amount
+from preflight.db.values import sqlite_time as sqlite_time
 
 #: The stored columns of an outcome, in the order of the row tuples.
 COLUMNS: Final = (
@@ -83,41 +84,11 @@ def chunk_lines(database: Database) -> int:
     return 1000 if is_sqlite(database.engine) else 5000
 
 
-_AMOUNT_TEXTS: dict[int, tuple[Decimal, str]] = {}
-
-
-def sqlite_amount(value: Decimal | None) -> str | None:
-    """An amount as :class:`preflight.db.types.Amount` stores it on SQLite.
-
-    The lines of an import share a few amounts, parsed into the very same objects (the
-    amount parser caches by text): their text is kept by identity. (Not by value: 0.25
-    and 0.250 are equal Decimals with different stored texts.)"""
-    if value is None:
-        return None
-    kept = _AMOUNT_TEXTS.get(id(value))
-    if kept is not None and kept[0] is value:
-        return kept[1]
-    text = format(value, "f")
-    if len(_AMOUNT_TEXTS) >= 4096:
-        _AMOUNT_TEXTS.clear()
-    _AMOUNT_TEXTS[id(value)] = (value, text)  # the reference keeps the id from being reused
-    return text
-
-
 @lru_cache(maxsize=4096)
 def copy_time(value: datetime) -> str:
     """An aware time as COPY text for a ``timestamptz`` column (cached like
     :func:`sqlite_time`: psycopg then copies text instead of formatting a datetime)."""
     return value.isoformat()
-
-
-@lru_cache(maxsize=4096)
-def sqlite_time(value: datetime) -> str:
-    """An aware time as :class:`preflight.db.types.UTCDateTime` stores it on SQLite.
-
-    Cached: the lines of an import share their times (equal instants are equal keys,
-    whatever their offsets, and have one UTC text)."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 @contextmanager

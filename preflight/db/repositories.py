@@ -36,7 +36,7 @@ from preflight.db import sqlite_fast as fast
 from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot, TagSnapshot
 from preflight.db.peek import peek_one
 from preflight.db.session import Database, decimal_sum, is_sqlite
-from preflight.db.types import meter_map_text
+from preflight.db.values import meter_map_text
 from preflight.domain.errors import ConflictError
 from preflight.domain.exact import exact
 from preflight.domain.outcome import OutcomeInput

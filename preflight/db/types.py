@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -10,6 +9,8 @@ from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Numeric, String, Text
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from preflight.db.values import meter_map, meter_map_text
 
 
 class Amount(TypeDecorator[Decimal]):
@@ -64,20 +65,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
-
-
-def meter_map_text(meters: Mapping[str, Decimal | None]) -> str | None:
-    """The stored text of a snapshot's meters: a JSON object of exact decimal strings,
-    keys sorted, absent meters left out; None when there is none (the common case)."""
-    present = {name: format(value, "f") for name, value in meters.items() if value is not None}
-    return json.dumps(present, sort_keys=True, separators=(",", ":")) if present else None
-
-
-def meter_map(text: str | None) -> dict[str, Decimal]:
-    """The meters of :func:`meter_map_text`'s text (empty for None)."""
-    if not text:
-        return {}
-    return {name: Decimal(value) for name, value in json.loads(text).items()}
 
 
 class MeterMap(TypeDecorator[dict[str, Decimal]]):
