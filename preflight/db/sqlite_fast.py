@@ -4,10 +4,14 @@ SQLite runs in process: a statement costs it a few microseconds, and SQLAlchemy'
 of a cached Core statement ~25 µs more (contexts, events, result metadata). A check runs
 six, a record four: here they are plain SQL on the session's own DBAPI connection, inside
 its transaction, with the values in the form the column types store them
-(:mod:`preflight.db.types`: amounts as canonical text, times as naive UTC text, JSON as
+(:mod:`preflight.db.values`: amounts as canonical text, times as naive UTC text, JSON as
 ``json.dumps`` text; ``tests/unit/test_bulk_values.py`` pins the two conversions) and read
-back the way those types read them. :mod:`preflight.db.repositories` calls these on
-SQLite and its Core statements on PostgreSQL; the answers are the same dataclasses.
+back the way those types read them. :mod:`preflight.db.writes` calls these on SQLite and
+Core statements on PostgreSQL; the answers are the same dataclasses.
+
+Nothing here imports SQLAlchemy: a check on an embedded SQLite file runs these on a bare
+sqlite3 connection in a transaction of its own (:mod:`preflight.db.embedded`), the same
+statements a session's transaction runs.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
+from preflight.db.values import sqlite_amount, sqlite_time
 
-from preflight.db.bulk import _driver_errors, sqlite_amount, sqlite_time
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
 
 BATCH_BY_NAME: Final = (
     "SELECT b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
@@ -138,41 +143,72 @@ _KEPT: Final = "preflight.sqlite_cursor"
 
 
 class Cursor:
-    """The session's sqlite3 connection in its current transaction; errors as SQLAlchemy's."""
+    """Statements on a sqlite3 connection, inside the transaction its owner began: a
+    session's (:meth:`of`), or the embedded check's own (:mod:`preflight.db.embedded`,
+    which turns the driver's errors into ``StorageError`` for the whole transaction)."""
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        dbapi = connection.connection.dbapi_connection
-        assert dbapi is not None
-        self._dbapi: Any = dbapi
+    def __init__(self, dbapi: Any) -> None:
+        self._dbapi = dbapi
 
     @classmethod
-    def of(cls, session: Session) -> Cursor:
-        """The cursor of ``session``'s current transaction (kept in ``session.info`` while
-        that transaction lasts: asking the session for its connection costs ~15 µs)."""
-        transaction = session.get_transaction()
+    def of(cls, transaction: Session | Cursor) -> Cursor:
+        """The cursor of ``transaction``: itself when it is one; for a session, the cursor
+        of its current transaction (kept in ``session.info`` while that transaction lasts:
+        asking the session for its connection costs ~15 µs)."""
+        if isinstance(transaction, Cursor):
+            return transaction
+        session = transaction
+        current = session.get_transaction()
         kept = session.info.get(_KEPT)
-        if kept is not None and kept[0] is transaction and transaction is not None:
+        if kept is not None and kept[0] is current and current is not None:
             cursor: Cursor = kept[1]
             return cursor
-        cursor = cls(session.connection())
+        cursor = _SessionCursor(session.connection())
         session.info[_KEPT] = (session.get_transaction(), cursor)
         return cursor
 
     def one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-        with _driver_errors(self._connection, sql):
+        row: tuple[Any, ...] | None = self._dbapi.execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._dbapi.execute(sql, params).fetchall()
+        return rows
+
+    def run(self, sql: str, params: Sequence[Any]) -> None:
+        self._dbapi.execute(sql, params)
+
+    def run_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        self._dbapi.executemany(sql, params)
+
+
+class _SessionCursor(Cursor):
+    """A session's sqlite3 connection; errors raised as SQLAlchemy's, which the session's
+    transaction scope words (:func:`preflight.db.session.translate_db_errors`)."""
+
+    def __init__(self, connection: Connection) -> None:
+        from preflight.db.bulk import _driver_errors  # loaded already: there is a session
+
+        dbapi = connection.connection.dbapi_connection
+        assert dbapi is not None
+        super().__init__(dbapi)
+        self._connection = connection
+        self._errors = _driver_errors
+
+    def one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        with self._errors(self._connection, sql):
             row: tuple[Any, ...] | None = self._dbapi.execute(sql, params).fetchone()
             return row
 
     def all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with _driver_errors(self._connection, sql):
+        with self._errors(self._connection, sql):
             rows: list[tuple[Any, ...]] = self._dbapi.execute(sql, params).fetchall()
             return rows
 
     def run(self, sql: str, params: Sequence[Any]) -> None:
-        with _driver_errors(self._connection, sql):
+        with self._errors(self._connection, sql):
             self._dbapi.execute(sql, params)
 
     def run_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
-        with _driver_errors(self._connection, sql):
+        with self._errors(self._connection, sql):
             self._dbapi.executemany(sql, params)
