@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
-
-from preflight.db.session import is_sqlite, translate_db_errors
 from preflight.errors import SchemaMissingError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 #: The newest migration. Every command compares the database against it, and reading it
 #: from Alembic's script directory would import Alembic (~0.1 s) on every start-up;
-#: tests/integration/test_migrations.py pins it to Alembic's actual head.
+#: tests/integration/test_migrations.py pins it to Alembic's actual head. (SQLAlchemy is
+#: imported where it is used: the embedded check reads this without it.)
 SCHEMA_HEAD: Final = "0006"
 
 
@@ -47,6 +47,9 @@ def alembic_head() -> str:
 
 def current_revision(connection: Connection) -> str | None:
     """The schema revision stored in the database, or None when there is none yet."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     try:
         with connection.begin_nested() if connection.in_transaction() else connection.begin():
             row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
@@ -59,12 +62,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate to ``revision`` in one transaction (SQLite: one writer at a time)."""
     from alembic import command
 
+    from preflight.db.session import translate_db_errors
+
     with translate_db_errors(), engine.begin() as connection:
         command.upgrade(_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     from alembic import command
+
+    from preflight.db.session import translate_db_errors
 
     with translate_db_errors(), engine.begin() as connection:
         command.downgrade(_config(connection), revision)
@@ -78,6 +85,8 @@ def ensure_schema(engine: Engine) -> None:
     transaction and re-reads the version under that lock. PostgreSQL is shared by
     many hosts, so its schema changes only with an explicit ``preflight db upgrade``.
     """
+    from preflight.db.session import is_sqlite, translate_db_errors
+
     with translate_db_errors(), engine.connect() as connection:
         current = current_revision(connection)
     head = SCHEMA_HEAD

@@ -9,8 +9,6 @@ the timeout, because SQLite cannot wait for a lock it would deadlock on.
 from __future__ import annotations
 
 import itertools
-import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,16 +34,15 @@ __all__ = [
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import GenericFunction
 
+from preflight.db.embedded import SQLITE_BUSY_TIMEOUT_MS, check_sqlite_path, prepare_connection
 from preflight.db.liveness import POOL_RECYCLE_SECONDS, drop_dead_connections
 from preflight.db.types import Amount
-from preflight.domain.exact import exact
 from preflight.errors import ConfigError, StorageError
 from preflight.logs import get_logger
 
 T = TypeVar("T")
 _log = get_logger("preflight.db")
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 _READ_ONLY = "preflight_read_only"
 
 
@@ -60,19 +57,6 @@ class decimal_sum(GenericFunction[Decimal]):
 @compiles(decimal_sum, "postgresql")
 def _decimal_sum_postgresql(element: decimal_sum, compiler: SQLCompiler, **kw: Any) -> str:
     return f"sum({compiler.process(element.clauses, **kw)})"
-
-
-class _SQLiteDecimalSum:
-    def __init__(self) -> None:
-        self.total: Decimal | None = None
-
-    @exact
-    def step(self, value: str | None) -> None:
-        if value is not None:
-            self.total = (self.total or Decimal(0)) + Decimal(value)
-
-    def finalize(self) -> str | None:
-        return None if self.total is None else format(self.total, "f")
 
 
 def normalize_url(url: str) -> URL:
@@ -112,7 +96,7 @@ def _build_sqlite_engine(url: URL) -> Engine:
     database = url.database
     in_memory = not database or database == ":memory:"
     if not in_memory and database and not database.startswith("file:"):
-        _check_sqlite_path(Path(database).expanduser())
+        check_sqlite_path(Path(database).expanduser())
     connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     if in_memory:
         # Each connection to ":memory:" is a database of its own: one connection, shared
@@ -127,15 +111,8 @@ def _build_sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event issue BEGIN, instead of the driver's own.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-        dbapi_connection.create_aggregate("decimal_sum", 1, _SQLiteDecimalSum)
+        # isolation_level None: SQLAlchemy's "begin" event issues BEGIN, not the driver.
+        prepare_connection(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -143,35 +120,6 @@ def _build_sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine
-
-
-def _check_sqlite_path(path: Path) -> None:
-    """Create the database's directory, and open the file once, so that a path that cannot
-    work fails now with the path and the cause (SQLite itself says only "unable to open
-    database file")."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise StorageError(
-            f"cannot create the database directory {path.parent}: {error.strerror}"
-        ) from None
-    if not path.parent.is_dir():
-        raise StorageError(f"cannot use {path}: {path.parent} is not a directory")
-    try:
-        sqlite3.connect(path).close()
-    except sqlite3.Error as error:
-        raise StorageError(
-            f"cannot open the database file {path}: {_os_cause(path, error)}"
-        ) from None
-
-
-def _os_cause(path: Path, error: sqlite3.Error) -> str:
-    """The operating system's reason a file cannot be opened, where there is one."""
-    try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    except OSError as os_error:
-        return os_error.strerror or str(error)
-    return str(error)
 
 
 class Database:
