@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import (
     ColumnElement,
@@ -25,22 +25,28 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    text,
-    union_all,
     update,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from preflight.db import bulk
 from preflight.db import sqlite_fast as fast
 from preflight.db.models import Account, Batch, FailureTag, Outcome, Snapshot, TagSnapshot
-from preflight.db.peek import peek_one
-from preflight.db.session import Database, decimal_sum, is_sqlite
-from preflight.db.values import meter_map_text
+from preflight.db.session import decimal_sum
+from preflight.db.writes import AccountState as AccountState
+from preflight.db.writes import BatchState as BatchState
+from preflight.db.writes import ProfileValues as ProfileValues
+from preflight.db.writes import account_and_batch as account_and_batch
+from preflight.db.writes import account_state as account_state
+from preflight.db.writes import batch_state as batch_state
+from preflight.db.writes import hold_change as hold_change
+from preflight.db.writes import hold_of as hold_of
+from preflight.db.writes import insert_snapshot as insert_snapshot
+from preflight.db.writes import peek_batch as peek_batch
+from preflight.db.writes import shift_held_need as shift_held_need
 from preflight.domain.errors import ConflictError
 from preflight.domain.exact import exact
 from preflight.domain.outcome import OutcomeInput
-from preflight.domain.verdict import outstanding_need
 from preflight.domain.vocabulary import BatchStatus, OutcomeStatus, SnapshotKind
 
 if TYPE_CHECKING:
@@ -112,168 +118,14 @@ def recorded_cost(session: Session, batch: Batch) -> Decimal:
 
 # ---------------------------------------------------------------- the write paths' rows
 #
-# ``check`` and ``record`` run thousands of times a minute: they read and write with Core
-# statements on the session's connection (no ORM objects, no unit of work), a handful per
-# transaction. On PostgreSQL a writer locks the batch row it changes and changes its
-# account's ``held_need`` last, by an increment; on SQLite ``BEGIN IMMEDIATE`` has already
-# serialised the writers, and increments of amounts (text there) are done exactly in Python.
-#
-# PostgreSQL row locks are FOR NO KEY UPDATE, never FOR UPDATE: inserting an outcome or a
-# snapshot takes KEY SHARE on its batch (the foreign key), which FOR UPDATE would wait for
-# (two writers of one batch would deadlock). The account row is always the last one a
-# transaction locks, so writers of different batches never wait on each other in a cycle.
-
-
-@dataclass(frozen=True)
-class AccountState:
-    id: int
-    name: str
-    user_id: str | None
-    held_need: Decimal
-
-
-@dataclass(frozen=True)
-class BatchState:
-    """One batch as the write paths read it."""
-
-    pk: int
-    batch_id: str
-    account_id: int
-    account: str
-    meter: str | None
-    need: Decimal | None
-    reserve: Decimal
-    status: str
-    verified: bool
-    labels: dict[str, Any]
-    checked_at: datetime | None
-    finished_at: datetime | None
-    consumed_cost: Decimal
-    held: Decimal | None
-
+# A check's and a record's accounts, batches, holds and snapshots are in
+# preflight.db.writes (no SQLAlchemy, so that a check on embedded SQLite runs without it);
+# re-exported here for the verbs that reach them through the repositories.
 
 #: ``status = 'open'`` as a literal, not a parameter: SQLite uses a partial index only for
 #: a query whose WHERE visibly implies the index's.
 _OPEN: Final[ColumnElement[str]] = literal_column("'open'")
-
-# The statements are built once: building one costs more than running it.
-_ACCOUNT_BY_NAME = select(Account.id, Account.name, Account.user_id, Account.held_need).where(
-    Account.name == bindparam("name")
-)
-_BATCH_BY_NAME = (
-    select(
-        Batch.id,
-        Batch.batch_id,
-        Batch.account_id,
-        Account.name,
-        Batch.meter,
-        Batch.need,
-        Batch.reserve,
-        Batch.status,
-        Batch.verified,
-        Batch.labels,
-        Batch.checked_at,
-        Batch.finished_at,
-        Batch.consumed_cost,
-        Batch.held,
-    )
-    .join(Account, Account.id == Batch.account_id)
-    .where(Batch.batch_id == bindparam("batch_id"))
-)
-_BATCH_BY_NAME_LOCKED = _BATCH_BY_NAME.with_for_update(of=Batch, key_share=True)
-_OWNER = aliased(Account, name="owner")
-#: The account and, when it exists, the batch (whatever its account): one statement.
-_ACCOUNT_AND_BATCH = (
-    select(
-        Account.id,
-        Account.name,
-        Account.user_id,
-        Account.held_need,
-        Batch.id,
-        Batch.batch_id,
-        Batch.account_id,
-        _OWNER.name,
-        Batch.meter,
-        Batch.need,
-        Batch.reserve,
-        Batch.status,
-        Batch.verified,
-        Batch.labels,
-        Batch.checked_at,
-        Batch.finished_at,
-        Batch.consumed_cost,
-        Batch.held,
-    )
-    .select_from(Account)
-    .outerjoin(Batch, Batch.batch_id == bindparam("batch_id"))
-    .outerjoin(_OWNER, _OWNER.id == Batch.account_id)
-    .where(Account.name == bindparam("name"))
-)
-_HELD_NEED = select(Account.held_need).where(Account.id == bindparam("account"))
-_SET_HELD_NEED = (
-    update(Account).where(Account.id == bindparam("account")).values(held_need=bindparam("total"))
-)
-_ADD_HELD_NEED = (
-    update(Account)
-    .where(Account.id == bindparam("account"))
-    .values(held_need=Account.held_need + bindparam("delta", type_=Account.held_need.type))
-    .returning(Account.held_need)
-)
-_CUTOFF = bindparam("cutoff", type_=Batch.last_activity_at.type)
-# The batch being checked is left out: the check sets its hold itself.
-_HOLDING = (
-    Batch.account_id == bindparam("account"),
-    Batch.held.is_not(None),
-    Batch.last_activity_at < _CUTOFF,
-    Batch.id != bindparam("checked"),
-)
-_NOT_HOLDING = (
-    Batch.account_id == bindparam("account"),
-    Batch.id != bindparam("checked"),
-    Batch.held.is_(None),
-    Batch.status == _OPEN,
-    Batch.need.is_not(None),
-    Batch.last_activity_at >= _CUTOFF,
-)
-_HOLDS_TO_REFRESH = union_all(
-    select(Batch.id, Batch.held, Batch.need, Batch.consumed_cost, literal(False)).where(*_HOLDING),
-    select(Batch.id, Batch.held, Batch.need, Batch.consumed_cost, literal(True)).where(
-        *_NOT_HOLDING
-    ),
-)
-# PostgreSQL: both sides in one statement (two data-modifying CTEs, on disjoint rows),
-# answering the change of the account's held need. A row another transaction has locked
-# is skipped: that transaction is writing the batch, and sets its hold itself.
-_REFRESH_HOLDS_POSTGRESQL = text(
-    "WITH gone AS (SELECT id, held FROM batches WHERE account_id = :account"
-    " AND held IS NOT NULL AND last_activity_at < :cutoff AND id != :checked"
-    " FOR NO KEY UPDATE SKIP LOCKED),"
-    " back AS (SELECT id FROM batches WHERE account_id = :account AND id != :checked"
-    " AND held IS NULL AND status = 'open' AND need IS NOT NULL"
-    " AND last_activity_at >= :cutoff FOR NO KEY UPDATE SKIP LOCKED),"
-    " released AS (UPDATE batches SET held = NULL FROM gone WHERE batches.id = gone.id"
-    " RETURNING -gone.held AS change),"
-    " taken AS (UPDATE batches SET held = GREATEST(batches.need - batches.consumed_cost, 0)"
-    " FROM back WHERE batches.id = back.id RETURNING batches.held AS change)"
-    " SELECT coalesce(sum(change), 0) FROM"
-    " (SELECT change FROM released UNION ALL SELECT change FROM taken) AS changes"
-).columns(coalesce=Batch.held.type)
-_SET_HELD = update(Batch).where(Batch.id == bindparam("pk")).values(held=bindparam("hold"))
 _UPDATE_BATCH = update(Batch).where(Batch.id == bindparam("pk"))
-_HAS_PREFLIGHT = (
-    select(Snapshot.id)
-    .where(
-        Snapshot.batch_pk == bindparam("batch"),
-        Snapshot.kind == SnapshotKind.PREFLIGHT.value,
-    )
-    .limit(1)
-)
-_INSERT_SNAPSHOT = insert(Snapshot).returning(Snapshot.id)
-_LEARN_USER_ID = (
-    update(Account)
-    .where(Account.id == bindparam("account"), Account.user_id.is_(None))
-    .values(user_id=bindparam("learned"))
-)
 
 
 def _connection(session: Session) -> Connection:
@@ -282,205 +134,6 @@ def _connection(session: Session) -> Connection:
 
 def _is_postgresql(session: Session) -> bool:
     return _dialect(session) == "postgresql"
-
-
-def account_state(session: Session, name: str, *, now: datetime) -> AccountState:
-    """The account named ``name``, created on first use."""
-    connection = _connection(session)
-    row = connection.execute(_ACCOUNT_BY_NAME, {"name": name}).first()
-    if row is None:
-        insert_if_absent(session, Account, {"name": name, "created_at": now})
-        row = connection.execute(_ACCOUNT_BY_NAME, {"name": name}).one()
-    return AccountState(*row)
-
-
-#: PostgreSQL: a check's first statement. The account's holds brought up to the cutoff
-#: (as in :data:`_REFRESH_HOLDS_POSTGRESQL`, leaving the checked batch to the check), and
-#: the account with the batch (whatever its account) and the change of its held need.
-_PG_OPEN_CHECK: Final = (
-    "WITH owner AS (SELECT id FROM accounts WHERE name = %(name)s),"
-    " gone AS (SELECT id, held FROM batches WHERE account_id = (SELECT id FROM owner)"
-    " AND held IS NOT NULL AND last_activity_at < %(cutoff)s AND batch_id != %(batch_id)s"
-    " FOR NO KEY UPDATE SKIP LOCKED),"
-    " back AS (SELECT id FROM batches WHERE account_id = (SELECT id FROM owner)"
-    " AND batch_id != %(batch_id)s AND held IS NULL AND status = 'open' AND need IS NOT NULL"
-    " AND last_activity_at >= %(cutoff)s FOR NO KEY UPDATE SKIP LOCKED),"
-    " released AS (UPDATE batches SET held = NULL FROM gone WHERE batches.id = gone.id"
-    " RETURNING -gone.held AS change),"
-    " taken AS (UPDATE batches SET held = GREATEST(batches.need - batches.consumed_cost, 0)"
-    " FROM back WHERE batches.id = back.id RETURNING batches.held AS change),"
-    " changed AS (SELECT coalesce(sum(change), 0) AS change FROM"
-    " (SELECT change FROM released UNION ALL SELECT change FROM taken) AS changes)"
-    " SELECT a.id, a.name, a.user_id, a.held_need, (SELECT change FROM changed),"
-    " b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
-    " b.verified, b.labels, b.checked_at, b.finished_at, b.consumed_cost, b.held"
-    " FROM accounts AS a LEFT JOIN batches AS b ON b.batch_id = %(batch_id)s"
-    " LEFT JOIN accounts AS o ON o.id = b.account_id WHERE a.name = %(name)s"
-)
-
-
-def open_check(
-    session: Session, name: str, batch_id: str, *, now: datetime, hold_cutoff: datetime
-) -> tuple[AccountState, BatchState | None, Decimal]:
-    """A check's reads: the account named ``name`` (created on first use), the batch named
-    ``batch_id`` (None when there is none; locked until the transaction ends), and the
-    change of the account's held need once its other batches' holds are brought up to
-    ``hold_cutoff`` (the caller applies it). PostgreSQL: one round trip, plus one to
-    lock a batch that exists."""
-    if not _is_postgresql(session):
-        account, batch = account_and_batch(session, name, batch_id, now=now)
-        change = refresh_holds(
-            session, account.id, cutoff=hold_cutoff, checked=batch.pk if batch else None
-        )
-        return account, batch, change
-    driver: Any = _connection(session).connection.driver_connection
-    params = {"name": name, "batch_id": batch_id, "cutoff": hold_cutoff}
-    with bulk._driver_errors(_connection(session), _PG_OPEN_CHECK):
-        row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
-    if row is None:  # a new account: create it, then read again
-        account_state(session, name, now=now)
-        with bulk._driver_errors(_connection(session), _PG_OPEN_CHECK):
-            row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
-        assert row is not None
-    account = AccountState(row[0], row[1], row[2], row[3])
-    batch = None if row[5] is None else batch_state(session, batch_id, lock=True)
-    return account, batch, row[4]
-
-
-def account_and_batch(
-    session: Session, name: str, batch_id: str, *, now: datetime
-) -> tuple[AccountState, BatchState | None]:
-    """The account named ``name`` (created on first use) and the batch named ``batch_id``
-    (None when there is none), the batch's row locked until the transaction ends. Usually
-    one statement: a second locks a batch that exists (PostgreSQL)."""
-    if not _is_postgresql(session):
-        found = fast.Cursor.of(session).one(fast.ACCOUNT_AND_BATCH, (batch_id, name))
-        if found is None:
-            return account_state(session, name, now=now), batch_state(session, batch_id)
-        account = AccountState(found[0], found[1], found[2], Decimal(found[3]))
-        return account, None if found[4] is None else BatchState(*fast.batch_values(found[4:]))
-    connection = _connection(session)
-    row = connection.execute(_ACCOUNT_AND_BATCH, {"name": name, "batch_id": batch_id}).first()
-    if row is None:
-        account = account_state(session, name, now=now)
-        return account, batch_state(session, batch_id, lock=True)
-    values: tuple[Any, ...] = tuple(row)
-    account = AccountState(*values[:4])
-    if values[4] is None:
-        return account, None
-    if _is_postgresql(session):
-        return account, batch_state(session, batch_id, lock=True)
-    return account, BatchState(*values[4:])
-
-
-def batch_state(session: Session, batch_id: str, *, lock: bool = False) -> BatchState | None:
-    """The batch named ``batch_id``; ``lock``: its row locked until the transaction ends
-    (PostgreSQL; SQLite's write transaction holds the whole database already)."""
-    if not _is_postgresql(session):
-        found = fast.Cursor.of(session).one(fast.BATCH_BY_NAME, (batch_id,))
-        return None if found is None else BatchState(*fast.batch_values(found))
-    query = _BATCH_BY_NAME_LOCKED if lock else _BATCH_BY_NAME
-    row = _connection(session).execute(query, {"batch_id": batch_id}).first()
-    return None if row is None else BatchState(*row)
-
-
-_PG_BATCH_BY_NAME: Final = (
-    "SELECT b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
-    " b.verified, b.labels, b.checked_at, b.finished_at, b.consumed_cost, b.held"
-    " FROM batches AS b JOIN accounts AS o ON o.id = b.account_id WHERE b.batch_id = %s"
-)
-
-
-def peek_batch(database: Database, batch_id: str) -> BatchState | None:
-    """The batch named ``batch_id`` as stored now, outside any transaction of the caller's
-    (a check refuses a contradiction before it spends a vendor call on it): one statement in
-    autocommit on a pooled connection (:func:`preflight.db.peek.peek_one`). On SQLite that is
-    ~40 µs instead of ~110; on PostgreSQL one round trip instead of three."""
-    found = peek_one(database, fast.BATCH_BY_NAME, _PG_BATCH_BY_NAME, (batch_id,))
-    if found is None:
-        return None
-    return (
-        BatchState(*fast.batch_values(found)) if is_sqlite(database.engine) else BatchState(*found)
-    )
-
-
-def hold_of(status: str, need: Decimal | None, consumed: Decimal) -> Decimal | None:
-    """What a batch active now holds: its outstanding need while open with a need."""
-    if status != BatchStatus.OPEN.value or need is None:
-        return None
-    return outstanding_need(need, consumed)
-
-
-@exact
-def hold_change(before: Decimal | None, after: Decimal | None) -> Decimal:
-    return (after or Decimal(0)) - (before or Decimal(0))
-
-
-@exact
-def shift_held_need(
-    session: Session, account_id: int, delta: Decimal, *, current: Decimal | None = None
-) -> Decimal:
-    """Add ``delta`` to the account's held need; its new value. ``current`` (SQLite): the
-    value read earlier in this transaction."""
-    if _is_postgresql(session):
-        changed: Decimal = (
-            _connection(session)
-            .execute(_ADD_HELD_NEED, {"account": account_id, "delta": delta})
-            .scalar_one()
-        )
-        return changed
-    cursor = fast.Cursor.of(session)
-    if current is None:
-        found = cursor.one(fast.HELD_NEED, (account_id,))
-        assert found is not None
-        current = Decimal(found[0])
-    total = current + delta
-    cursor.run(fast.SET_HELD_NEED, (bulk.sqlite_amount(total), account_id))
-    return total
-
-
-@exact
-def refresh_holds(
-    session: Session, account_id: int, *, cutoff: datetime, checked: int | None
-) -> Decimal:
-    """Bring the account's holds up to ``cutoff`` (now − hold expiry): batches holding but
-    quiet since before it let go, open batches with a need active since take theirs back
-    (all but batch ``checked``, whose hold its check sets).
-    Returns the change of the account's held need, which the caller applies (usually
-    nothing changes: index lookups that find no row).
-
-    On PostgreSQL a row another transaction has locked is skipped: that transaction is
-    writing the batch, and sets its hold itself.
-    """
-    if _is_postgresql(session):
-        params = {"account": account_id, "cutoff": cutoff, "checked": checked or 0}
-        change: Decimal = (
-            _connection(session).execute(_REFRESH_HOLDS_POSTGRESQL, params).scalar_one()
-        )
-        return change
-    cursor = fast.Cursor.of(session)
-    checked_pk = checked or 0
-    rows = cursor.all(
-        fast.HOLDS_TO_REFRESH,
-        (
-            account_id,
-            bulk.sqlite_time(cutoff),
-            checked_pk,
-            account_id,
-            checked_pk,
-            bulk.sqlite_time(cutoff),
-        ),
-    )
-    if not rows:
-        return Decimal(0)
-    delta = Decimal(0)
-    changes: list[tuple[str | None, int]] = []
-    for pk, held, need, consumed, taking in rows:
-        new = outstanding_need(Decimal(need), Decimal(consumed)) if taking else None
-        delta += hold_change(fast.amount(held), new)
-        changes.append((bulk.sqlite_amount(new), pk))
-    cursor.run_many(fast.SET_HELD, changes)
-    return delta
 
 
 def late_outcomes_count(session: Session, batch_pk: int, *, finished_at: datetime) -> int:
@@ -526,181 +179,6 @@ def insert_batch(session: Session, values: Mapping[str, Any]) -> int | None:
 
 def update_batch(session: Session, pk: int, values: Mapping[str, Any]) -> None:
     _connection(session).execute(_UPDATE_BATCH, {**values, "pk": pk})
-
-
-def has_preflight_snapshot(session: Session, batch_pk: int) -> bool:
-    if not _is_postgresql(session):
-        return fast.Cursor.of(session).one(fast.HAS_PREFLIGHT, (batch_pk,)) is not None
-    found = _connection(session).execute(_HAS_PREFLIGHT, {"batch": batch_pk}).first()
-    return found is not None
-
-
-def insert_checked_batch(
-    session: Session, values: Mapping[str, Any], *, batch_id: str, account_id: int, now: datetime
-) -> int | None:
-    """Insert a batch a check creates (``values``: what the check decided); its id, or None
-    when a concurrent writer created it first."""
-    if not _is_postgresql(session):
-        found = fast.Cursor.of(session).one(
-            fast.INSERT_BATCH,
-            (*fast.checked_values(values), batch_id, account_id, bulk.sqlite_time(now)),
-        )
-        return None if found is None else int(found[0])
-    return insert_batch(
-        session, {**values, "batch_id": batch_id, "account_id": account_id, "created_at": now}
-    )
-
-
-#: PostgreSQL, a check of a new batch: the batch, its snapshot and the account's held need
-#: (and user id) in one statement, one round trip instead of three. No row when another
-#: writer created the batch first (and nothing else is written then).
-_PG_STORE_NEW_CHECK: Final = (
-    "WITH new_batch AS (INSERT INTO batches (meter, need, reserve, verdict, verified,"
-    " checked_at, last_activity_at, labels, status, held, batch_id, account_id, created_at)"
-    " VALUES (%(meter)s, %(need)s, %(reserve)s, %(verdict)s, %(verified)s, %(checked_at)s,"
-    " %(last_activity_at)s, %(labels)s, %(status)s, %(held)s, %(batch_id)s, %(account)s,"
-    " %(now)s) ON CONFLICT DO NOTHING RETURNING id),"
-    " snapshot AS (INSERT INTO snapshots (account_id, batch_pk, kind, taken_at, credits,"
-    " api_quota_remaining, extra_meters, tier, user_id, raw, http_status, latency_ms)"
-    " SELECT %(account)s, id, %(kind)s, %(now)s, %(credits)s, %(quota)s, %(extra)s, %(tier)s,"
-    " %(user_id)s, %(raw)s, %(http_status)s, %(latency_ms)s FROM new_batch"
-    " WHERE %(snapshot)s RETURNING id),"
-    " account AS (UPDATE accounts SET held_need = held_need + %(delta)s,"
-    " user_id = coalesce(user_id, %(user_id)s) WHERE id = %(account)s"
-    " AND EXISTS (SELECT 1 FROM new_batch))"
-    " SELECT new_batch.id, (SELECT id FROM snapshot) FROM new_batch"
-)
-
-
-@exact
-def store_check(
-    session: Session,
-    *,
-    account: AccountState,
-    batch: BatchState | None,
-    values: Mapping[str, Any],
-    batch_id: str,
-    now: datetime,
-    held_need_change: Decimal,
-    profile: ProfileValues | None,
-    kind: SnapshotKind | None,
-) -> tuple[int, int | None] | None:
-    """Write what a check decided: the batch (inserted, or updated), the change of the
-    account's held need, the snapshot (with ``profile``), the account's user id on first
-    sight. Returns (batch pk, snapshot id), or None when the batch did not exist when read
-    and another writer created it since (nothing was written then)."""
-    if batch is None and _is_postgresql(session):
-        from psycopg.types.json import Json
-
-        driver: Any = _connection(session).connection.driver_connection
-        with bulk._driver_errors(_connection(session), _PG_STORE_NEW_CHECK):
-            row = driver.execute(
-                _PG_STORE_NEW_CHECK,
-                {
-                    **values,
-                    "labels": Json(values["labels"]),
-                    "batch_id": batch_id,
-                    "account": account.id,
-                    "now": now,
-                    "delta": held_need_change,
-                    "snapshot": profile is not None,
-                    "kind": kind.value if kind else None,
-                    "credits": profile.credits if profile else None,
-                    "quota": profile.api_quota_remaining if profile else None,
-                    "extra": meter_map_text(profile.extra_meters) if profile else None,
-                    "tier": profile.tier if profile else None,
-                    "user_id": profile.user_id if profile else None,
-                    "raw": profile.raw if profile else None,
-                    "http_status": profile.http_status if profile else None,
-                    "latency_ms": profile.latency_ms if profile else None,
-                },
-            ).fetchone()
-        return None if row is None else (row[0], row[1])
-    if batch is None:
-        pk = insert_checked_batch(
-            session, values, batch_id=batch_id, account_id=account.id, now=now
-        )
-        if pk is None:
-            return None
-    else:
-        pk = batch.pk
-        update_checked_batch(session, pk, values)
-    if held_need_change:
-        shift_held_need(session, account.id, held_need_change, current=account.held_need)
-    snapshot_id: int | None = None
-    if profile is not None:
-        assert kind is not None
-        snapshot_id = insert_snapshot(session, account.id, profile, now=now, kind=kind, batch_pk=pk)
-        if account.user_id is None and profile.user_id is not None:
-            learn_user_id(session, account.id, profile.user_id)
-    return pk, snapshot_id
-
-
-def update_checked_batch(session: Session, pk: int, values: Mapping[str, Any]) -> None:
-    """Store what a check decided about an existing batch."""
-    if not _is_postgresql(session):
-        fast.Cursor.of(session).run(fast.UPDATE_BATCH, (*fast.checked_values(values), pk))
-        return
-    update_batch(session, pk, values)
-
-
-def insert_snapshot(
-    session: Session,
-    account_id: int,
-    profile: ProfileValues,
-    *,
-    now: datetime,
-    kind: SnapshotKind,
-    batch_pk: int | None = None,
-) -> int:
-    """Insert one snapshot without the ORM; its id."""
-    if not _is_postgresql(session):
-        found = fast.Cursor.of(session).one(
-            fast.INSERT_SNAPSHOT,
-            (
-                account_id,
-                batch_pk,
-                kind.value,
-                bulk.sqlite_time(now),
-                bulk.sqlite_amount(profile.credits),
-                bulk.sqlite_amount(profile.api_quota_remaining),
-                meter_map_text(profile.extra_meters),
-                profile.tier,
-                profile.user_id,
-                profile.raw,
-                profile.http_status,
-                profile.latency_ms,
-            ),
-        )
-        assert found is not None
-        return int(found[0])
-    snapshot_id: int = (
-        _connection(session)
-        .execute(
-            _INSERT_SNAPSHOT,
-            {
-                "account_id": account_id,
-                "batch_pk": batch_pk,
-                "kind": kind.value,
-                "taken_at": now,
-                "credits": profile.credits,
-                "api_quota_remaining": profile.api_quota_remaining,
-                "extra_meters": profile.extra_meters,
-                "tier": profile.tier,
-                "user_id": profile.user_id,
-                "raw": profile.raw,
-                "http_status": profile.http_status,
-                "latency_ms": profile.latency_ms,
-            },
-        )
-        .scalar_one()
-    )
-    return snapshot_id
-
-
-def learn_user_id(session: Session, account_id: int, user_id: str) -> None:
-    """Keep the vendor's user id on the account the first time a profile tells it."""
-    _connection(session).execute(_LEARN_USER_ID, {"account": account_id, "learned": user_id})
 
 
 # ---------------------------------------------------------------- outcomes
@@ -967,27 +445,6 @@ def spend_inputs(session: Session, batch: Batch) -> SpendInputs:
 
 
 # ---------------------------------------------------------------- snapshots
-
-
-class ProfileValues(Protocol):
-    """What a stored snapshot keeps of one profile reading (the vendor's ``Profile``)."""
-
-    @property
-    def raw(self) -> str: ...
-    @property
-    def user_id(self) -> str | None: ...
-    @property
-    def tier(self) -> str | None: ...
-    @property
-    def credits(self) -> Decimal | None: ...
-    @property
-    def api_quota_remaining(self) -> Decimal | None: ...
-    @property
-    def extra_meters(self) -> Mapping[str, Decimal | None]: ...
-    @property
-    def http_status(self) -> int: ...
-    @property
-    def latency_ms(self) -> int: ...
 
 
 def store_snapshot(

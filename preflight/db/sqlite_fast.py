@@ -75,6 +75,12 @@ UPDATE_BATCH: Final = (
     " checked_at = ?, last_activity_at = ?, labels = ?, status = ?, held = ? WHERE id = ?"
 )
 HAS_PREFLIGHT: Final = "SELECT 1 FROM snapshots WHERE batch_pk = ? AND kind = 'preflight' LIMIT 1"
+ACCOUNT_BY_NAME: Final = "SELECT id, name, user_id, held_need FROM accounts WHERE name = ?"
+#: A new account, as the model's defaults make it (``held_need`` 0).
+INSERT_ACCOUNT: Final = (
+    "INSERT INTO accounts (name, created_at, held_need) VALUES (?, ?, '0') ON CONFLICT DO NOTHING"
+)
+LEARN_USER_ID: Final = "UPDATE accounts SET user_id = ? WHERE id = ? AND user_id IS NULL"
 INSERT_SNAPSHOT: Final = (
     "INSERT INTO snapshots (account_id, batch_pk, kind, taken_at, credits, api_quota_remaining,"
     " extra_meters, tier, user_id, raw, http_status, latency_ms)"

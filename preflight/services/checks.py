@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 from preflight import metrics
-from preflight.db import repositories as repo
+from preflight.db import writes as repo
 from preflight.domain.amounts import parse_amount
 from preflight.domain.batch import choose_meter, validate_batch_id
 from preflight.domain.exact import exact
@@ -28,7 +28,7 @@ from preflight.services.results import CheckResult
 from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
-    from preflight.db.session import Session
+    from preflight.db.writes import Transaction
     from preflight.vendor import Profile
 
 log = get_logger("preflight")
@@ -140,7 +140,7 @@ class _CreatedConcurrently(Exception):
 @exact
 def _write_check(
     rt: Runtime,
-    session: Session,
+    session: Transaction,
     request: _Request,
     profile: Profile | None,
     vendor_error: VendorError | None,

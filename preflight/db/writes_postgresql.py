@@ -1,0 +1,339 @@
+"""PostgreSQL's side of :mod:`preflight.db.writes`: a check's and a record's rows as Core
+statements on the session's connection, and raw SQL through psycopg where merging
+statements saves round trips.
+
+Imported only by a PostgreSQL process (the statements are built from the models, which
+a check on SQLite never needs). PostgreSQL row locks are FOR NO KEY UPDATE, never FOR
+UPDATE: inserting an outcome or a snapshot takes KEY SHARE on its batch (the foreign key),
+which FOR UPDATE would wait for (two writers of one batch would deadlock). The account row
+is always the last one a transaction locks, so writers of different batches never wait on
+each other in a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy.orm import Session, aliased
+
+from preflight.db import bulk
+from preflight.db.models import Account, Batch, Snapshot
+from preflight.db.repositories import insert_batch, insert_if_absent, update_batch
+from preflight.db.values import meter_map_text
+from preflight.db.writes import AccountState, BatchState, ProfileValues
+from preflight.domain.vocabulary import SnapshotKind
+
+# The statements are built once: building one costs more than running it.
+_ACCOUNT_BY_NAME = select(Account.id, Account.name, Account.user_id, Account.held_need).where(
+    Account.name == bindparam("name")
+)
+_BATCH_BY_NAME = (
+    select(
+        Batch.id,
+        Batch.batch_id,
+        Batch.account_id,
+        Account.name,
+        Batch.meter,
+        Batch.need,
+        Batch.reserve,
+        Batch.status,
+        Batch.verified,
+        Batch.labels,
+        Batch.checked_at,
+        Batch.finished_at,
+        Batch.consumed_cost,
+        Batch.held,
+    )
+    .join(Account, Account.id == Batch.account_id)
+    .where(Batch.batch_id == bindparam("batch_id"))
+)
+_BATCH_BY_NAME_LOCKED = _BATCH_BY_NAME.with_for_update(of=Batch, key_share=True)
+_OWNER = aliased(Account, name="owner")
+#: The account and, when it exists, the batch (whatever its account): one statement.
+_ACCOUNT_AND_BATCH = (
+    select(
+        Account.id,
+        Account.name,
+        Account.user_id,
+        Account.held_need,
+        Batch.id,
+        Batch.batch_id,
+        Batch.account_id,
+        _OWNER.name,
+        Batch.meter,
+        Batch.need,
+        Batch.reserve,
+        Batch.status,
+        Batch.verified,
+        Batch.labels,
+        Batch.checked_at,
+        Batch.finished_at,
+        Batch.consumed_cost,
+        Batch.held,
+    )
+    .select_from(Account)
+    .outerjoin(Batch, Batch.batch_id == bindparam("batch_id"))
+    .outerjoin(_OWNER, _OWNER.id == Batch.account_id)
+    .where(Account.name == bindparam("name"))
+)
+_ADD_HELD_NEED = (
+    update(Account)
+    .where(Account.id == bindparam("account"))
+    .values(held_need=Account.held_need + bindparam("delta", type_=Account.held_need.type))
+    .returning(Account.held_need)
+)
+# PostgreSQL: both sides in one statement (two data-modifying CTEs, on disjoint rows),
+# answering the change of the account's held need. A row another transaction has locked
+# is skipped: that transaction is writing the batch, and sets its hold itself.
+_REFRESH_HOLDS_POSTGRESQL = text(
+    "WITH gone AS (SELECT id, held FROM batches WHERE account_id = :account"
+    " AND held IS NOT NULL AND last_activity_at < :cutoff AND id != :checked"
+    " FOR NO KEY UPDATE SKIP LOCKED),"
+    " back AS (SELECT id FROM batches WHERE account_id = :account AND id != :checked"
+    " AND held IS NULL AND status = 'open' AND need IS NOT NULL"
+    " AND last_activity_at >= :cutoff FOR NO KEY UPDATE SKIP LOCKED),"
+    " released AS (UPDATE batches SET held = NULL FROM gone WHERE batches.id = gone.id"
+    " RETURNING -gone.held AS change),"
+    " taken AS (UPDATE batches SET held = GREATEST(batches.need - batches.consumed_cost, 0)"
+    " FROM back WHERE batches.id = back.id RETURNING batches.held AS change)"
+    " SELECT coalesce(sum(change), 0) FROM"
+    " (SELECT change FROM released UNION ALL SELECT change FROM taken) AS changes"
+).columns(coalesce=Batch.held.type)
+_HAS_PREFLIGHT = (
+    select(Snapshot.id)
+    .where(
+        Snapshot.batch_pk == bindparam("batch"),
+        Snapshot.kind == SnapshotKind.PREFLIGHT.value,
+    )
+    .limit(1)
+)
+_INSERT_SNAPSHOT = insert(Snapshot).returning(Snapshot.id)
+_LEARN_USER_ID = (
+    update(Account)
+    .where(Account.id == bindparam("account"), Account.user_id.is_(None))
+    .values(user_id=bindparam("learned"))
+)
+
+
+def _connection(session: Session) -> Connection:
+    return session.connection()
+
+
+def account_state(session: Session, name: str, *, now: datetime) -> AccountState:
+    """The account named ``name``, created on first use."""
+    connection = _connection(session)
+    row = connection.execute(_ACCOUNT_BY_NAME, {"name": name}).first()
+    if row is None:
+        insert_if_absent(session, Account, {"name": name, "created_at": now})
+        row = connection.execute(_ACCOUNT_BY_NAME, {"name": name}).one()
+    return AccountState(*row)
+
+
+#: PostgreSQL: a check's first statement. The account's holds brought up to the cutoff
+#: (as in :data:`_REFRESH_HOLDS_POSTGRESQL`, leaving the checked batch to the check), and
+#: the account with the batch (whatever its account) and the change of its held need.
+_PG_OPEN_CHECK: Final = (
+    "WITH owner AS (SELECT id FROM accounts WHERE name = %(name)s),"
+    " gone AS (SELECT id, held FROM batches WHERE account_id = (SELECT id FROM owner)"
+    " AND held IS NOT NULL AND last_activity_at < %(cutoff)s AND batch_id != %(batch_id)s"
+    " FOR NO KEY UPDATE SKIP LOCKED),"
+    " back AS (SELECT id FROM batches WHERE account_id = (SELECT id FROM owner)"
+    " AND batch_id != %(batch_id)s AND held IS NULL AND status = 'open' AND need IS NOT NULL"
+    " AND last_activity_at >= %(cutoff)s FOR NO KEY UPDATE SKIP LOCKED),"
+    " released AS (UPDATE batches SET held = NULL FROM gone WHERE batches.id = gone.id"
+    " RETURNING -gone.held AS change),"
+    " taken AS (UPDATE batches SET held = GREATEST(batches.need - batches.consumed_cost, 0)"
+    " FROM back WHERE batches.id = back.id RETURNING batches.held AS change),"
+    " changed AS (SELECT coalesce(sum(change), 0) AS change FROM"
+    " (SELECT change FROM released UNION ALL SELECT change FROM taken) AS changes)"
+    " SELECT a.id, a.name, a.user_id, a.held_need, (SELECT change FROM changed),"
+    " b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
+    " b.verified, b.labels, b.checked_at, b.finished_at, b.consumed_cost, b.held"
+    " FROM accounts AS a LEFT JOIN batches AS b ON b.batch_id = %(batch_id)s"
+    " LEFT JOIN accounts AS o ON o.id = b.account_id WHERE a.name = %(name)s"
+)
+
+
+def open_check(
+    session: Session, name: str, batch_id: str, *, now: datetime, hold_cutoff: datetime
+) -> tuple[AccountState, BatchState | None, Decimal]:
+    """:func:`preflight.db.writes.open_check` in one round trip, plus one to lock a batch
+    that exists."""
+    driver: Any = _connection(session).connection.driver_connection
+    params = {"name": name, "batch_id": batch_id, "cutoff": hold_cutoff}
+    with bulk._driver_errors(_connection(session), _PG_OPEN_CHECK):
+        row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
+    if row is None:  # a new account: create it, then read again
+        account_state(session, name, now=now)
+        with bulk._driver_errors(_connection(session), _PG_OPEN_CHECK):
+            row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
+        assert row is not None
+    account = AccountState(row[0], row[1], row[2], row[3])
+    batch = None if row[5] is None else batch_state(session, batch_id, lock=True)
+    return account, batch, row[4]
+
+
+def account_and_batch(
+    session: Session, name: str, batch_id: str, *, now: datetime
+) -> tuple[AccountState, BatchState | None]:
+    """The account (created on first use) and the batch, its row locked."""
+    connection = _connection(session)
+    row = connection.execute(_ACCOUNT_AND_BATCH, {"name": name, "batch_id": batch_id}).first()
+    if row is None:
+        account = account_state(session, name, now=now)
+        return account, batch_state(session, batch_id, lock=True)
+    values: tuple[Any, ...] = tuple(row)
+    account = AccountState(*values[:4])
+    if values[4] is None:
+        return account, None
+    return account, batch_state(session, batch_id, lock=True)
+
+
+def batch_state(session: Session, batch_id: str, *, lock: bool = False) -> BatchState | None:
+    query = _BATCH_BY_NAME_LOCKED if lock else _BATCH_BY_NAME
+    row = _connection(session).execute(query, {"batch_id": batch_id}).first()
+    return None if row is None else BatchState(*row)
+
+
+PG_BATCH_BY_NAME: Final = (
+    "SELECT b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
+    " b.verified, b.labels, b.checked_at, b.finished_at, b.consumed_cost, b.held"
+    " FROM batches AS b JOIN accounts AS o ON o.id = b.account_id WHERE b.batch_id = %s"
+)
+
+
+def shift_held_need(session: Session, account_id: int, delta: Decimal) -> Decimal:
+    changed: Decimal = (
+        _connection(session)
+        .execute(_ADD_HELD_NEED, {"account": account_id, "delta": delta})
+        .scalar_one()
+    )
+    return changed
+
+
+def refresh_holds(
+    session: Session, account_id: int, *, cutoff: datetime, checked: int | None
+) -> Decimal:
+    params = {"account": account_id, "cutoff": cutoff, "checked": checked or 0}
+    change: Decimal = _connection(session).execute(_REFRESH_HOLDS_POSTGRESQL, params).scalar_one()
+    return change
+
+
+def has_preflight_snapshot(session: Session, batch_pk: int) -> bool:
+    found = _connection(session).execute(_HAS_PREFLIGHT, {"batch": batch_pk}).first()
+    return found is not None
+
+
+#: PostgreSQL, a check of a new batch: the batch, its snapshot and the account's held need
+#: (and user id) in one statement, one round trip instead of three. No row when another
+#: writer created the batch first (and nothing else is written then).
+_PG_STORE_NEW_CHECK: Final = (
+    "WITH new_batch AS (INSERT INTO batches (meter, need, reserve, verdict, verified,"
+    " checked_at, last_activity_at, labels, status, held, batch_id, account_id, created_at)"
+    " VALUES (%(meter)s, %(need)s, %(reserve)s, %(verdict)s, %(verified)s, %(checked_at)s,"
+    " %(last_activity_at)s, %(labels)s, %(status)s, %(held)s, %(batch_id)s, %(account)s,"
+    " %(now)s) ON CONFLICT DO NOTHING RETURNING id),"
+    " snapshot AS (INSERT INTO snapshots (account_id, batch_pk, kind, taken_at, credits,"
+    " api_quota_remaining, extra_meters, tier, user_id, raw, http_status, latency_ms)"
+    " SELECT %(account)s, id, %(kind)s, %(now)s, %(credits)s, %(quota)s, %(extra)s, %(tier)s,"
+    " %(user_id)s, %(raw)s, %(http_status)s, %(latency_ms)s FROM new_batch"
+    " WHERE %(snapshot)s RETURNING id),"
+    " account AS (UPDATE accounts SET held_need = held_need + %(delta)s,"
+    " user_id = coalesce(user_id, %(user_id)s) WHERE id = %(account)s"
+    " AND EXISTS (SELECT 1 FROM new_batch))"
+    " SELECT new_batch.id, (SELECT id FROM snapshot) FROM new_batch"
+)
+
+
+def store_new_check(
+    session: Session,
+    *,
+    account: AccountState,
+    values: Mapping[str, Any],
+    batch_id: str,
+    now: datetime,
+    held_need_change: Decimal,
+    profile: ProfileValues | None,
+    kind: SnapshotKind | None,
+) -> tuple[int, int | None] | None:
+    """:func:`preflight.db.writes.store_check` for a batch that did not exist when read:
+    one statement."""
+    from psycopg.types.json import Json
+
+    driver: Any = _connection(session).connection.driver_connection
+    with bulk._driver_errors(_connection(session), _PG_STORE_NEW_CHECK):
+        row = driver.execute(
+            _PG_STORE_NEW_CHECK,
+            {
+                **values,
+                "labels": Json(values["labels"]),
+                "batch_id": batch_id,
+                "account": account.id,
+                "now": now,
+                "delta": held_need_change,
+                "snapshot": profile is not None,
+                "kind": kind.value if kind else None,
+                "credits": profile.credits if profile else None,
+                "quota": profile.api_quota_remaining if profile else None,
+                "extra": meter_map_text(profile.extra_meters) if profile else None,
+                "tier": profile.tier if profile else None,
+                "user_id": profile.user_id if profile else None,
+                "raw": profile.raw if profile else None,
+                "http_status": profile.http_status if profile else None,
+                "latency_ms": profile.latency_ms if profile else None,
+            },
+        ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def insert_checked_batch(
+    session: Session, values: Mapping[str, Any], *, batch_id: str, account_id: int, now: datetime
+) -> int | None:
+    return insert_batch(
+        session, {**values, "batch_id": batch_id, "account_id": account_id, "created_at": now}
+    )
+
+
+def update_checked_batch(session: Session, pk: int, values: Mapping[str, Any]) -> None:
+    update_batch(session, pk, values)
+
+
+def insert_snapshot(
+    session: Session,
+    account_id: int,
+    profile: ProfileValues,
+    *,
+    now: datetime,
+    kind: SnapshotKind,
+    batch_pk: int | None = None,
+) -> int:
+    snapshot_id: int = (
+        _connection(session)
+        .execute(
+            _INSERT_SNAPSHOT,
+            {
+                "account_id": account_id,
+                "batch_pk": batch_pk,
+                "kind": kind.value,
+                "taken_at": now,
+                "credits": profile.credits,
+                "api_quota_remaining": profile.api_quota_remaining,
+                "extra_meters": profile.extra_meters,
+                "tier": profile.tier,
+                "user_id": profile.user_id,
+                "raw": profile.raw,
+                "http_status": profile.http_status,
+                "latency_ms": profile.latency_ms,
+            },
+        )
+        .scalar_one()
+    )
+    return snapshot_id
+
+
+def learn_user_id(session: Session, account_id: int, user_id: str) -> None:
+    _connection(session).execute(_LEARN_USER_ID, {"account": account_id, "learned": user_id})
