@@ -80,7 +80,7 @@ def check(
     fail_open = rt.settings.fail_open if fail_open is None else fail_open
 
     # Refuse a contradiction before spending a vendor call on it.
-    existing = repo.peek_batch(rt.database, batch_id)
+    existing = repo.peek_batch(rt.plain_database, batch_id)
     if existing is not None:
         _check_consistent(existing, account_name, requested_meter)
 
@@ -98,8 +98,10 @@ def check(
     for _ in range(3):
         try:
             # One write transaction, re-run whole if the connection breaks midway.
-            result = rt.database.run_write(
-                lambda session: _write_check(rt, session, request, profile, vendor_error, now)
+            result = rt.plain_database.run_write(
+                lambda transaction: _write_check(
+                    rt, transaction, request, profile, vendor_error, now
+                )
             )
             break
         except _CreatedConcurrently:

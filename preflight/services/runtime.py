@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import httpx
 
     from preflight.adapters import Adapter
+    from preflight.db.embedded import EmbeddedSQLite
     from preflight.db.session import Database
     from preflight.settings import Settings
     from preflight.vendor import VendorClient
@@ -44,6 +45,8 @@ class Runtime:
         # A library writes at the configured level and configures no output of its own.
         apply_level(settings.log_level)
         self._database = database
+        self._embedded: EmbeddedSQLite | None = None
+        self._embedded_tried = database is not None
         self._http_factory = http_factory
         self._vendors: dict[str, VendorClient] = {}
         self._http_clients: list[httpx.Client] = []
@@ -63,6 +66,23 @@ class Runtime:
             ensure_schema(database.engine)
             self._database = database
         return self._database
+
+    @property
+    def plain_database(self) -> Database | EmbeddedSQLite:
+        """Where work of plain statements only (:mod:`preflight.db.writes`, a check) runs:
+        on an embedded SQLite file at the schema's head, until :attr:`database` is built,
+        a sqlite3 connection of its own, which needs no SQLAlchemy (a cold check then
+        imports none); else :attr:`database`. Both run the same statements."""
+        if self._embedded is not None:
+            return self._embedded
+        if self._database is None and not self._embedded_tried:
+            from preflight.db.embedded import EmbeddedSQLite
+
+            self._embedded_tried = True
+            self._embedded = EmbeddedSQLite.open(self.settings.database_url)
+            if self._embedded is not None:
+                return self._embedded
+        return self.database
 
     def account_name(self, account: str | None) -> str:
         """The configured account ``account`` (default: the settings' default account)."""
@@ -116,6 +136,9 @@ class Runtime:
         self._vendors.clear()
         if self._database is not None:
             self._database.dispose()
+        if self._embedded is not None:
+            self._embedded.close()
+            self._embedded = None
 
     def __enter__(self) -> Self:
         return self
