@@ -1,0 +1,58 @@
+"""A cold ``preflight check`` loads only what it uses (docs/performance.md, P2): on the
+embedded SQLite file at the schema's head no SQLAlchemy, and at the default log level,
+where a normal check logs nothing, no structlog."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.e2e.conftest import Cli
+
+PROGRAM = (
+    "import atexit, sys\n"
+    "heavy = ('sqlalchemy', 'structlog', 'alembic')\n"
+    "atexit.register(lambda: print('loaded:', *[m for m in heavy if m in sys.modules],"
+    " file=sys.stderr))\n"
+    "from preflight.cli import main\n"
+    "main(sys.argv[1:])\n"
+)
+
+
+def _check(cli_env: dict[str, str], *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", PROGRAM, "check", *args],
+        env={**cli_env, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_cold_check_on_embedded_sqlite_loads_no_sqlalchemy_and_no_structlog(
+    cli: Cli, cli_env: dict[str, str]
+) -> None:
+    assert cli("db", "upgrade").code == 0
+    run = _check(cli_env, "cold", "--need", "1")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("go: ")
+    assert run.stderr == "loaded:\n"
+
+
+def test_a_check_that_logs_at_its_level_sets_logging_up_then(
+    cli: Cli, cli_env: dict[str, str]
+) -> None:
+    assert cli("db", "upgrade").code == 0
+    run = _check(cli_env, "cold", "--need", "1", "--format", "json", PREFLIGHT_LOG_LEVEL="info")
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert '"event": "check_completed"' in lines[0]
+    assert lines[-1] == "loaded: structlog"
+
+
+def test_a_check_of_a_database_to_upgrade_goes_through_the_engine(cli_env: dict[str, str]) -> None:
+    # A new SQLite file upgrades itself through Alembic: the engine's path, as before.
+    run = _check(cli_env, "fresh", "--need", "1")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "loaded: sqlalchemy alembic\n"
