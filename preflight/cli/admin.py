@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import click
 
 from preflight.cli.render import print_show
 from preflight.cli.support import FORMAT_OPTION, emit_json, load_cli_settings, open_app
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 
 @click.command()
@@ -26,6 +28,8 @@ def demo(database_url: str | None, output_format: str) -> int:
     the first one spends it (concurrent_consumption). Uses its own database, never
     the one in PREFLIGHT_DATABASE_URL.
     """
+    from dataclasses import replace
+
     from preflight.demo import default_demo_database, run_demo
 
     settings = load_cli_settings()

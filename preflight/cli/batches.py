@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +18,9 @@ from preflight.cli.support import (
     parse_since,
 )
 from preflight.domain.vocabulary import BatchStatus, Tag
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 
 @click.command()

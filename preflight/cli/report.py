@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from preflight.cli.support import open_app, parse_since
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @click.command()
@@ -78,6 +80,8 @@ def report(batch_id: str | None, account: str | None, since: str | None, output:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return 0
+    from pathlib import Path  # here: pathlib and tempfile cost `preflight --help` ~5 ms
+
     path = Path(output or default)
     _write_atomically(path, data)
     click.echo(f"wrote {path} ({len(data)} bytes)")
@@ -86,6 +90,9 @@ def report(batch_id: str | None, account: str | None, since: str | None, output:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, then rename it over ``path``."""
+    import tempfile
+    from pathlib import Path
+
     from preflight.errors import UsageError
 
     directory = path.parent if str(path.parent) else Path()

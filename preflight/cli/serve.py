@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from preflight.cli.support import load_cli_settings
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 
 @click.command()
@@ -34,6 +36,8 @@ def serve(host: str, port: int) -> int:
         raise click.UsageError(
             f"the HTTP API needs the server extra: pip install 'preflight[server]' ({exc.name})"
         ) from None
+    import logging
+
     from preflight.services.runtime import Runtime
 
     settings = load_cli_settings()

@@ -1,14 +1,13 @@
 """Helpers shared by the command modules: options, JSON output, settings, the app.
 
-Heavy modules are imported inside functions, so ``preflight --help`` stays fast.
+Heavy modules are imported inside functions, so ``preflight --help`` stays fast (even
+``json`` and ``decimal``: they are a few milliseconds of a ~70 ms ``--help``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
@@ -28,6 +27,8 @@ FORMAT_OPTION = click.option(
 
 
 def _json_default(value: object) -> str:
+    from decimal import Decimal
+
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
@@ -36,6 +37,8 @@ def _json_default(value: object) -> str:
 
 
 def emit_json(data: Any) -> None:
+    import json
+
     click.echo(json.dumps(data, default=_json_default, ensure_ascii=False))
 
 
