@@ -4,6 +4,10 @@ SQLite is made fit for several writing processes: WAL, a busy timeout, and write
 transactions that start with ``BEGIN IMMEDIATE``. A deferred ``BEGIN`` that later
 upgrades from reading to writing fails at once with "database is locked", whatever
 the timeout, because SQLite cannot wait for a lock it would deadlock on.
+
+The ORM is imported when a session is first asked for: work of plain statements (a
+check: :mod:`preflight.db.writes`) runs on a connection (:meth:`Database.run_plain_write`)
+and needs none of it.
 """
 
 from __future__ import annotations
@@ -11,20 +15,22 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, exc, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session as Session
+    from sqlalchemy.orm import sessionmaker
 
 __all__ = [
     "Database",
-    "Session",
     "build_engine",
     "decimal_sum",
     "is_sqlite",
@@ -41,6 +47,7 @@ from preflight.errors import ConfigError, StorageError
 from preflight.logs import get_logger
 
 T = TypeVar("T")
+Scope = TypeVar("Scope", "Session", Connection)
 _log = get_logger("preflight.db")
 
 _READ_ONLY = "preflight_read_only"
@@ -129,8 +136,8 @@ class Database:
 
     A database outage (PostgreSQL restarting, a network cut) is ridden out for up to
     ``outage_window`` seconds: opening a transaction retries transient connection errors
-    with backoff, and :meth:`run_write` re-runs a whole unit of work whose connection
-    broke midway. Only then does the caller get a ``StorageError``.
+    with backoff, and :meth:`run_write` (:meth:`run_plain_write`) re-runs a whole unit of
+    work whose connection broke midway. Only then does the caller get a ``StorageError``.
     """
 
     def __init__(
@@ -142,10 +149,8 @@ class Database:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
-        self._writer = sessionmaker(engine, expire_on_commit=False)
-        self._reader = sessionmaker(
-            engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
-        )
+        self._read_only_engine = engine.execution_options(**{_READ_ONLY: True})
+        self._sessions: dict[bool, sessionmaker[Session]] = {}
         self._outage_window = outage_window
         self._sleep = sleep
         self._monotonic = monotonic
@@ -157,32 +162,50 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction: commits on success, rolls back on any error."""
-        with translate_db_errors(), self._open(self._writer) as session:
+        with translate_db_errors(), self._open(self._session) as session:
             yield session
             session.commit()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """One read-only transaction (no write lock on SQLite)."""
-        with translate_db_errors(), self._open(self._reader) as session:
+        with translate_db_errors(), self._open(self._read_only_session) as session:
             yield session
             session.commit()
+
+    @contextmanager
+    def write_plain(self) -> Iterator[Connection]:
+        """One write transaction on a connection, no session (work of plain statements):
+        commits on success, rolls back on any error."""
+        with translate_db_errors(), self._open(self._connection) as connection:
+            yield connection
+            connection.commit()
 
     def wait_until_reachable(self) -> None:
         """Connect once, riding out an outage (for work that opens its own connections,
         such as the schema check at start-up)."""
-        with translate_db_errors(), self._open(self._reader):
+        with translate_db_errors(), self._open(self._read_only_connection):
             pass
 
     def run_write(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one write transaction, again from the start when the connection
         broke midway (within the outage window). ``work`` must be safe to repeat after a
         rollback: every insert of ours is ``ON CONFLICT DO NOTHING`` or keyed."""
+        return self._run(self.write, work)
+
+    def run_plain_write(self, work: Callable[[Connection], T]) -> T:
+        """:meth:`run_write` for work of plain statements (:mod:`preflight.db.writes`), on
+        a connection: no session, no ORM."""
+        return self._run(self.write_plain, work)
+
+    def _run(
+        self, scope: Callable[[], AbstractContextManager[Scope]], work: Callable[[Scope], T]
+    ) -> T:
         deadline = self._monotonic() + self._outage_window
         for attempt in itertools.count():
             try:
-                with self.write() as session:
-                    return work(session)
+                with scope() as transaction:
+                    return work(transaction)
             except StorageError as error:
                 if not self._transient(error.__cause__) or self._monotonic() >= deadline:
                     raise
@@ -190,27 +213,46 @@ class Database:
                 self._sleep(_backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover - count() never ends
 
+    def _sessions_of(self, read_only: bool) -> sessionmaker[Session]:
+        factory = self._sessions.get(read_only)
+        if factory is None:
+            from sqlalchemy.orm import sessionmaker
+
+            bind = self._read_only_engine if read_only else self.engine
+            factory = self._sessions[read_only] = sessionmaker(bind, expire_on_commit=False)
+        return factory
+
+    def _session(self) -> Session:
+        return _began(self._sessions_of(read_only=False)())
+
+    def _read_only_session(self) -> Session:
+        return _began(self._sessions_of(read_only=True)())
+
+    def _connection(self) -> Connection:
+        return _began(self.engine.connect())
+
+    def _read_only_connection(self) -> Connection:
+        return _began(self._read_only_engine.connect())
+
     @contextmanager
-    def _open(self, factory: sessionmaker[Session]) -> Iterator[Session]:
-        """A session whose transaction already holds a live connection, retried through an
-        outage; rolled back and closed on the way out unless the caller committed."""
+    def _open(self, begin: Callable[[], Scope]) -> Iterator[Scope]:
+        """A transaction (a session's or a connection's) that already holds a live
+        connection, retried through an outage; rolled back and closed on the way out
+        unless the caller committed."""
         deadline = self._monotonic() + self._outage_window
         for attempt in itertools.count():
-            session = factory()
             try:
-                session.begin()
-                session.connection()  # connects, and begins (BEGIN IMMEDIATE on SQLite)
+                transaction = begin()
                 break
             except exc.DBAPIError as error:
-                session.close()
                 if not self._transient(error) or self._monotonic() >= deadline:
                     raise
                 _log.warning("database_retry", attempt=attempt + 1, error=_first_line(error))
                 self._sleep(_backoff(attempt))
         try:
-            yield session
+            yield transaction
         finally:
-            session.close()  # rolls back what was not committed
+            transaction.close()  # rolls back what was not committed
 
     def _transient(self, error: BaseException | None) -> bool:
         """A lost or refused connection, which another try may not meet. SQLite has none:
@@ -223,6 +265,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _began(transaction: Scope) -> Scope:
+    """``transaction`` (a new session, or a connection just made) begun, holding a live
+    connection (BEGIN IMMEDIATE on SQLite, unless read-only); closed if that fails."""
+    try:
+        transaction.begin()
+        if not isinstance(transaction, Connection):
+            transaction.connection()  # a session connects, and begins, only when asked
+    except BaseException:
+        transaction.close()
+        raise
+    return transaction
 
 
 def _backoff(attempt: int) -> float:
