@@ -157,20 +157,24 @@ class Cursor:
         self._dbapi = dbapi
 
     @classmethod
-    def of(cls, transaction: Session | Cursor) -> Cursor:
-        """The cursor of ``transaction``: itself when it is one; for a session, the cursor
-        of its current transaction (kept in ``session.info`` while that transaction lasts:
-        asking the session for its connection costs ~15 µs)."""
+    def of(cls, transaction: Session | Connection | Cursor) -> Cursor:
+        """The cursor of ``transaction``: itself when it is one; for a session or a
+        connection, the cursor of its current transaction (kept in its ``info`` while that
+        transaction lasts: asking a session for its connection costs ~15 µs)."""
         if isinstance(transaction, Cursor):
             return transaction
-        session = transaction
-        current = session.get_transaction()
-        kept = session.info.get(_KEPT)
+        current = transaction.get_transaction()
+        kept = transaction.info.get(_KEPT)
         if kept is not None and kept[0] is current and current is not None:
             cursor: Cursor = kept[1]
             return cursor
-        cursor = _SessionCursor(session.connection())
-        session.info[_KEPT] = (session.get_transaction(), cursor)
+        from sqlalchemy import Connection  # loaded already: there is a session or a connection
+
+        if isinstance(transaction, Connection):
+            cursor = _SessionCursor(transaction)
+        else:
+            cursor = _SessionCursor(transaction.connection())
+        transaction.info[_KEPT] = (transaction.get_transaction(), cursor)
         return cursor
 
     def one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
@@ -189,8 +193,8 @@ class Cursor:
 
 
 class _SessionCursor(Cursor):
-    """A session's sqlite3 connection; errors raised as SQLAlchemy's, which the session's
-    transaction scope words (:func:`preflight.db.session.translate_db_errors`)."""
+    """A session's (or a connection's) sqlite3 connection; errors raised as SQLAlchemy's,
+    which the transaction's scope words (:func:`preflight.db.session.translate_db_errors`)."""
 
     def __init__(self, connection: Connection) -> None:
         from preflight.db.bulk import _driver_errors  # loaded already: there is a session

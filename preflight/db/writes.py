@@ -9,11 +9,12 @@ there) are done exactly in Python. On PostgreSQL they are
 :mod:`preflight.db.writes_postgresql`'s: a writer locks the batch row it changes and
 changes its account's ``held_need`` last, by an increment.
 
-The transaction is a session (:meth:`preflight.db.session.Database.run_write`, either
-dialect) or, for a check on an embedded SQLite file, a bare sqlite3 transaction
-(:class:`preflight.db.embedded.EmbeddedSQLite`): the same SQLite statements run on either.
+The transaction is a session (:meth:`preflight.db.session.Database.run_write`), a
+connection (:meth:`~preflight.db.session.Database.run_plain_write`: a check, no ORM), on
+either dialect, or, for a check on an embedded SQLite file, a bare sqlite3 transaction
+(:class:`preflight.db.embedded.EmbeddedSQLite`): the same SQLite statements run on any.
 This module imports no SQLAlchemy, and the PostgreSQL side only when a PostgreSQL
-transaction asks for it, so that such a check loads none of it.
+transaction asks for it, so that a check on SQLite loads none of it.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from preflight.domain.verdict import outstanding_need
 from preflight.domain.vocabulary import BatchStatus, SnapshotKind
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from preflight.db.embedded import EmbeddedSQLite
     from preflight.db.session import Database
 
-    #: A write transaction: a session, or the embedded check's sqlite3 transaction.
-    Transaction = Session | fast.Cursor
+    #: A write transaction: a session, a connection, or the embedded check's sqlite3 one.
+    Transaction = Session | Connection | fast.Cursor
 
 
 @dataclass(frozen=True)
@@ -89,13 +91,13 @@ class ProfileValues(Protocol):
     def latency_ms(self) -> int: ...
 
 
-def _postgresql(transaction: Transaction) -> Session | None:
-    """The session, when ``transaction`` is one on PostgreSQL (its side of each function
-    is :mod:`preflight.db.writes_postgresql`, imported then: it builds its statements from
-    the models); None on SQLite."""
+def _postgresql(transaction: Transaction) -> Session | Connection | None:
+    """The session or connection, when ``transaction`` is on PostgreSQL (its side of each
+    function is :mod:`preflight.db.writes_postgresql`, imported then); None on SQLite."""
     if isinstance(transaction, fast.Cursor):
         return None
-    return transaction if transaction.get_bind().dialect.name == "postgresql" else None
+    bind = transaction.get_bind() if hasattr(transaction, "get_bind") else transaction
+    return transaction if bind.dialect.name == "postgresql" else None
 
 
 # ---------------------------------------------------------------- reads

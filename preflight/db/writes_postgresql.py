@@ -1,9 +1,11 @@
-"""PostgreSQL's side of :mod:`preflight.db.writes`: a check's and a record's rows as Core
-statements on the session's connection, and raw SQL through psycopg where merging
-statements saves round trips.
+"""PostgreSQL's side of :mod:`preflight.db.writes`: a check's and a record's rows as text
+statements typed with the columns' own types (:mod:`preflight.db.types`: the values go in
+and come out exactly as through the models), on the transaction's connection, and raw SQL
+through psycopg where merging statements saves round trips.
 
-Imported only by a PostgreSQL process (the statements are built from the models, which
-a check on SQLite never needs). PostgreSQL row locks are FOR NO KEY UPDATE, never FOR
+Imported only by a PostgreSQL process, and without the ORM or the models: a check needs
+neither (the session's of :meth:`preflight.db.session.Database.run_write`, if it runs in
+one, has them loaded already). PostgreSQL row locks are FOR NO KEY UPDATE, never FOR
 UPDATE: inserting an outcome or a snapshot takes KEY SHARE on its batch (the foreign key),
 which FOR UPDATE would wait for (two writers of one batch would deadlock). The account row
 is always the last one a transaction locks, so writers of different batches never wait on
@@ -15,120 +17,170 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import Connection, bindparam, insert, select, text, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import JSON, Boolean, Connection, Integer, String, bindparam, column, text
 
 from preflight.db import bulk
-from preflight.db.models import Account, Batch, Snapshot
-from preflight.db.repositories import insert_batch, insert_if_absent, update_batch
+from preflight.db.types import Amount, MeterMap, UTCDateTime
 from preflight.db.values import meter_map_text
 from preflight.db.writes import AccountState, BatchState, ProfileValues
 from preflight.domain.vocabulary import SnapshotKind
 
-# The statements are built once: building one costs more than running it.
-_ACCOUNT_BY_NAME = select(Account.id, Account.name, Account.user_id, Account.held_need).where(
-    Account.name == bindparam("name")
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+# The statements are built once: building one costs more than running it. Their columns
+# and parameters carry the model's types (amounts, UTC times, JSON labels, meter maps).
+_ACCOUNT_COLUMNS: Final = (
+    column("id", Integer),
+    column("name", String),
+    column("user_id", String),
+    column("held_need", Amount()),
 )
-_BATCH_BY_NAME = (
-    select(
-        Batch.id,
-        Batch.batch_id,
-        Batch.account_id,
-        Account.name,
-        Batch.meter,
-        Batch.need,
-        Batch.reserve,
-        Batch.status,
-        Batch.verified,
-        Batch.labels,
-        Batch.checked_at,
-        Batch.finished_at,
-        Batch.consumed_cost,
-        Batch.held,
-    )
-    .join(Account, Account.id == Batch.account_id)
-    .where(Batch.batch_id == bindparam("batch_id"))
+_BATCH_COLUMNS: Final = (
+    column("id", Integer),
+    column("batch_id", String),
+    column("account_id", Integer),
+    column("account", String),
+    column("meter", String),
+    column("need", Amount()),
+    column("reserve", Amount()),
+    column("status", String),
+    column("verified", Boolean),
+    column("labels", JSON),
+    column("checked_at", UTCDateTime()),
+    column("finished_at", UTCDateTime()),
+    column("consumed_cost", Amount()),
+    column("held", Amount()),
 )
-_BATCH_BY_NAME_LOCKED = _BATCH_BY_NAME.with_for_update(of=Batch, key_share=True)
-_OWNER = aliased(Account, name="owner")
+_BATCH_SELECT: Final = (
+    "SELECT b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
+    " b.verified, b.labels, b.checked_at, b.finished_at, b.consumed_cost, b.held"
+)
+_ACCOUNT_BY_NAME = text(
+    "SELECT id, name, user_id, held_need FROM accounts WHERE name = :name"
+).columns(*_ACCOUNT_COLUMNS)
+#: A new account, as the model's defaults make it; no row when it exists already.
+_INSERT_ACCOUNT = text(
+    "INSERT INTO accounts (name, created_at, held_need) VALUES (:name, :created_at, :held_need)"
+    " ON CONFLICT DO NOTHING RETURNING id"
+).bindparams(
+    bindparam("name", type_=String),
+    bindparam("created_at", type_=UTCDateTime()),
+    bindparam("held_need", type_=Amount()),
+)
+_BATCH_BY_NAME = text(
+    f"{_BATCH_SELECT} FROM batches AS b JOIN accounts AS o ON o.id = b.account_id"
+    " WHERE b.batch_id = :batch_id"
+).columns(*_BATCH_COLUMNS)
+_BATCH_BY_NAME_LOCKED = text(
+    f"{_BATCH_SELECT} FROM batches AS b JOIN accounts AS o ON o.id = b.account_id"
+    " WHERE b.batch_id = :batch_id FOR NO KEY UPDATE OF b"
+).columns(*_BATCH_COLUMNS)
 #: The account and, when it exists, the batch (whatever its account): one statement.
-_ACCOUNT_AND_BATCH = (
-    select(
-        Account.id,
-        Account.name,
-        Account.user_id,
-        Account.held_need,
-        Batch.id,
-        Batch.batch_id,
-        Batch.account_id,
-        _OWNER.name,
-        Batch.meter,
-        Batch.need,
-        Batch.reserve,
-        Batch.status,
-        Batch.verified,
-        Batch.labels,
-        Batch.checked_at,
-        Batch.finished_at,
-        Batch.consumed_cost,
-        Batch.held,
-    )
-    .select_from(Account)
-    .outerjoin(Batch, Batch.batch_id == bindparam("batch_id"))
-    .outerjoin(_OWNER, _OWNER.id == Batch.account_id)
-    .where(Account.name == bindparam("name"))
-)
+_ACCOUNT_AND_BATCH = text(
+    "SELECT a.id, a.name, a.user_id, a.held_need,"
+    " b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
+    " b.verified, b.labels, b.checked_at, b.finished_at, b.consumed_cost, b.held"
+    " FROM accounts AS a LEFT JOIN batches AS b ON b.batch_id = :batch_id"
+    " LEFT JOIN accounts AS o ON o.id = b.account_id WHERE a.name = :name"
+).columns(*_ACCOUNT_COLUMNS, *_BATCH_COLUMNS)
 _ADD_HELD_NEED = (
-    update(Account)
-    .where(Account.id == bindparam("account"))
-    .values(held_need=Account.held_need + bindparam("delta", type_=Account.held_need.type))
-    .returning(Account.held_need)
+    text(
+        "UPDATE accounts SET held_need = held_need + :delta WHERE id = :account RETURNING held_need"
+    )
+    .bindparams(bindparam("delta", type_=Amount()))
+    .columns(column("held_need", Amount()))
 )
 # PostgreSQL: both sides in one statement (two data-modifying CTEs, on disjoint rows),
 # answering the change of the account's held need. A row another transaction has locked
 # is skipped: that transaction is writing the batch, and sets its hold itself.
-_REFRESH_HOLDS_POSTGRESQL = text(
-    "WITH gone AS (SELECT id, held FROM batches WHERE account_id = :account"
-    " AND held IS NOT NULL AND last_activity_at < :cutoff AND id != :checked"
-    " FOR NO KEY UPDATE SKIP LOCKED),"
-    " back AS (SELECT id FROM batches WHERE account_id = :account AND id != :checked"
-    " AND held IS NULL AND status = 'open' AND need IS NOT NULL"
-    " AND last_activity_at >= :cutoff FOR NO KEY UPDATE SKIP LOCKED),"
-    " released AS (UPDATE batches SET held = NULL FROM gone WHERE batches.id = gone.id"
-    " RETURNING -gone.held AS change),"
-    " taken AS (UPDATE batches SET held = GREATEST(batches.need - batches.consumed_cost, 0)"
-    " FROM back WHERE batches.id = back.id RETURNING batches.held AS change)"
-    " SELECT coalesce(sum(change), 0) FROM"
-    " (SELECT change FROM released UNION ALL SELECT change FROM taken) AS changes"
-).columns(coalesce=Batch.held.type)
-_HAS_PREFLIGHT = (
-    select(Snapshot.id)
-    .where(
-        Snapshot.batch_pk == bindparam("batch"),
-        Snapshot.kind == SnapshotKind.PREFLIGHT.value,
+_REFRESH_HOLDS_POSTGRESQL = (
+    text(
+        "WITH gone AS (SELECT id, held FROM batches WHERE account_id = :account"
+        " AND held IS NOT NULL AND last_activity_at < :cutoff AND id != :checked"
+        " FOR NO KEY UPDATE SKIP LOCKED),"
+        " back AS (SELECT id FROM batches WHERE account_id = :account AND id != :checked"
+        " AND held IS NULL AND status = 'open' AND need IS NOT NULL"
+        " AND last_activity_at >= :cutoff FOR NO KEY UPDATE SKIP LOCKED),"
+        " released AS (UPDATE batches SET held = NULL FROM gone WHERE batches.id = gone.id"
+        " RETURNING -gone.held AS change),"
+        " taken AS (UPDATE batches SET held = GREATEST(batches.need - batches.consumed_cost, 0)"
+        " FROM back WHERE batches.id = back.id RETURNING batches.held AS change)"
+        " SELECT coalesce(sum(change), 0) FROM"
+        " (SELECT change FROM released UNION ALL SELECT change FROM taken) AS changes"
     )
-    .limit(1)
+    .bindparams(bindparam("cutoff", type_=UTCDateTime()))
+    .columns(column("coalesce", Amount()))
 )
-_INSERT_SNAPSHOT = insert(Snapshot).returning(Snapshot.id)
-_LEARN_USER_ID = (
-    update(Account)
-    .where(Account.id == bindparam("account"), Account.user_id.is_(None))
-    .values(user_id=bindparam("learned"))
+_HAS_PREFLIGHT = text(
+    "SELECT id FROM snapshots WHERE batch_pk = :batch AND kind = 'preflight' LIMIT 1"
+)
+#: What a check decides about a batch it inserts or updates.
+_CHECKED_TYPES: Final = (
+    bindparam("meter", type_=String),
+    bindparam("need", type_=Amount()),
+    bindparam("reserve", type_=Amount()),
+    bindparam("status", type_=String),
+    bindparam("verdict", type_=String),
+    bindparam("verified", type_=Boolean),
+    bindparam("labels", type_=JSON),
+    bindparam("checked_at", type_=UTCDateTime()),
+    bindparam("last_activity_at", type_=UTCDateTime()),
+    bindparam("held", type_=Amount()),
+)
+#: A new batch, as the model's defaults make it (totals 0); no row when it exists already.
+_INSERT_BATCH = text(
+    "INSERT INTO batches (batch_id, account_id, meter, need, reserve, status, verdict, verified,"
+    " labels, created_at, checked_at, last_activity_at, outcome_count, failed_count,"
+    " quota_failure_count, late_count, consumed_cost, held) VALUES (:batch_id, :account_id,"
+    " :meter, :need, :reserve, :status, :verdict, :verified, :labels, :created_at, :checked_at,"
+    " :last_activity_at, 0, 0, 0, 0, :consumed_cost, :held) ON CONFLICT DO NOTHING RETURNING id"
+).bindparams(
+    *_CHECKED_TYPES,
+    bindparam("created_at", type_=UTCDateTime()),
+    bindparam("consumed_cost", type_=Amount()),
+)
+_UPDATE_BATCH = text(
+    "UPDATE batches SET meter = :meter, need = :need, reserve = :reserve, status = :status,"
+    " verdict = :verdict, verified = :verified, labels = :labels, checked_at = :checked_at,"
+    " last_activity_at = :last_activity_at, held = :held WHERE id = :pk"
+).bindparams(*_CHECKED_TYPES)
+_INSERT_SNAPSHOT = (
+    text(
+        "INSERT INTO snapshots (account_id, batch_pk, kind, taken_at, credits,"
+        " api_quota_remaining, extra_meters, tier, user_id, raw, http_status, latency_ms)"
+        " VALUES (:account_id, :batch_pk, :kind, :taken_at, :credits, :api_quota_remaining,"
+        " :extra_meters, :tier, :user_id, :raw, :http_status, :latency_ms) RETURNING id"
+    )
+    .bindparams(
+        bindparam("taken_at", type_=UTCDateTime()),
+        bindparam("credits", type_=Amount()),
+        bindparam("api_quota_remaining", type_=Amount()),
+        bindparam("extra_meters", type_=MeterMap()),
+    )
+    .columns(column("id", Integer))
+)
+_LEARN_USER_ID = text(
+    "UPDATE accounts SET user_id = :learned WHERE id = :account AND user_id IS NULL"
 )
 
 
-def _connection(session: Session) -> Connection:
-    return session.connection()
+def _connection(transaction: Session | Connection) -> Connection:
+    if isinstance(transaction, Connection):
+        return transaction
+    return transaction.connection()
 
 
-def account_state(session: Session, name: str, *, now: datetime) -> AccountState:
+def account_state(transaction: Session | Connection, name: str, *, now: datetime) -> AccountState:
     """The account named ``name``, created on first use."""
-    connection = _connection(session)
+    connection = _connection(transaction)
     row = connection.execute(_ACCOUNT_BY_NAME, {"name": name}).first()
     if row is None:
-        insert_if_absent(session, Account, {"name": name, "created_at": now})
+        connection.execute(
+            _INSERT_ACCOUNT, {"name": name, "created_at": now, "held_need": Decimal(0)}
+        )
         row = connection.execute(_ACCOUNT_BY_NAME, {"name": name}).one()
     return AccountState(*row)
 
@@ -159,43 +211,50 @@ _PG_OPEN_CHECK: Final = (
 
 
 def open_check(
-    session: Session, name: str, batch_id: str, *, now: datetime, hold_cutoff: datetime
+    transaction: Session | Connection,
+    name: str,
+    batch_id: str,
+    *,
+    now: datetime,
+    hold_cutoff: datetime,
 ) -> tuple[AccountState, BatchState | None, Decimal]:
     """:func:`preflight.db.writes.open_check` in one round trip, plus one to lock a batch
     that exists."""
-    driver: Any = _connection(session).connection.driver_connection
+    driver: Any = _connection(transaction).connection.driver_connection
     params = {"name": name, "batch_id": batch_id, "cutoff": hold_cutoff}
-    with bulk._driver_errors(_connection(session), _PG_OPEN_CHECK):
+    with bulk._driver_errors(_connection(transaction), _PG_OPEN_CHECK):
         row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
     if row is None:  # a new account: create it, then read again
-        account_state(session, name, now=now)
-        with bulk._driver_errors(_connection(session), _PG_OPEN_CHECK):
+        account_state(transaction, name, now=now)
+        with bulk._driver_errors(_connection(transaction), _PG_OPEN_CHECK):
             row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
         assert row is not None
     account = AccountState(row[0], row[1], row[2], row[3])
-    batch = None if row[5] is None else batch_state(session, batch_id, lock=True)
+    batch = None if row[5] is None else batch_state(transaction, batch_id, lock=True)
     return account, batch, row[4]
 
 
 def account_and_batch(
-    session: Session, name: str, batch_id: str, *, now: datetime
+    transaction: Session | Connection, name: str, batch_id: str, *, now: datetime
 ) -> tuple[AccountState, BatchState | None]:
     """The account (created on first use) and the batch, its row locked."""
-    connection = _connection(session)
+    connection = _connection(transaction)
     row = connection.execute(_ACCOUNT_AND_BATCH, {"name": name, "batch_id": batch_id}).first()
     if row is None:
-        account = account_state(session, name, now=now)
-        return account, batch_state(session, batch_id, lock=True)
+        account = account_state(transaction, name, now=now)
+        return account, batch_state(transaction, batch_id, lock=True)
     values: tuple[Any, ...] = tuple(row)
     account = AccountState(*values[:4])
     if values[4] is None:
         return account, None
-    return account, batch_state(session, batch_id, lock=True)
+    return account, batch_state(transaction, batch_id, lock=True)
 
 
-def batch_state(session: Session, batch_id: str, *, lock: bool = False) -> BatchState | None:
+def batch_state(
+    transaction: Session | Connection, batch_id: str, *, lock: bool = False
+) -> BatchState | None:
     query = _BATCH_BY_NAME_LOCKED if lock else _BATCH_BY_NAME
-    row = _connection(session).execute(query, {"batch_id": batch_id}).first()
+    row = _connection(transaction).execute(query, {"batch_id": batch_id}).first()
     return None if row is None else BatchState(*row)
 
 
@@ -206,9 +265,9 @@ PG_BATCH_BY_NAME: Final = (
 )
 
 
-def shift_held_need(session: Session, account_id: int, delta: Decimal) -> Decimal:
+def shift_held_need(transaction: Session | Connection, account_id: int, delta: Decimal) -> Decimal:
     changed: Decimal = (
-        _connection(session)
+        _connection(transaction)
         .execute(_ADD_HELD_NEED, {"account": account_id, "delta": delta})
         .scalar_one()
     )
@@ -216,15 +275,17 @@ def shift_held_need(session: Session, account_id: int, delta: Decimal) -> Decima
 
 
 def refresh_holds(
-    session: Session, account_id: int, *, cutoff: datetime, checked: int | None
+    transaction: Session | Connection, account_id: int, *, cutoff: datetime, checked: int | None
 ) -> Decimal:
     params = {"account": account_id, "cutoff": cutoff, "checked": checked or 0}
-    change: Decimal = _connection(session).execute(_REFRESH_HOLDS_POSTGRESQL, params).scalar_one()
+    change: Decimal = (
+        _connection(transaction).execute(_REFRESH_HOLDS_POSTGRESQL, params).scalar_one()
+    )
     return change
 
 
-def has_preflight_snapshot(session: Session, batch_pk: int) -> bool:
-    found = _connection(session).execute(_HAS_PREFLIGHT, {"batch": batch_pk}).first()
+def has_preflight_snapshot(transaction: Session | Connection, batch_pk: int) -> bool:
+    found = _connection(transaction).execute(_HAS_PREFLIGHT, {"batch": batch_pk}).first()
     return found is not None
 
 
@@ -250,7 +311,7 @@ _PG_STORE_NEW_CHECK: Final = (
 
 
 def store_new_check(
-    session: Session,
+    transaction: Session | Connection,
     *,
     account: AccountState,
     values: Mapping[str, Any],
@@ -264,8 +325,8 @@ def store_new_check(
     one statement."""
     from psycopg.types.json import Json
 
-    driver: Any = _connection(session).connection.driver_connection
-    with bulk._driver_errors(_connection(session), _PG_STORE_NEW_CHECK):
+    driver: Any = _connection(transaction).connection.driver_connection
+    with bulk._driver_errors(_connection(transaction), _PG_STORE_NEW_CHECK):
         row = driver.execute(
             _PG_STORE_NEW_CHECK,
             {
@@ -291,19 +352,38 @@ def store_new_check(
 
 
 def insert_checked_batch(
-    session: Session, values: Mapping[str, Any], *, batch_id: str, account_id: int, now: datetime
+    transaction: Session | Connection,
+    values: Mapping[str, Any],
+    *,
+    batch_id: str,
+    account_id: int,
+    now: datetime,
 ) -> int | None:
-    return insert_batch(
-        session, {**values, "batch_id": batch_id, "account_id": account_id, "created_at": now}
+    inserted: int | None = (
+        _connection(transaction)
+        .execute(
+            _INSERT_BATCH,
+            {
+                **values,
+                "batch_id": batch_id,
+                "account_id": account_id,
+                "created_at": now,
+                "consumed_cost": Decimal(0),
+            },
+        )
+        .scalar()
     )
+    return inserted
 
 
-def update_checked_batch(session: Session, pk: int, values: Mapping[str, Any]) -> None:
-    update_batch(session, pk, values)
+def update_checked_batch(
+    transaction: Session | Connection, pk: int, values: Mapping[str, Any]
+) -> None:
+    _connection(transaction).execute(_UPDATE_BATCH, {**values, "pk": pk})
 
 
 def insert_snapshot(
-    session: Session,
+    transaction: Session | Connection,
     account_id: int,
     profile: ProfileValues,
     *,
@@ -312,7 +392,7 @@ def insert_snapshot(
     batch_pk: int | None = None,
 ) -> int:
     snapshot_id: int = (
-        _connection(session)
+        _connection(transaction)
         .execute(
             _INSERT_SNAPSHOT,
             {
@@ -335,5 +415,5 @@ def insert_snapshot(
     return snapshot_id
 
 
-def learn_user_id(session: Session, account_id: int, user_id: str) -> None:
-    _connection(session).execute(_LEARN_USER_ID, {"account": account_id, "learned": user_id})
+def learn_user_id(transaction: Session | Connection, account_id: int, user_id: str) -> None:
+    _connection(transaction).execute(_LEARN_USER_ID, {"account": account_id, "learned": user_id})
