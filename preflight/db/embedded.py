@@ -158,7 +158,7 @@ class EmbeddedSQLite:
             return None
         return cls(connection)
 
-    def run_write(self, work: Callable[[Cursor], T]) -> T:
+    def run_plain_write(self, work: Callable[[Cursor], T]) -> T:
         """Run ``work`` in one write transaction (``BEGIN IMMEDIATE``): committed when it
         returns, rolled back when it raises."""
         connection = self._connection

@@ -98,7 +98,7 @@ def check(
     for _ in range(3):
         try:
             # One write transaction, re-run whole if the connection breaks midway.
-            result = rt.plain_database.run_write(
+            result = rt.plain_database.run_plain_write(
                 lambda transaction: _write_check(
                     rt, transaction, request, profile, vendor_error, now
                 )

@@ -1,6 +1,6 @@
 """A cold ``preflight check`` loads only what it uses (docs/performance.md, P2): on the
-embedded SQLite file at the schema's head no SQLAlchemy, and at the default log level,
-where a normal check logs nothing, no structlog."""
+embedded SQLite file at the schema's head no SQLAlchemy, on PostgreSQL no ORM, and at the
+default log level, where a normal check logs nothing, no structlog."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tests.e2e.conftest import Cli
 
 PROGRAM = (
     "import atexit, sys\n"
-    "heavy = ('sqlalchemy', 'structlog', 'alembic')\n"
+    "heavy = ('sqlalchemy', 'sqlalchemy.orm', 'structlog', 'alembic')\n"
     "atexit.register(lambda: print('loaded:', *[m for m in heavy if m in sys.modules],"
     " file=sys.stderr))\n"
     "from preflight.cli import main\n"
@@ -55,4 +55,15 @@ def test_a_check_of_a_database_to_upgrade_goes_through_the_engine(cli_env: dict[
     # A new SQLite file upgrades itself through Alembic: the engine's path, as before.
     run = _check(cli_env, "fresh", "--need", "1")
     assert run.returncode == 0, run.stderr
-    assert run.stderr == "loaded: sqlalchemy alembic\n"
+    assert run.stderr == "loaded: sqlalchemy sqlalchemy.orm alembic\n"
+
+
+def test_a_cold_check_on_postgresql_loads_no_orm(
+    cli: Cli, cli_env: dict[str, str], postgres_url: str
+) -> None:
+    cli_env["PREFLIGHT_DATABASE_URL"] = postgres_url
+    assert cli("db", "upgrade").code == 0
+    for batch_id in ("new", "new"):  # a new batch, then a recheck of it
+        run = _check(cli_env, batch_id, "--need", "1")
+        assert run.returncode == 0, run.stderr
+        assert run.stderr == "loaded: sqlalchemy\n"

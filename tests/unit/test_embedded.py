@@ -77,21 +77,21 @@ def test_work_is_committed_or_rolled_back_whole(tmp_path: Path) -> None:
             assert found is not None
             return int(found[0])
 
-        assert database.run_write(insert) == 1
+        assert database.run_plain_write(insert) == 1
 
         def fail(cursor: Cursor) -> None:
             cursor.run("INSERT INTO t (v) VALUES (?)", ("undone",))
             raise LookupError("the caller's own error")
 
         with pytest.raises(LookupError):
-            database.run_write(fail)
+            database.run_plain_write(fail)
 
         def violate(cursor: Cursor) -> None:
             cursor.run("INSERT INTO t (v) VALUES (?)", ("undone too",))
             cursor.run("INSERT INTO t (v) VALUES (NULL)", ())
 
         with pytest.raises(StorageError, match=r"^database error: NOT NULL constraint failed"):
-            database.run_write(violate)
+            database.run_plain_write(violate)
         assert database.peek_one("SELECT v FROM t WHERE id = ?", (1,)) == ("kept",)
         assert database.peek_one("SELECT v FROM t WHERE id = ?", (2,)) is None
         with pytest.raises(StorageError, match=r"^database error: no such table: nowhere$"):
