@@ -151,6 +151,10 @@ def test_each_adapter_tags_concurrent_consumption_and_a_low_balance_exactly(
     assert (evidence["b0"], evidence["ba"], evidence["own"]) == ("100", "30", "20")
     assert (evidence["foreign"], evidence["foreign_is_lower_bound"]) == ("50", False)
     assert (failure["attribution"], failure["unattributed"]) == ([], "50")
+    # The report draws the batch on the vendor's own meter.
+    report = ok(cli_any_db("report", "B", "--output", "-")).out
+    assert f'<th class="num">{meter}</th>' in report
+    assert "concurrent_consumption" in report
 
     # Checked short (30 < 60) and dispatched anyway: the low balance was already there.
     short = cli_any_db("check", "C", "--need", "60", "--format", "json")
