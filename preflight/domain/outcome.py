@@ -78,18 +78,18 @@ class OutcomeInput:
         """Built from values :func:`build_outcome` has checked: the dataclass's ``__init__``
         without its nine ``object.__setattr__`` calls (a bulk import builds millions)."""
         item = object.__new__(cls)
-        item.__dict__.update(
-            job_id=job_id,
-            status=status,
-            attempt=attempt,
-            cost=cost,
-            expected_cost=expected_cost,
-            http_status=http_status,
-            error=error,
-            marked_quota=marked_quota,
-            at=at,
-        )
-        if status is OutcomeStatus.FAILED:
+        # Item by item: cheaper than update() with keywords, which builds a dict first.
+        fields = item.__dict__
+        fields["job_id"] = job_id
+        fields["status"] = status
+        fields["attempt"] = attempt
+        fields["cost"] = cost
+        fields["expected_cost"] = expected_cost
+        fields["http_status"] = http_status
+        fields["error"] = error
+        fields["marked_quota"] = marked_quota
+        fields["at"] = at
+        if status is _FAILED:
             item.__post_init__()
         return item
 
@@ -239,6 +239,7 @@ def _has_surrogate(text: str) -> bool:
 
 
 _STATUS_OF: Final = {status.value: status for status in OutcomeStatus}
+_FAILED: Final = OutcomeStatus.FAILED
 
 
 def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
@@ -283,6 +284,58 @@ def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
     )
 
 
+def _usual_outcome(fields: dict[str, Any]) -> OutcomeInput | None:
+    """:func:`build_outcome` of the usual line in fewer steps, or None for any other line.
+
+    It takes only values that pass as they are — known fields, JSON integers in range,
+    amounts and times as text, a flag as a JSON boolean — through the same parsers and
+    caches, so it gives the very same outcome. Anything else, and any problem, is left
+    to :func:`build_outcome`: what is refused, and how the refusal reads, stay its own
+    (``tests/unit/test_outcome_fast_path.py`` holds the two together).
+    """
+    if not FIELDS.issuperset(fields):
+        return None
+    get = fields.get
+    job_id = get("job_id")
+    status = get("status")
+    attempt = get("attempt", 1)
+    http = get("http_status")
+    marked = get("quota_failure")
+    if (
+        job_id.__class__ is not str
+        or not 0 < len(job_id) <= 200
+        or not job_id.isprintable()
+        or status.__class__ is not str
+        or attempt.__class__ is not int
+        or not 0 < attempt <= 1_000_000
+        or (http is not None and (http.__class__ is not int or not 100 <= http <= 599))
+        or (marked is not None and marked.__class__ is not bool)
+    ):
+        return None
+    try:
+        error = get("error")
+        if error is not None:
+            error = _error_text(error)
+        cost = get("cost")
+        if cost.__class__ is str and cost:
+            cost = parse_amount_text(cost)
+        elif cost is not None:
+            cost = _amount(cost, "cost")
+        expected = get("expected_cost")
+        if expected is not None:
+            expected = _amount(expected, "expected_cost")
+        at = get("at")
+        if at is not None:
+            if at.__class__ is not str:
+                return None
+            at = _parse_time_text(at, "at")
+        return OutcomeInput._validated(
+            job_id, _STATUS_OF[status], attempt, cost, expected, http, error, marked is True, at
+        )
+    except (AmountError, UsageError, KeyError):
+        return None
+
+
 class _NumberTooLong(ValueError):
     """Raised from inside json.loads: a number's text is longer than any field allows."""
 
@@ -303,9 +356,20 @@ def _json_constant(name: str) -> object:
     raise UsageError(f"{name} is not a number")
 
 
+class _JsonInts(dict[str, int]):
+    """``parse_int`` of the decoder: the usual integers of a line (HTTP statuses, attempts)
+    come out of one C lookup of their text, any other out of :func:`_json_int`. A JSON
+    integer's text has no sign or leading zero to spare, so the text of 0-999 is exactly
+    ``str(n)``, and the answer is ``int(text)`` either way."""
+
+    def __missing__(self, text: str) -> int:
+        return _json_int(text)
+
+
+_JSON_INTS: Final = _JsonInts((str(n), n) for n in range(1000))
 #: Built once: json.loads() with hooks builds a decoder per call.
 _DECODER: Final = json.JSONDecoder(
-    parse_float=_json_float, parse_int=_json_int, parse_constant=_json_constant
+    parse_float=_json_float, parse_int=_JSON_INTS.__getitem__, parse_constant=_json_constant
 )
 _SCAN: Final[Callable[[str, int], tuple[object, int]]] = _DECODER.scan_once  # type: ignore[attr-defined]
 _JSON_SPACE: Final = frozenset(" \t\n\r")
@@ -342,6 +406,10 @@ def parse_json_line(line: str) -> OutcomeInput:
     except RecursionError:
         # The C parser recurses per level: [[[[... 30,000 deep overflows it.
         raise UsageError("not valid JSON: nested too deeply") from None
+    if data.__class__ is dict:
+        item = _usual_outcome(data)
+        if item is not None:
+            return item
     if not isinstance(data, dict):
         raise UsageError("each line must be a JSON object")
     return build_outcome(data)
