@@ -15,7 +15,7 @@ from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Classification
 from preflight.domain.classify import classify as classify_failure
 from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
-from preflight.domain.vocabulary import BatchStatus, SnapshotKind, Tag
+from preflight.domain.vocabulary import BatchStatus, OutcomeStatus, SnapshotKind, Tag
 from preflight.errors import ConfigError, ConflictError, NotFoundError, UsageError, VendorError
 from preflight.logs import get_logger
 from preflight.services.results import ImportResult, RecordResult
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from preflight.db.session import Session
 
 log = get_logger("preflight")
+
+_FAILED = OutcomeStatus.FAILED
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,10 @@ def record_many(
     chunk_size = chunk_size or chunk_lines(rt.database)
     counts = {"lines": 0, "inserted": 0, "duplicates": 0}
     pending: list[tuple[int, OutcomeInput]] = []
-    quota_failures_seen = 0
     warnings: dict[str, None] = {}
 
-    def flush() -> None:
+    def flush(lines_read: int, failed: int) -> None:
+        counts["lines"] = lines_read
         if not pending:
             return
         now = rt.clock()
@@ -143,7 +145,9 @@ def record_many(
         stored = rt.database.run_write(store)
         counts["inserted"] += stored.inserted
         counts["duplicates"] += stored.duplicates
-        metrics.outcomes_received(item.status.value for _, item in pending)
+        metrics.outcomes_counted(
+            {OutcomeStatus.SUCCEEDED.value: len(pending) - failed, _FAILED.value: failed}
+        )
         pending.clear()
         if stored.conflict is not None:
             line_no, error = stored.conflict
@@ -159,30 +163,36 @@ def record_many(
             f"kept: {counts['inserted']} recorded, {counts['duplicates']} already recorded)"
         )
 
+    # Counted as the lines go by, in locals (this loop runs once per line, up to millions
+    # of times): lines read, failed outcomes of the chunk, quota failures of the import.
+    read = failed = quota_failures_seen = 0
     append = pending.append
     for line_no, raw in enumerate(lines, start=1):
         try:
             # Bytes are decoded line by line, so a bad byte is blamed on its own line.
             line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
-            flush()
+            flush(read, failed)
             raise bad_line(line_no, "not UTF-8 text") from None
         if len(line) > MAX_LINE_BYTES and len(line.rstrip("\r\n")) > MAX_LINE_BYTES:
-            flush()
+            flush(read, failed)
             raise bad_line(line_no, f"longer than {MAX_LINE_BYTES} bytes")
         if not line or line.isspace():
             continue
-        counts["lines"] += 1
+        read += 1
         try:
             item = parse_json_line(line)
         except UsageError as exc:
-            flush()
+            flush(read, failed)
             raise bad_line(line_no, str(exc)) from None
-        quota_failures_seen += item.quota_failure
+        if item.status is _FAILED:
+            failed += 1
+            quota_failures_seen += item.quota_failure
         append((line_no, item))
         if len(pending) >= chunk_size:
-            flush()
-    flush()
+            flush(read, failed)
+            failed = 0
+    flush(read, failed)
     tags = classify_batches(rt, [batch_id]) if quota_failures_seen else []
     metrics.quota_failures(count_tags(tags))
     return ImportResult(
