@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from preflight.domain.amounts import (
     MAX_NUMBER_CHARS,
@@ -128,6 +128,52 @@ class OutcomeInput:
         if self.at is not None:
             mine["occurred_at"] = self.at
         return [name for name, value in mine.items() if stored[name] != value]
+
+
+#: An outcome as plain values, in the order of the stored columns: job_id, attempt, status
+#: (its text), http_status, cost, expected_cost, error, quota_failure, at, marked_quota —
+#: an :class:`OutcomeInput`'s fields, already normalised. A bulk import holds a chunk of
+#: these per line until the chunk is stored: a tuple of plain values costs less to build
+#: than an object, and Python's cyclic garbage collector stops tracking it, so a chunk
+#: held across its collections is not walked by them again and again.
+OutcomeRow: TypeAlias = tuple[
+    str,
+    int,
+    str,
+    int | None,
+    Decimal | None,
+    Decimal | None,
+    str | None,
+    bool,
+    datetime | None,
+    bool,
+]
+ROW_STATUS: Final = 2
+ROW_QUOTA_FAILURE: Final = 7
+
+
+def outcome_row(item: OutcomeInput) -> OutcomeRow:
+    return (
+        item.job_id,
+        item.attempt,
+        item.status.value,
+        item.http_status,
+        item.cost,
+        item.expected_cost,
+        item.error,
+        item.quota_failure,
+        item.at,
+        item.marked_quota,
+    )
+
+
+def outcome_from_row(row: OutcomeRow) -> OutcomeInput:
+    """The :class:`OutcomeInput` of a row (equal to the one the row was made of:
+    normalising a quota failure's cost twice changes nothing)."""
+    job_id, attempt, status, http_status, cost, expected_cost, error, _, at, marked = row
+    return OutcomeInput._validated(
+        job_id, _STATUS_OF[status], attempt, cost, expected_cost, http_status, error, marked, at
+    )
 
 
 def _amount(value: object, name: str) -> Decimal | None:
@@ -284,13 +330,18 @@ def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
     )
 
 
-def _usual_outcome(fields: dict[str, Any]) -> OutcomeInput | None:
-    """:func:`build_outcome` of the usual line in fewer steps, or None for any other line.
+_SUCCEEDED_TEXT: Final = OutcomeStatus.SUCCEEDED.value
+_FAILED_TEXT: Final = OutcomeStatus.FAILED.value
+
+
+def _usual_row(fields: dict[str, Any]) -> OutcomeRow | None:
+    """``outcome_row(build_outcome(fields))`` for the usual line, in fewer steps; None for
+    any other line.
 
     It takes only values that pass as they are — known fields, JSON integers in range,
     amounts and times as text, a flag as a JSON boolean — through the same parsers and
-    caches, so it gives the very same outcome. Anything else, and any problem, is left
-    to :func:`build_outcome`: what is refused, and how the refusal reads, stay its own
+    caches, so it gives the very same row. Anything else, and any problem, is left to
+    :func:`build_outcome`: what is refused, and how the refusal reads, stay its own
     (``tests/unit/test_outcome_fast_path.py`` holds the two together).
     """
     if not FIELDS.issuperset(fields):
@@ -305,7 +356,7 @@ def _usual_outcome(fields: dict[str, Any]) -> OutcomeInput | None:
         job_id.__class__ is not str
         or not 0 < len(job_id) <= 200
         or not job_id.isprintable()
-        or status.__class__ is not str
+        or (status != _SUCCEEDED_TEXT and status != _FAILED_TEXT)
         or attempt.__class__ is not int
         or not 0 < attempt <= 1_000_000
         or (http is not None and (http.__class__ is not int or not 100 <= http <= 599))
@@ -329,11 +380,28 @@ def _usual_outcome(fields: dict[str, Any]) -> OutcomeInput | None:
             if at.__class__ is not str:
                 return None
             at = _parse_time_text(at, "at")
-        return OutcomeInput._validated(
-            job_id, _STATUS_OF[status], attempt, cost, expected, http, error, marked is True, at
-        )
-    except (AmountError, UsageError, KeyError):
+        if status == _FAILED_TEXT:
+            # Whether it is a quota failure, and what that does to its cost, is
+            # OutcomeInput's to say; failed lines are few.
+            return outcome_row(
+                OutcomeInput._validated(
+                    job_id, _FAILED, attempt, cost, expected, http, error, marked is True, at
+                )
+            )
+    except (AmountError, UsageError):
         return None
+    return (
+        job_id,
+        attempt,
+        _SUCCEEDED_TEXT,
+        http,
+        cost,
+        expected,
+        error,
+        False,  # a quota failure is a failure first, whatever the flag says
+        at,
+        marked is True,
+    )
 
 
 class _NumberTooLong(ValueError):
@@ -396,6 +464,11 @@ def parse_json_line(line: str) -> OutcomeInput:
     ``Infinity``, a number longer than :data:`~preflight.domain.amounts.MAX_NUMBER_CHARS`
     characters, nesting too deep for the parser, or a record that is not an outcome.
     """
+    return outcome_from_row(parse_json_row(line))
+
+
+def parse_json_row(line: str) -> OutcomeRow:
+    """:func:`parse_json_line` as an :data:`OutcomeRow` (what a bulk import holds)."""
     try:
         # A byte-order mark is not JSON, but editors put one at the start of a file.
         data = _decode(line.removeprefix("\ufeff"))
@@ -407,9 +480,9 @@ def parse_json_line(line: str) -> OutcomeInput:
         # The C parser recurses per level: [[[[... 30,000 deep overflows it.
         raise UsageError("not valid JSON: nested too deeply") from None
     if data.__class__ is dict:
-        item = _usual_outcome(data)
-        if item is not None:
-            return item
+        row = _usual_row(data)
+        if row is not None:
+            return row
     if not isinstance(data, dict):
         raise UsageError("each line must be a JSON object")
-    return build_outcome(data)
+    return outcome_row(build_outcome(data))

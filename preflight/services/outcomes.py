@@ -14,7 +14,16 @@ from preflight.db.bulk import chunk_lines
 from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Classification
 from preflight.domain.classify import classify as classify_failure
-from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
+from preflight.domain.outcome import (
+    MAX_LINE_BYTES,
+    ROW_QUOTA_FAILURE,
+    ROW_STATUS,
+    OutcomeInput,
+    OutcomeRow,
+    build_outcome,
+    outcome_row,
+    parse_json_row,
+)
 from preflight.domain.vocabulary import BatchStatus, OutcomeStatus, SnapshotKind, Tag
 from preflight.errors import ConfigError, ConflictError, NotFoundError, UsageError, VendorError
 from preflight.logs import get_logger
@@ -29,7 +38,7 @@ if TYPE_CHECKING:
 
 log = get_logger("preflight")
 
-_FAILED = OutcomeStatus.FAILED
+_FAILED = OutcomeStatus.FAILED.value
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ def record(
 
     def store(session: Session) -> tuple[repo.StoredOutcomes, str, tuple[str, ...]]:
         batch = _batch_for_outcomes(rt, session, batch_id, account, now)
-        stored = repo.store_outcomes(session, batch, [(1, item)], now)
+        stored = repo.store_outcomes(session, batch, [(1, outcome_row(item))], now)
         if stored.conflict is not None:
             raise stored.conflict[1]
         repo.record_activity(session, batch, stored.added, now=now)
@@ -125,7 +134,7 @@ def record_many(
     validate_batch_id(batch_id)
     chunk_size = chunk_size or chunk_lines(rt.database)
     counts = {"lines": 0, "inserted": 0, "duplicates": 0}
-    pending: list[tuple[int, OutcomeInput]] = []
+    pending: list[tuple[int, OutcomeRow]] = []
     warnings: dict[str, None] = {}
 
     def flush(lines_read: int, failed: int) -> None:
@@ -146,7 +155,7 @@ def record_many(
         counts["inserted"] += stored.inserted
         counts["duplicates"] += stored.duplicates
         metrics.outcomes_counted(
-            {OutcomeStatus.SUCCEEDED.value: len(pending) - failed, _FAILED.value: failed}
+            {OutcomeStatus.SUCCEEDED.value: len(pending) - failed, _FAILED: failed}
         )
         pending.clear()
         if stored.conflict is not None:
@@ -181,14 +190,14 @@ def record_many(
             continue
         read += 1
         try:
-            item = parse_json_line(line)
+            row = parse_json_row(line)
         except UsageError as exc:
             flush(read, failed)
             raise bad_line(line_no, str(exc)) from None
-        if item.status is _FAILED:
+        if row[ROW_STATUS] == _FAILED:
             failed += 1
-            quota_failures_seen += item.quota_failure
-        append((line_no, item))
+            quota_failures_seen += row[ROW_QUOTA_FAILURE]
+        append((line_no, row))
         if len(pending) >= chunk_size:
             flush(read, failed)
             failed = 0

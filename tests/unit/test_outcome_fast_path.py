@@ -13,7 +13,18 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from preflight.domain import outcome
-from preflight.domain.outcome import FIELDS, OutcomeInput, build_outcome, parse_json_line
+from preflight.domain.outcome import (
+    FIELDS,
+    ROW_QUOTA_FAILURE,
+    OutcomeInput,
+    OutcomeRow,
+    build_outcome,
+    outcome_from_row,
+    outcome_row,
+    parse_json_line,
+    parse_json_row,
+)
+from preflight.errors import UsageError
 
 # Per field: values at and just past every bound the validator has, of every JSON type.
 EDGES: dict[str, list[Any]] = {
@@ -84,11 +95,20 @@ def _exactly(item: OutcomeInput) -> tuple[tuple[str, str, str], ...]:
     )
 
 
+def _exact_row(row: OutcomeRow) -> tuple[tuple[str, str], ...]:
+    return tuple((type(value).__name__, repr(value)) for value in row)
+
+
 def _full(fields: dict[str, Any]) -> tuple[str, object]:
     try:
-        return "outcome", _exactly(build_outcome(fields))
+        return "row", _exact_row(outcome_row(build_outcome(fields)))
     except Exception as exc:  # the comparison is the point
         return type(exc).__name__, str(exc)
+
+
+def _fast(fields: dict[str, Any]) -> tuple[str, object] | None:
+    row = outcome._usual_row(fields)
+    return None if row is None else ("row", _exact_row(row))
 
 
 @given(RECORDS)
@@ -97,12 +117,26 @@ def _full(fields: dict[str, Any]) -> tuple[str, object]:
     {"job_id": "j", "status": "failed", "quota_failure": True, "cost": "7", "expected_cost": "8"}
 )
 @example({"job_id": "j", "status": "succeeded", "attempt": 0})
+@example({"job_id": "j", "status": "succeeded", "quota_failure": True, "http_status": 402})
 def test_the_fast_path_takes_a_record_only_as_the_full_validator_does(
     fields: dict[str, Any],
 ) -> None:
-    fast = outcome._usual_outcome(fields)
+    fast = _fast(fields)
     if fast is not None:
-        assert ("outcome", _exactly(fast)) == _full(fields)
+        assert fast == _full(fields)
+
+
+@given(RECORDS)
+def test_a_row_is_its_outcome_exactly(fields: dict[str, Any]) -> None:
+    try:
+        item = build_outcome(fields)
+    except UsageError:
+        return
+    row = outcome_row(item)
+
+    assert _exactly(outcome_from_row(row)) == _exactly(item)
+    assert outcome_from_row(row) == item
+    assert row[ROW_QUOTA_FAILURE] is item.quota_failure
 
 
 # The decoder the bulk import had before its fast paths: every integer through _json_int.
@@ -133,12 +167,14 @@ def _reference(line: str) -> tuple[str, object]:
 
 def _answer(line: str) -> tuple[str, object]:
     try:
-        return "outcome", _exactly(parse_json_line(line))
+        item = parse_json_line(line)
+        row = parse_json_row(line)
     except Exception as exc:  # the comparison is the point
         return type(exc).__name__, str(exc)
+    assert _exact_row(row) == _exact_row(outcome_row(item))
+    return "outcome", _exactly(item)
 
 
-# What json.dumps can write: no Decimal (a float is written as its shortest digits).
 def _json_line(fields: dict[str, Any]) -> str:
     """``fields`` as a JSON line, a Decimal written as its own digits (0.250, 1E+41, NaN)."""
     numbers: list[str] = []
@@ -203,15 +239,14 @@ def test_each_edge_value_of_each_field_alone() -> None:
         for name, values in EDGES.items():
             for value in values:
                 fields = {**usual, name: value}
-                fast = outcome._usual_outcome(fields)
+                fast = _fast(fields)
                 if fast is not None:
-                    assert ("outcome", _exactly(fast)) == _full(fields), fields
+                    assert fast == _full(fields), fields
             without = {k: v for k, v in usual.items() if k != name}
-            fast = outcome._usual_outcome(without)
+            fast = _fast(without)
             if fast is not None:
-                assert ("outcome", _exactly(fast)) == _full(without), without
-        unknown = {**usual, "extra": 1}
-        assert outcome._usual_outcome(unknown) is None
+                assert fast == _full(without), without
+        assert _fast({**usual, "extra": 1}) is None
 
 
 def test_the_usual_line_takes_the_fast_path() -> None:
@@ -223,11 +258,13 @@ def test_the_usual_line_takes_the_fast_path() -> None:
         "http_status": 200,
         "at": "2026-11-24T10:00:00+00:00",
     }
-    item = outcome._usual_outcome(line)
+    row = outcome._usual_row(line)
 
-    assert item is not None
+    assert row is not None
+    item = outcome_from_row(row)
     assert item.cost == Decimal("0.25")
     assert item.at == datetime(2026, 11, 24, 10, tzinfo=UTC)
-    failed = outcome._usual_outcome({**line, "status": "failed", "http_status": 402, "error": "x"})
+    failed = outcome._usual_row({**line, "status": "failed", "http_status": 402, "error": "x"})
     assert failed is not None
-    assert (failed.cost, failed.expected_cost, failed.quota_failure) == (0, Decimal("0.25"), True)
+    item = outcome_from_row(failed)
+    assert (item.cost, item.expected_cost, item.quota_failure) == (0, Decimal("0.25"), True)
