@@ -153,6 +153,7 @@ ROW_QUOTA_FAILURE: Final = 7
 
 
 def outcome_row(item: OutcomeInput) -> OutcomeRow:
+    """The :data:`OutcomeRow` of an outcome."""
     return (
         item.job_id,
         item.attempt,
@@ -426,9 +427,9 @@ def _json_constant(name: str) -> object:
 
 class _JsonInts(dict[str, int]):
     """``parse_int`` of the decoder: the usual integers of a line (HTTP statuses, attempts)
-    come out of one C lookup of their text, any other out of :func:`_json_int`. A JSON
-    integer's text has no sign or leading zero to spare, so the text of 0-999 is exactly
-    ``str(n)``, and the answer is ``int(text)`` either way."""
+    come out of one C lookup of their text instead of a Python call, any other out of
+    :func:`_json_int`. JSON writes 0-999 one way only (no "+", no leading zero), so their
+    text is exactly ``str(n)`` and the answer is ``int(text)`` either way."""
 
     def __missing__(self, text: str) -> int:
         return _json_int(text)
