@@ -27,6 +27,7 @@ __all__ = [
     "balance_seen",
     "check_done",
     "http_request",
+    "outcomes_counted",
     "outcomes_received",
     "quota_failures",
 ]
@@ -89,8 +90,14 @@ def outcomes_received(statuses: Iterable[str]) -> None:
     counts: dict[str, int] = {}
     for status in statuses:
         counts[status] = counts.get(status, 0) + 1
+    outcomes_counted(counts)
+
+
+def outcomes_counted(counts: Mapping[str, int]) -> None:
+    """Outcomes received, already counted by status (a bulk import counts as it reads)."""
     for status, count in counts.items():
-        OUTCOMES.labels(status=status).inc(count)
+        if count:
+            OUTCOMES.labels(status=status).inc(count)
 
 
 def quota_failures(tags: Mapping[str, int]) -> None:

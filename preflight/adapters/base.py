@@ -21,20 +21,15 @@ from decimal import Decimal
 from typing import ClassVar, Final, NoReturn
 
 from preflight.domain.amounts import AmountError, parse_amount, parse_signed_amount, preview
-from preflight.domain.errors import ConfigError, UnusableResponseError, UsageError
+from preflight.domain.errors import UnusableResponseError, UsageError
 
 #: A meter's name: it is a `--meter` value, a JSON key and a metrics label.
 METER_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_MISSING: Final = object()
 
 
 def unusable(detail: str) -> NoReturn:
     """Refuse a body: the client adds the status and the attempts, and scrubs the text."""
     raise UnusableResponseError(f"unusable response: {detail}")
-
-
-def _short(value: object) -> str:
-    return preview(value)
 
 
 @dataclass(frozen=True)
@@ -55,27 +50,17 @@ class Reading:
 def lookup(data: object, path: str) -> object:
     """The value at a dotted ``path`` (``data.limit_remaining``, ``balances.0.amount``).
 
-    A missing key, a bad index or a non-container on the way gives the sentinel-free
-    answer None: an absent meter is absent, not an error.
+    A missing key, an index past the end or a scalar on the way gives None: an absent
+    meter is absent, not an error.
     """
-    found = lookup_or_missing(data, path)
-    return None if found is _MISSING else found
-
-
-def lookup_or_missing(data: object, path: str) -> object:
     node = data
     for part in path.split("."):
         if isinstance(node, Mapping):
-            if part not in node:
-                return _MISSING
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit():
-            index = int(part)
-            if index >= len(node):
-                return _MISSING
-            node = node[index]
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
         else:
-            return _MISSING
+            return None
     return node
 
 
@@ -90,7 +75,7 @@ def amount(value: object, name: str, *, signed: bool = False) -> Decimal | None:
         return None
     # bool first: the vendor sending true is a bug, not 1 credit.
     if isinstance(value, bool) or not isinstance(value, Decimal | str | int):
-        unusable(f"{name} is not a number or numeric string: {_short(value)}")
+        unusable(f"{name} is not a number or numeric string: {preview(value)}")
     try:
         return parse_signed_amount(value) if signed else parse_amount(value)
     except AmountError as exc:
@@ -104,7 +89,7 @@ def label(value: object, name: str, limit: int, *, numbers_ok: bool = False) -> 
     if numbers_ok and isinstance(value, Decimal | int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        unusable(f"{name} is not a string: {_short(value)}")
+        unusable(f"{name} is not a string: {preview(value)}")
     if len(value) > limit:
         unusable(f"{name} is longer than {limit} characters")
     if "\x00" in value or not _utf8(value):
@@ -125,7 +110,7 @@ def _utf8(text: str) -> bool:
 def meter_name(text: object, where: str) -> str:
     """A meter name from a vendor's body (a currency, a unit), lower-cased and checked."""
     if not isinstance(text, str) or not METER_NAME.fullmatch(text.strip().lower()):
-        unusable(f"{where} is not a usable meter name: {_short(text)}")
+        unusable(f"{where} is not a usable meter name: {preview(text)}")
     return text.strip().lower()
 
 
@@ -192,15 +177,8 @@ class Adapter:
 
 
 def object_body(body: object, what: str = "body") -> Mapping[str, object]:
+    """``body`` if it is a JSON object, else the body is unusable (``what`` names it)."""
     if not isinstance(body, Mapping):
         kind = "an array" if isinstance(body, list) else "a scalar"
         unusable(f"{what} is {kind}, not a JSON object")
     return body
-
-
-def options_of(table: Mapping[str, object], known: Sequence[str], where: str) -> dict[str, object]:
-    """The adapter options in an account's table; ConfigError naming an unknown one."""
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    return dict(table)

@@ -21,6 +21,7 @@ numbers or numeric strings and may be negative. The first meter is ``auto``'s ch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -34,6 +35,7 @@ from preflight.adapters.base import (
     label,
     lookup,
     object_body,
+    unusable,
 )
 from preflight.adapters.builtin import TIER_CHARS, USER_ID_CHARS
 from preflight.domain.amounts import AmountError, bounded, parse_amount
@@ -50,6 +52,7 @@ KEYS: Final = (
     "tier",
 )
 _PATH_PART: Final = r"[A-Za-z0-9_\-$@]+"
+_DOTTED: Final = re.compile(rf"{_PATH_PART}(?:\.{_PATH_PART})*")
 _HEADER: Final = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
@@ -77,8 +80,6 @@ class MeterRule:
         try:
             return bounded(base, name, signed=True)
         except AmountError as exc:
-            from preflight.adapters.base import unusable
-
             unusable(f"{name}: {exc}")
 
 
@@ -113,8 +114,6 @@ class DeclarativeAdapter(Adapter):
 
 def build(table: Mapping[str, object], where: str) -> DeclarativeAdapter:
     """The adapter an account's TOML table describes; ConfigError naming the bad key."""
-    import re
-
     path = table.get("balance_path")
     if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() for c in path):
         raise ConfigError(f"{where} balance_path: must be a path starting with /, e.g. /v1/balance")
@@ -124,10 +123,9 @@ def build(table: Mapping[str, object], where: str) -> DeclarativeAdapter:
     scheme = table.get("auth_scheme", "Bearer")
     if not isinstance(scheme, str) or (scheme and not set(scheme) <= _HEADER):
         raise ConfigError(f"{where} auth_scheme: must be a word such as Bearer, or empty")
-    dotted = re.compile(rf"{_PATH_PART}(?:\.{_PATH_PART})*")
 
     def json_path(value: object, key: str) -> str:
-        if not isinstance(value, str) or not dotted.fullmatch(value):
+        if not isinstance(value, str) or not _DOTTED.fullmatch(value):
             raise ConfigError(f"{where} {key}: must be a dotted JSON path such as data.balance")
         return value
 

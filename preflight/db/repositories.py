@@ -46,7 +46,7 @@ from preflight.db.writes import peek_batch as peek_batch
 from preflight.db.writes import shift_held_need as shift_held_need
 from preflight.domain.errors import ConflictError
 from preflight.domain.exact import exact
-from preflight.domain.outcome import OutcomeInput
+from preflight.domain.outcome import OutcomeInput, OutcomeRow, outcome_from_row, outcome_row
 from preflight.domain.vocabulary import BatchStatus, OutcomeStatus, SnapshotKind
 
 if TYPE_CHECKING:
@@ -514,32 +514,30 @@ def _conflict_error(batch_id: str, item: OutcomeInput, differences: list[str]) -
 
 
 def _sqlite_rows(
-    batch_pk: int, items: Sequence[tuple[int, OutcomeInput]], now: datetime
+    batch_pk: int, items: Sequence[tuple[int, OutcomeRow]], now: datetime
 ) -> list[tuple[Any, ...]]:
     amount, time = bulk.sqlite_amount, bulk.sqlite_time
     recorded = time(now)
-    # i.status itself, not .value (a property lookup per row): a StrEnum member is the
-    # text, and sqlite3 binds it as such.
     return [
         (
             batch_pk,
-            i.job_id,
-            i.attempt,
-            i.status,
-            i.http_status,
-            amount(i.cost),
-            amount(i.expected_cost),
-            i.error,
-            1 if i.quota_failure else 0,
-            recorded if i.at is None else time(i.at),
+            job_id,
+            attempt,
+            status,
+            http_status,
+            None if cost is None else amount(cost),
+            None if expected is None else amount(expected),
+            error,
+            1 if quota else 0,
+            recorded if at is None else time(at),
             recorded,
         )
-        for _, i in items
+        for _, (job_id, attempt, status, http_status, cost, expected, error, quota, at, _) in items
     ]
 
 
 def _postgresql_rows(
-    batch_pk: int, items: Sequence[tuple[int, OutcomeInput]], now: datetime
+    batch_pk: int, items: Sequence[tuple[int, OutcomeRow]], now: datetime
 ) -> list[tuple[Any, ...]]:
     # COPY text: amounts and times as their (cached) text, so that psycopg copies strings
     # instead of formatting a Decimal and a datetime per row.
@@ -548,23 +546,23 @@ def _postgresql_rows(
     return [
         (
             batch_pk,
-            i.job_id,
-            i.attempt,
-            i.status.value,
-            i.http_status,
-            amount(i.cost),
-            amount(i.expected_cost),
-            i.error,
-            i.quota_failure,
-            recorded if i.at is None else time(i.at),
+            job_id,
+            attempt,
+            status,
+            http_status,
+            amount(cost),
+            amount(expected),
+            error,
+            quota,
+            recorded if at is None else time(at),
             recorded,
         )
-        for _, i in items
+        for _, (job_id, attempt, status, http_status, cost, expected, error, quota, at, _) in items
     ]
 
 
 def _insert_outcomes(
-    session: Session, batch_pk: int, items: Sequence[tuple[int, OutcomeInput]], now: datetime
+    session: Session, batch_pk: int, items: Sequence[tuple[int, OutcomeRow]], now: datetime
 ) -> set[tuple[str, int]] | None:
     """Insert these outcomes in order, each key once, skipping keys already stored; the keys
     inserted, or None when every row went in (no key repeated, none stored before)."""
@@ -594,23 +592,26 @@ def _delete_outcomes(session: Session, batch_pk: int, keys: Iterable[tuple[str, 
     )
 
 
+_FAILED = OutcomeStatus.FAILED.value
+
+
 @exact
-def _added(items: Iterable[OutcomeInput]) -> Added:
+def _added(rows: Iterable[OutcomeRow]) -> Added:
     count = failed = quota = 0
     cost = Decimal(0)
-    for item in items:
+    for _, _, status, _, consumed, _, _, quota_failure, _, _ in rows:
         count += 1
-        if item.status is OutcomeStatus.FAILED:
+        if status == _FAILED:
             failed += 1
-            if item.quota_failure:
+            if quota_failure:
                 quota += 1
-        if item.cost is not None:
-            cost += item.cost
+        if consumed is not None:
+            cost += consumed
     return Added(count, failed, quota, cost)
 
 
 def store_outcomes(
-    session: Session, batch: BatchState, items: Sequence[tuple[int, OutcomeInput]], now: datetime
+    session: Session, batch: BatchState, rows: Sequence[tuple[int, OutcomeRow]], now: datetime
 ) -> StoredOutcomes:
     """Store numbered outcomes in order, up to the first one that contradicts a stored
     outcome or an earlier line: that line and every later one are not kept.
@@ -620,9 +621,11 @@ def store_outcomes(
     did not go in are the lines compared with each other and with what is stored.
     The batch's totals are not touched here: :func:`record_activity` adds ``added``.
     """
-    inserted = _insert_outcomes(session, batch.pk, items, now)
+    inserted = _insert_outcomes(session, batch.pk, rows, now)
     if inserted is None:  # the usual case: all new, all distinct
-        return StoredOutcomes(len(items), 0, None, _added(i for _, i in items))
+        return StoredOutcomes(len(rows), 0, None, _added(row for _, row in rows))
+    # Some keys were there already, or given twice: the lines are compared as outcomes.
+    items = [(line_no, outcome_from_row(row)) for line_no, row in rows]
     first: dict[tuple[str, int], tuple[int, OutcomeInput]] = {}
     conflict: tuple[int, ConflictError] | None = None
     for line_no, item in items:
@@ -660,7 +663,7 @@ def store_outcomes(
             _delete_outcomes(session, batch.pk, undone)
             inserted -= undone
     processed = sum(1 for n, _ in items if conflict is None or n < conflict[0])
-    added = _added(i for _, i in candidates if (i.job_id, i.attempt) in inserted)
+    added = _added(outcome_row(i) for _, i in candidates if (i.job_id, i.attempt) in inserted)
     return StoredOutcomes(len(inserted), processed - len(inserted), conflict, added)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from preflight.domain.amounts import (
     MAX_NUMBER_CHARS,
@@ -78,18 +78,18 @@ class OutcomeInput:
         """Built from values :func:`build_outcome` has checked: the dataclass's ``__init__``
         without its nine ``object.__setattr__`` calls (a bulk import builds millions)."""
         item = object.__new__(cls)
-        item.__dict__.update(
-            job_id=job_id,
-            status=status,
-            attempt=attempt,
-            cost=cost,
-            expected_cost=expected_cost,
-            http_status=http_status,
-            error=error,
-            marked_quota=marked_quota,
-            at=at,
-        )
-        if status is OutcomeStatus.FAILED:
+        # Item by item: cheaper than update() with keywords, which builds a dict first.
+        fields = item.__dict__
+        fields["job_id"] = job_id
+        fields["status"] = status
+        fields["attempt"] = attempt
+        fields["cost"] = cost
+        fields["expected_cost"] = expected_cost
+        fields["http_status"] = http_status
+        fields["error"] = error
+        fields["marked_quota"] = marked_quota
+        fields["at"] = at
+        if status is _FAILED:
             item.__post_init__()
         return item
 
@@ -128,6 +128,53 @@ class OutcomeInput:
         if self.at is not None:
             mine["occurred_at"] = self.at
         return [name for name, value in mine.items() if stored[name] != value]
+
+
+#: An outcome as plain values, in the order of the stored columns: job_id, attempt, status
+#: (its text), http_status, cost, expected_cost, error, quota_failure, at, marked_quota —
+#: an :class:`OutcomeInput`'s fields, already normalised. A bulk import holds a chunk of
+#: these per line until the chunk is stored: a tuple of plain values costs less to build
+#: than an object, and Python's cyclic garbage collector stops tracking it, so a chunk
+#: held across its collections is not walked by them again and again.
+OutcomeRow: TypeAlias = tuple[
+    str,
+    int,
+    str,
+    int | None,
+    Decimal | None,
+    Decimal | None,
+    str | None,
+    bool,
+    datetime | None,
+    bool,
+]
+ROW_STATUS: Final = 2
+ROW_QUOTA_FAILURE: Final = 7
+
+
+def outcome_row(item: OutcomeInput) -> OutcomeRow:
+    """The :data:`OutcomeRow` of an outcome."""
+    return (
+        item.job_id,
+        item.attempt,
+        item.status.value,
+        item.http_status,
+        item.cost,
+        item.expected_cost,
+        item.error,
+        item.quota_failure,
+        item.at,
+        item.marked_quota,
+    )
+
+
+def outcome_from_row(row: OutcomeRow) -> OutcomeInput:
+    """The :class:`OutcomeInput` of a row (equal to the one the row was made of:
+    normalising a quota failure's cost twice changes nothing)."""
+    job_id, attempt, status, http_status, cost, expected_cost, error, _, at, marked = row
+    return OutcomeInput._validated(
+        job_id, _STATUS_OF[status], attempt, cost, expected_cost, http_status, error, marked, at
+    )
 
 
 def _amount(value: object, name: str) -> Decimal | None:
@@ -239,6 +286,7 @@ def _has_surrogate(text: str) -> bool:
 
 
 _STATUS_OF: Final = {status.value: status for status in OutcomeStatus}
+_FAILED: Final = OutcomeStatus.FAILED
 
 
 def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
@@ -283,6 +331,80 @@ def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
     )
 
 
+_SUCCEEDED_TEXT: Final = OutcomeStatus.SUCCEEDED.value
+_FAILED_TEXT: Final = OutcomeStatus.FAILED.value
+
+
+def _usual_row(fields: dict[str, Any]) -> OutcomeRow | None:
+    """``outcome_row(build_outcome(fields))`` for the usual line, in fewer steps; None for
+    any other line.
+
+    It takes only values that pass as they are — known fields, JSON integers in range,
+    amounts and times as text, a flag as a JSON boolean — through the same parsers and
+    caches, so it gives the very same row. Anything else, and any problem, is left to
+    :func:`build_outcome`: what is refused, and how the refusal reads, stay its own
+    (``tests/unit/test_outcome_fast_path.py`` holds the two together).
+    """
+    if not FIELDS.issuperset(fields):
+        return None
+    get = fields.get
+    job_id = get("job_id")
+    status = get("status")
+    attempt = get("attempt", 1)
+    http = get("http_status")
+    marked = get("quota_failure")
+    if (
+        job_id.__class__ is not str
+        or not 0 < len(job_id) <= 200
+        or not job_id.isprintable()
+        or (status != _SUCCEEDED_TEXT and status != _FAILED_TEXT)
+        or attempt.__class__ is not int
+        or not 0 < attempt <= 1_000_000
+        or (http is not None and (http.__class__ is not int or not 100 <= http <= 599))
+        or (marked is not None and marked.__class__ is not bool)
+    ):
+        return None
+    try:
+        error = get("error")
+        if error is not None:
+            error = _error_text(error)
+        cost = get("cost")
+        if cost.__class__ is str and cost:
+            cost = parse_amount_text(cost)
+        elif cost is not None:
+            cost = _amount(cost, "cost")
+        expected = get("expected_cost")
+        if expected is not None:
+            expected = _amount(expected, "expected_cost")
+        at = get("at")
+        if at is not None:
+            if at.__class__ is not str:
+                return None
+            at = _parse_time_text(at, "at")
+        if status == _FAILED_TEXT:
+            # Whether it is a quota failure, and what that does to its cost, is
+            # OutcomeInput's to say; failed lines are few.
+            return outcome_row(
+                OutcomeInput._validated(
+                    job_id, _FAILED, attempt, cost, expected, http, error, marked is True, at
+                )
+            )
+    except (AmountError, UsageError):
+        return None
+    return (
+        job_id,
+        attempt,
+        _SUCCEEDED_TEXT,
+        http,
+        cost,
+        expected,
+        error,
+        False,  # a quota failure is a failure first, whatever the flag says
+        at,
+        marked is True,
+    )
+
+
 class _NumberTooLong(ValueError):
     """Raised from inside json.loads: a number's text is longer than any field allows."""
 
@@ -303,9 +425,20 @@ def _json_constant(name: str) -> object:
     raise UsageError(f"{name} is not a number")
 
 
+class _JsonInts(dict[str, int]):
+    """``parse_int`` of the decoder: the usual integers of a line (HTTP statuses, attempts)
+    come out of one C lookup of their text instead of a Python call, any other out of
+    :func:`_json_int`. JSON writes 0-999 one way only (no "+", no leading zero), so their
+    text is exactly ``str(n)`` and the answer is ``int(text)`` either way."""
+
+    def __missing__(self, text: str) -> int:
+        return _json_int(text)
+
+
+_JSON_INTS: Final = _JsonInts((str(n), n) for n in range(1000))
 #: Built once: json.loads() with hooks builds a decoder per call.
 _DECODER: Final = json.JSONDecoder(
-    parse_float=_json_float, parse_int=_json_int, parse_constant=_json_constant
+    parse_float=_json_float, parse_int=_JSON_INTS.__getitem__, parse_constant=_json_constant
 )
 _SCAN: Final[Callable[[str, int], tuple[object, int]]] = _DECODER.scan_once  # type: ignore[attr-defined]
 _JSON_SPACE: Final = frozenset(" \t\n\r")
@@ -332,6 +465,11 @@ def parse_json_line(line: str) -> OutcomeInput:
     ``Infinity``, a number longer than :data:`~preflight.domain.amounts.MAX_NUMBER_CHARS`
     characters, nesting too deep for the parser, or a record that is not an outcome.
     """
+    return outcome_from_row(parse_json_row(line))
+
+
+def parse_json_row(line: str) -> OutcomeRow:
+    """:func:`parse_json_line` as an :data:`OutcomeRow` (what a bulk import holds)."""
     try:
         # A byte-order mark is not JSON, but editors put one at the start of a file.
         data = _decode(line.removeprefix("\ufeff"))
@@ -342,6 +480,10 @@ def parse_json_line(line: str) -> OutcomeInput:
     except RecursionError:
         # The C parser recurses per level: [[[[... 30,000 deep overflows it.
         raise UsageError("not valid JSON: nested too deeply") from None
+    if data.__class__ is dict:
+        row = _usual_row(data)
+        if row is not None:
+            return row
     if not isinstance(data, dict):
         raise UsageError("each line must be a JSON object")
-    return build_outcome(data)
+    return outcome_row(build_outcome(data))

@@ -14,7 +14,17 @@ from preflight.db.bulk import chunk_lines
 from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Classification
 from preflight.domain.classify import classify as classify_failure
-from preflight.domain.outcome import MAX_LINE_BYTES, OutcomeInput, build_outcome, parse_json_line
+from preflight.domain.outcome import (
+    MAX_LINE_BYTES,
+    ROW_QUOTA_FAILURE,
+    ROW_STATUS,
+    OutcomeInput,
+    OutcomeRow,
+    build_outcome,
+    outcome_from_row,
+    outcome_row,
+    parse_json_row,
+)
 from preflight.domain.vocabulary import BatchStatus, OutcomeStatus, SnapshotKind, Tag
 from preflight.errors import ConfigError, ConflictError, NotFoundError, UsageError, VendorError
 from preflight.logs import get_logger
@@ -28,6 +38,8 @@ if TYPE_CHECKING:
     from preflight.db.session import Session
 
 log = get_logger("preflight")
+
+_FAILED = OutcomeStatus.FAILED.value
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,7 @@ def record(
 
     def store(session: Session) -> tuple[repo.StoredOutcomes, str, tuple[str, ...]]:
         batch = _batch_for_outcomes(rt, session, batch_id, account, now)
-        stored = repo.store_outcomes(session, batch, [(1, item)], now)
+        stored = repo.store_outcomes(session, batch, [(1, outcome_row(item))], now)
         if stored.conflict is not None:
             raise stored.conflict[1]
         repo.record_activity(session, batch, stored.added, now=now)
@@ -126,11 +138,11 @@ def record_many(
     validate_batch_id(batch_id)
     chunk_size = chunk_size or chunk_lines(rt.database)
     counts = {"lines": 0, "inserted": 0, "duplicates": 0}
-    pending: list[tuple[int, OutcomeInput]] = []
-    quota_failures_seen = 0
+    pending: list[tuple[int, OutcomeRow]] = []
     warnings: dict[str, None] = {}
 
-    def flush() -> None:
+    def flush(lines_read: int, failed: int) -> None:
+        counts["lines"] = lines_read
         if not pending:
             return
         now = rt.clock()
@@ -146,7 +158,9 @@ def record_many(
         stored = rt.database.run_write(store)
         counts["inserted"] += stored.inserted
         counts["duplicates"] += stored.duplicates
-        metrics.outcomes_received(item.status.value for _, item in pending)
+        metrics.outcomes_counted(
+            {OutcomeStatus.SUCCEEDED.value: len(pending) - failed, _FAILED: failed}
+        )
         pending.clear()
         if stored.conflict is not None:
             line_no, error = stored.conflict
@@ -162,6 +176,9 @@ def record_many(
             f"kept: {counts['inserted']} recorded, {counts['duplicates']} already recorded)"
         )
 
+    # Counted as the lines go by, in locals (this loop runs once per line, up to millions
+    # of times): lines read, failed outcomes of the chunk, quota failures of the import.
+    read = failed = quota_failures_seen = 0
     append = pending.append
     vendor_says = quota_rule(rt, batch_id, account)
     for line_no, raw in enumerate(lines, start=1):
@@ -169,26 +186,35 @@ def record_many(
             # Bytes are decoded line by line, so a bad byte is blamed on its own line.
             line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
-            flush()
+            flush(read, failed)
             raise bad_line(line_no, "not UTF-8 text") from None
         if len(line) > MAX_LINE_BYTES and len(line.rstrip("\r\n")) > MAX_LINE_BYTES:
-            flush()
+            flush(read, failed)
             raise bad_line(line_no, f"longer than {MAX_LINE_BYTES} bytes")
         if not line or line.isspace():
             continue
-        counts["lines"] += 1
+        read += 1
         try:
-            item = parse_json_line(line)
-            if vendor_says is not None:
-                item = vendor_says(item)
+            row = parse_json_row(line)
+            if (
+                vendor_says is not None
+                and row[ROW_STATUS] == _FAILED
+                and not row[ROW_QUOTA_FAILURE]
+            ):
+                # The vendor's own quota signal (a failed line only, and only for a vendor
+                # that has one): decided, like every quota failure, by OutcomeInput.
+                row = outcome_row(vendor_says(outcome_from_row(row)))
         except UsageError as exc:
-            flush()
+            flush(read, failed)
             raise bad_line(line_no, str(exc)) from None
-        quota_failures_seen += item.quota_failure
-        append((line_no, item))
+        if row[ROW_STATUS] == _FAILED:
+            failed += 1
+            quota_failures_seen += row[ROW_QUOTA_FAILURE]
+        append((line_no, row))
         if len(pending) >= chunk_size:
-            flush()
-    flush()
+            flush(read, failed)
+            failed = 0
+    flush(read, failed)
     tags = classify_batches(rt, [batch_id]) if quota_failures_seen else []
     metrics.quota_failures(count_tags(tags))
     return ImportResult(

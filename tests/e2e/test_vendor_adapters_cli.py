@@ -151,6 +151,10 @@ def test_each_adapter_tags_concurrent_consumption_and_a_low_balance_exactly(
     assert (evidence["b0"], evidence["ba"], evidence["own"]) == ("100", "30", "20")
     assert (evidence["foreign"], evidence["foreign_is_lower_bound"]) == ("50", False)
     assert (failure["attribution"], failure["unattributed"]) == ([], "50")
+    # The report draws the batch on the vendor's own meter.
+    report = ok(cli_any_db("report", "B", "--output", "-")).out
+    assert f'<th class="num">{meter}</th>' in report
+    assert "concurrent_consumption" in report
 
     # Checked short (30 < 60) and dispatched anyway: the low balance was already there.
     short = cli_any_db("check", "C", "--need", "60", "--format", "json")
@@ -163,18 +167,32 @@ def test_each_adapter_tags_concurrent_consumption_and_a_low_balance_exactly(
 
 
 @pytest.mark.parametrize("vendor", [VENDORS[1], VENDORS[4]], ids=["elevenlabs", "declarative"])
-def test_a_refusal_without_the_vendors_quota_signal_is_an_ordinary_failure(
+def test_the_vendors_quota_signal_is_read_from_json_lines_and_only_its_words_count(
     cli_any_db: Cli, sandbox: SandboxServer, configured: Vendor
 ) -> None:
-    # The same status as the vendor's quota answer, but not its words: an ordinary failure.
     ok(cli_any_db("check", "B", "--need", "10"))
-    run = cli_any_db(
-        "record", "B", "j1", "--status", "failed", "--http-status",
-        str(DIALECTS[sandbox.vendor].quota_status), "--error", '{"error": "something else"}',
-        "--format", "json",
+    status = DIALECTS[sandbox.vendor].quota_status
+    refused = paid_job(sandbox, "1000", configured.meter)  # far more than the balance
+    assert refused.status_code == status
+    lines = [
+        # The vendor's own quota answer, with the cost the job would have had.
+        {"job_id": "j1", "status": "failed", "http_status": status, "error": refused.text,
+         "cost": "1000"},
+        # The same status, other words: an ordinary failure, whose cost was consumed.
+        {"job_id": "j2", "status": "failed", "http_status": status, "error": "bad request",
+         "cost": "1"},
+    ]  # fmt: skip
+    imported = as_json(
+        cli_any_db(
+            "record", "B", "--from", "-", "--format", "json",
+            stdin="".join(json.dumps(line) + "\n" for line in lines),
+        )
     )  # fmt: skip
-    assert as_json(run)["quota_failure"] is False
-    assert show(cli_any_db, "B")["quota_failures"] == []
+    assert sum(imported["tags"].values()) == 1
+
+    data = show(cli_any_db, "B")
+    assert [f["job_id"] for f in data["quota_failures"]] == ["j1"]
+    assert data["outcomes"]["cost"] == "1"  # the quota failure consumed nothing
 
 
 # ---------------------------------------------------------------- two accounts, two vendors
