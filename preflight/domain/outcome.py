@@ -453,7 +453,8 @@ def _decode(text: str) -> object:
             value, end = _SCAN(text, 0)
         except Exception:  # decode() below raises the very same, properly
             return _DECODER.decode(text)
-        if end == len(text) or text[end:].isspace():
+        # JSON's whitespace only: str.isspace() would also pass "\x85" or "\u2028".
+        if end == len(text) or not text[end:].strip(" \t\n\r"):
             return value
     return _DECODER.decode(text)
 
