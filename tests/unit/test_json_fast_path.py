@@ -38,13 +38,3 @@ def test_json_text_with_noise_around_it(value: object, before: str, after: str) 
 @given(st.text(max_size=40))
 def test_any_text(text: str) -> None:
     assert _answer(outcome._decode, text) == _answer(outcome._DECODER.decode, text)
-
-
-@pytest.mark.parametrize("after", ["\x85", "\u2028", "\u00a0", "\x0b", "\x0c"])
-def test_only_jsons_whitespace_may_follow_the_value(after: str) -> None:
-    # Unicode whitespace that str.isspace() accepts, JSON does not: a line ending in it
-    # is "Extra data" on the fast path exactly as through json itself.
-    text = "0" + after
-    assert _answer(outcome._decode, text) == _answer(outcome._DECODER.decode, text)
-    with pytest.raises(ValueError, match="Extra data"):
-        outcome._decode(text)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -268,3 +269,13 @@ def test_the_usual_line_takes_the_fast_path() -> None:
     assert failed is not None
     item = outcome_from_row(failed)
     assert (item.cost, item.expected_cost, item.quota_failure) == (0, Decimal("0.25"), True)
+
+
+@pytest.mark.parametrize("after", ["\x85", "\u2028", "\u00a0", "\x0b", "\x0c"])
+def test_only_jsons_whitespace_may_follow_the_value(after: str) -> None:
+    # Unicode whitespace that str.isspace() accepts, JSON does not: a line ending in it
+    # is "Extra data" on the fast path exactly as through json itself.
+    text = "0" + after
+    for decode in (outcome._decode, outcome._DECODER.decode):
+        with pytest.raises(ValueError, match="Extra data"):
+            decode(text)
