@@ -140,7 +140,9 @@ def run_worker(
         # The same registry `preflight serve` exposes on /metrics (audits, vendor calls).
         from prometheus_client import start_http_server
 
-        start_http_server(settings.metrics_port)
+        from preflight import metrics
+
+        start_http_server(settings.metrics_port, registry=metrics.registry())
         log.info("metrics_serving", port=settings.metrics_port)
 
     previous: dict[signal.Signals, Any] = {}

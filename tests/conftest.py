@@ -49,6 +49,16 @@ def _isolated_logging() -> Iterator[None]:
     logging.getLogger("preflight").setLevel(logging.NOTSET)  # apply_level() sets it
 
 
+@pytest.fixture(autouse=True)
+def _metrics_recording() -> Iterator[None]:
+    """A CLI command run in process stops metrics recording (a one-shot process would
+    not be scraped): start every test recording again."""
+    from preflight import metrics
+
+    yield
+    metrics.resume_recording()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: os.PathLike[str]) -> str:
     return f"sqlite:///{os.path.join(tmp_path, 'preflight.db')}"

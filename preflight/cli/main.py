@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import click
 
@@ -40,13 +40,23 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="preflight")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Batch preflight and balance snapshots for paid API jobs.
 
     A check reads the vendor balance; it does not reserve it. preflight keeps the
     snapshots and outcomes that later tell why a job failed for quota.
     Settings come from PREFLIGHT_* variables and the TOML file in PREFLIGHT_CONFIG.
     """
+    if ctx.invoked_subcommand not in _SERVING:
+        # A one-shot command has no /metrics for anyone to scrape: it records nothing.
+        from preflight import metrics
+
+        metrics.stop_recording()
+
+
+#: The commands that stay up and serve the metrics they record.
+_SERVING: Final = frozenset({"serve", "worker"})
 
 
 for _command in (

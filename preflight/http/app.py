@@ -520,7 +520,7 @@ def _routes(app: FastAPI) -> None:
     def metrics_route() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.registry()), media_type=CONTENT_TYPE_LATEST)
 
 
 def _bearer_of(request: Request) -> Any:

@@ -1,6 +1,7 @@
 """A cold ``preflight check`` loads only what it uses (docs/performance.md, P2): on the
-embedded SQLite file at the schema's head no SQLAlchemy, on PostgreSQL no ORM, and at the
-default log level, where a normal check logs nothing, no structlog."""
+embedded SQLite file at the schema's head no SQLAlchemy, on PostgreSQL no ORM, never
+prometheus_client (a one-shot command records no metrics), and at the default log level,
+where a normal check logs nothing, no structlog."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tests.e2e.conftest import Cli
 
 PROGRAM = (
     "import atexit, sys\n"
-    "heavy = ('sqlalchemy', 'sqlalchemy.orm', 'structlog', 'alembic')\n"
+    "heavy = ('sqlalchemy', 'sqlalchemy.orm', 'structlog', 'alembic', 'prometheus_client')\n"
     "atexit.register(lambda: print('loaded:', *[m for m in heavy if m in sys.modules],"
     " file=sys.stderr))\n"
     "from preflight.cli import main\n"
