@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
 from preflight.lazy import audit, batches, checks, outcomes, profile, remote, reports, results
-from preflight.services.results import CheckResult
+from preflight.services.check_result import CheckResult
 from preflight.services.runtime import Runtime, utcnow
 from preflight.settings import Settings, load_settings
 

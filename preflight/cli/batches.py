@@ -108,7 +108,7 @@ def check(
                 f"snapshot {result.snapshot_id} ({result.snapshot_kind}) at "
                 f"{result.checked_at.isoformat()}"
             )
-        from preflight.services.results import ADVISORY  # loaded by the check already
+        from preflight.services.check_result import ADVISORY  # loaded by the check already
 
         click.echo(ADVISORY)
     return exit_code(result.verdict, strict=strict, fail_open=result.fail_open)

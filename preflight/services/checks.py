@@ -24,7 +24,7 @@ from preflight.errors import (
     VendorUnavailableError,
 )
 from preflight.logs import get_logger
-from preflight.services.results import CheckResult
+from preflight.services.check_result import CheckResult
 from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
