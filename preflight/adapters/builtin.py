@@ -29,6 +29,7 @@ from preflight.adapters.base import (
     object_body,
     unusable,
 )
+from preflight.domain.amounts import preview
 
 # The widest labels the database stores (snapshots.user_id / snapshots.tier).
 USER_ID_CHARS: Final = 200
@@ -203,7 +204,7 @@ class DeepSeekAdapter(Adapter):
             meters.setdefault(name, None)
         available = data.get("is_available")
         if available is not None and not isinstance(available, bool):
-            unusable(f"is_available is not a boolean: {available!r}"[:80])
+            unusable(f"is_available is not a boolean: {preview(available)}")
         blocked = (
             "the vendor reports the account unavailable for API calls (is_available: false)"
             if available is False
