@@ -125,7 +125,6 @@ class Adapter:
 
     name: ClassVar[str]
     default_url: ClassVar[str]
-    description: ClassVar[str]
     meters: tuple[str, ...] = ()
     open_meters: bool = False
     auth_header: str = "Authorization"

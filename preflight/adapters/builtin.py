@@ -42,7 +42,6 @@ class ProfileAdapter(Adapter):
 
     name = "default"
     default_url = "https://fishaudio.org"
-    description = "the vendor's profile API (credits, api_quota_remaining)"
     meters: tuple[str, ...] = ("credits", "api_quota_remaining")
     supports_update: bool = True
 
@@ -69,7 +68,6 @@ class OpenRouterAdapter(Adapter):
 
     name = "openrouter"
     default_url = "https://openrouter.ai"
-    description = "OpenRouter: the key's limit_remaining, the account's credits"
     meters: tuple[str, ...] = ("limit_remaining", "credits")
 
     @property
@@ -112,7 +110,6 @@ class ElevenLabsAdapter(Adapter):
 
     name = "elevenlabs"
     default_url = "https://api.elevenlabs.io"
-    description = "ElevenLabs: characters left in the subscription period"
     meters: tuple[str, ...] = ("characters",)
     auth_header: str = "xi-api-key"
     auth_scheme: str = ""
@@ -142,7 +139,6 @@ class DeepgramAdapter(Adapter):
 
     name = "deepgram"
     default_url = "https://api.deepgram.com"
-    description = "Deepgram: the project's balances, one meter per unit"
     meters: tuple[str, ...] = ("usd",)
     open_meters: bool = True
     auth_scheme: str = "Token"
@@ -175,7 +171,6 @@ class DeepSeekAdapter(Adapter):
 
     name = "deepseek"
     default_url = "https://api.deepseek.com"
-    description = "DeepSeek: the balance per currency"
     meters: tuple[str, ...] = ("usd", "cny")
     open_meters: bool = True
 

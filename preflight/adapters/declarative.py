@@ -87,7 +87,6 @@ class MeterRule:
 class DeclarativeAdapter(Adapter):
     name = "declarative"
     default_url = ""
-    description = "any vendor: URL, auth header, meters as JSON paths, quota signal, in TOML"
     balance_path: str = "/"
     rules: tuple[tuple[str, MeterRule], ...] = ()
     user_id_path: str | None = None
