@@ -525,6 +525,20 @@ CASES = {
         [],
         "70",
     ),
+    # ... and its live snapshot ends the failure's horizon: the batch's job of 30 that
+    # succeeded after the window but before the 402 was recorded counts in the mean c.
+    "a live snapshot taken late extends the horizon": (
+        failure(
+            own=[own(1, "10"), own(100, "30")],
+            others=[other("A", 200, "15")],
+            live=snap(9, 300, "45", "failure"),
+            timeline=[snap(9, 300, "45", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"own": "10", "expected_cost": "20", "expected_cost_source": "mean_succeeded"},
+        [Attributed("A", D("15"))],
+        "0",
+    ),
     # 5. A 402 recorded ten minutes before the batch's check: no preflight evidence.
     "ex5: failure before the check": (
         failure(

@@ -45,7 +45,8 @@ measures = st.sampled_from(["live", "none"])
 windows = st.sampled_from([0, 60, 3600])
 waits = st.sampled_from([1, 57, 58, 59, 60, 600, 3597, 3598, 3599, 3600, 7200])
 after_event = st.one_of(
-    st.tuples(st.just("own"), amounts),  # a job of the batch still in flight succeeds
+    # A job of the batch still in flight succeeds (small: the balance is nearly spent).
+    st.tuples(st.just("own"), st.integers(min_value=1, max_value=3).map(Decimal)),
     st.tuples(st.just("other"), st.sampled_from(["A", "C"]), amounts),
     st.tuples(st.just("unrecorded"), amounts),
     st.tuples(st.just("snapshot")),
@@ -110,9 +111,11 @@ def play(
     after: list[tuple[object, ...]],
     topups: frozenset[int] = frozenset(),
     window: timedelta = timedelta(hours=1),
+    live_after: int = 0,
 ) -> Played:
-    """Play the events, then the batch's own jobs of ``last`` until one gets a 402
-    (recorded with its live snapshot when ``measure`` is "live"), then ``after``."""
+    """Play the events, then the batch's own jobs of ``last`` until one gets a 402, then
+    ``after``. With ``measure`` "live", the 402 is recorded with its live snapshot once
+    ``live_after`` of the later events have happened (a worker that records it late)."""
     ledger = Ledger(b0)
     start = ledger.snapshot("preflight")
     for index, (kind, *args) in enumerate(events):
@@ -148,9 +151,11 @@ def play(
     failed = build_outcome({"job_id": "failed", "status": "failed", "http_status": 402, **fields})
     ledger.record("B", failed_at, status="failed", http_status=402, **fields)
     live = None
-    if measure == "live":
-        live = ledger.snapshot("failure")
-    for kind, *args in after:
+    for index, (kind, *args) in enumerate([*after, ("end",)]):
+        if measure == "live" and live is None and (index >= live_after or kind == "end"):
+            live = ledger.snapshot("failure")
+        if kind == "end":
+            break
         if kind == "snapshot":
             ledger.snapshot()
         elif kind == "wait":
@@ -217,6 +222,7 @@ after_failure = st.lists(
     measure=measures,
     after=st.lists(after_event, max_size=10),
     window=windows,
+    live_after=st.integers(0, 10),
 )
 def test_numbers_match_the_ledger(
     b0: Decimal,
@@ -226,8 +232,18 @@ def test_numbers_match_the_ledger(
     measure: str,
     after: list[tuple[object, ...]],
     window: int,
+    live_after: int,
 ) -> None:
-    played = play(b0, events, last, how, measure, after, window=timedelta(seconds=window))
+    played = play(
+        b0,
+        events,
+        last,
+        how,
+        measure,
+        after,
+        window=timedelta(seconds=window),
+        live_after=live_after,
+    )
     ledger, case = played.ledger, played.failure
     result = classify(case)
     evidence = result.evidence

@@ -416,6 +416,33 @@ def test_a_failures_answer_never_depends_on_another_failure_of_its_batch(
     assert both[1].live is not None
 
 
+def test_a_failure_recorded_late_is_loaded_up_to_its_live_snapshot(
+    rt: Runtime, vendor: FakeVendor, clock: Clock
+) -> None:
+    # b fails at 12:05, but the 402 is recorded (live) only at 14:00, long after the
+    # window: other's spend at 13:31 happened before that snapshot and is attributed.
+    checks.check(rt, "b", need="100")
+    clock.advance(minutes=1)
+    succeeded(rt, "b", "j1", "30", vendor)
+    clock.advance(minutes=89)
+    checks.check(rt, "other", need="100")
+    clock.advance(minutes=1)
+    succeeded(rt, "other", "o1", "100", vendor)
+    clock.advance(minutes=29)
+    failed_at = clock.now - timedelta(hours=1, minutes=55)
+    recorded = quota_failure(rt, "b", "f1", at=failed_at.isoformat())
+    assert recorded.snapshot_id is not None
+
+    (failure,) = batches.show(rt, "b").quota_failures
+    assert (failure.tag, failure.evidence["ba"], failure.evidence["foreign"]) == (
+        "concurrent_consumption",
+        "870",
+        "100",
+    )
+    assert [(a.batch_id, a.cost) for a in failure.attribution] == [("other", Decimal(100))]
+    assert failure.unattributed == 0
+
+
 @pytest.mark.parametrize(
     ("batch_id", "message"),
     [("nope", "no batch 'nope'"), ("bad id", "invalid batch id 'bad id'")],
