@@ -121,6 +121,7 @@ class QuotaFailure:
 
     @property
     def horizon(self) -> datetime:
+        """This failure's :func:`evidence_horizon`."""
         return evidence_horizon(self.failed_at, self.staleness_window, self.live)
 
 
