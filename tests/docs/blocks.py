@@ -84,7 +84,7 @@ RUN_JOBS = """run_jobs() {
 
 #: Saves the shell's state when a command's shell exits, however it exits.
 SAVE_STATE = (
-    "trap '{ export -p; declare -f; printf \"cd %q\\n\" \"$PWD\"; } > \"$DOCS_SESSION_STATE\"' EXIT"
+    'trap \'{ export -p; declare -f; printf "cd %q\\n" "$PWD"; } > "$DOCS_SESSION_STATE"\' EXIT'
 )
 
 
@@ -417,8 +417,9 @@ def _load_settings_file(example: Example) -> str | None:
 
 def _refuse_unknown_block(example: Example) -> str:
     language = example.region.lexemes["arguments"].strip()
+    where = f"{shown_path(example.path)}:{example.line}"
     return (
-        f"{shown_path(example.path)}:{example.line}: a ```{language} block, which no doc test runs: "
+        f"{where}: a ```{language} block, which no doc test runs: "
         "run it from tests/docs, or mark it with <!-- skip: next --> on the line before "
         "and say near it why it cannot run"
     )

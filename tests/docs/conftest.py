@@ -45,7 +45,9 @@ class MarkdownModule(pytest.Module):
             yield SybilFile.from_parent(self, path=path, sybils=[DOCS])
 
 
-def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+def pytest_pycollect_makemodule(
+    module_path: Path, parent: pytest.Collector
+) -> pytest.Module | None:
     if module_path.resolve() == HERE / "test_markdown.py":
         module: pytest.Module = MarkdownModule.from_parent(parent, path=module_path)
         return module
