@@ -2,8 +2,8 @@
 
 Python blocks run with Sybil's own parser (tests/docs/conftest.py). ``toml`` blocks are
 settings files: each must load as ``PREFLIGHT_CONFIG`` (tokens are not read). Blocks of
-``json`` and ``text`` show data and are not run; a fenced block of any other language
-fails, so that no new kind of block goes unrun.
+``json`` and ``text`` show data and are not run; a fenced block of any other language, or
+of none, fails, so that no new kind of block goes unrun.
 
 A fenced ``sh``, ``bash`` or ``shell`` block is one session, read the way a user pastes it:
 
@@ -372,7 +372,7 @@ def run_session(commands: Iterable[Command]) -> str | None:
 #: The lexers of Sybil's Markdown code-block parser: fenced blocks and invisible ones.
 _CODE_BLOCKS = LexerCollection(
     [
-        FencedCodeBlockLexer(language=r".+", mapping={"language": "arguments", "source": "source"}),
+        FencedCodeBlockLexer(language=r".*", mapping={"language": "arguments", "source": "source"}),
         DirectiveInHTMLCommentLexer(directive=r"(invisible-)?code(-block)?", arguments=".+"),
     ]
 )
@@ -418,6 +418,8 @@ def _load_settings_file(example: Example) -> str | None:
 def _refuse_unknown_block(example: Example) -> str:
     language = example.region.lexemes["arguments"].strip()
     where = f"{shown_path(example.path)}:{example.line}"
+    if not language:
+        return f"{where}: a fenced block without a language: name it (```text if it is no code)"
     return (
         f"{where}: a ```{language} block, which no doc test runs: "
         "run it from tests/docs, or mark it with <!-- skip: next --> on the line before "

@@ -65,6 +65,12 @@ def test_a_block_of_a_language_nothing_runs_fails(tmp_path: Path) -> None:
         run_document(tmp_path, "```ruby\nputs 1\n```\n")
 
 
+def test_a_block_without_a_language_fails(tmp_path: Path) -> None:
+    with pytest.raises(SybilFailure, match="a fenced block without a language"):
+        run_document(tmp_path, "```\npreflight nope\n```\n")
+    run_document(tmp_path, "```text\npreflight/   the package\n```\n")
+
+
 def test_a_toml_block_must_be_a_settings_file(tmp_path: Path) -> None:
     run_document(tmp_path, '```toml\n[accounts.b]\ntoken_env = "B_TOKEN"\n```\n')
     with pytest.raises(SybilFailure, match="not a settings file"):
