@@ -69,10 +69,13 @@ NOT_RUN = frozenset({"json", "text"})
 SERVERS = re.compile(r"(?:^|[\s/])preflight\s+(?:simulate|serve)\b")
 PORT = re.compile(r"--port[ =]([1-9][0-9]*)\b")
 EXIT_CODE = re.compile(r"\bexit (\d+)\b")
+#: Commands that change the machine rather than a session: never run, the block must be
+#: marked to skip.
+NEVER_RUN = re.compile(r"\b(?:pip3?|uv pip|apt-get|apt|brew) install\b|\bdocker\b|\bsudo\b")
 OUTPUT_START = ("{", "[")
 
 #: Seconds one command may take, and a server to accept connections, before the block fails.
-COMMAND_TIMEOUT = 120
+COMMAND_TIMEOUT = 60
 SERVER_START_TIMEOUT = 30
 
 #: The stand-in for the user's jobs (see the module docstring).
@@ -281,6 +284,11 @@ class Session:
 
     def run(self, command: Command) -> str | None:
         """Run one command; a description of how it differs from the doc, or None."""
+        if NEVER_RUN.search(command.text):
+            return (
+                f"{command.where}: installs or needs Docker, which no doc test does: mark the "
+                f"block with <!-- skip: next --> and say near it why\n  $ {command.text}"
+            )
         if command.background:
             return self._start(command)
         try:

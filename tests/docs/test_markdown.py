@@ -33,6 +33,14 @@ def test_a_block_marked_skip_is_not_run(tmp_path: Path) -> None:
     run_document(tmp_path, "Needs docker:\n\n<!-- skip: next -->\n```sh\nfalse\n```\n")
 
 
+@pytest.mark.parametrize(
+    "command", ["pip install requests", "docker compose up -d", "sudo true", "apt-get install curl"]
+)
+def test_a_command_that_changes_the_machine_is_never_run(tmp_path: Path, command: str) -> None:
+    with pytest.raises(SybilFailure, match="installs or needs Docker"):
+        run_document(tmp_path, f"```sh\n{command}\n```\n")
+
+
 def test_the_exit_code_a_comment_names_is_the_expected_one(tmp_path: Path) -> None:
     run_document(tmp_path, "```sh\nsh -c 'exit 10'   # insufficient, exit 10\n```\n")
     with pytest.raises(SybilFailure, match="exit code, expected 10"):
