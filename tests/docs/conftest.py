@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sybil import Sybil
-from sybil.integration.pytest import SybilFile
+from sybil.integration.pytest import SybilFile, SybilItem
 from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
@@ -36,13 +37,32 @@ def markdown_documents() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
+class MarkdownBlock(SybilItem):
+    """One block of a document. A Python block that raises is shown by its document's line
+    alone: the long form would print the whole document down to that line."""
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        return super().repr_failure(excinfo, style=style or "short")
+
+
+class MarkdownFile(SybilFile):
+    """One document: its blocks in order, in one namespace."""
+
+    def collect(self) -> Iterable[pytest.Item]:
+        for sybil in self.sybils:
+            document = sybil.parse(self.path)
+            self.documents.append(document)
+            for example in document.examples():
+                yield MarkdownBlock.from_parent(self, sybil=sybil, example=example)
+
+
 class MarkdownModule(pytest.Module):
     """tests/docs/test_markdown.py: its own tests, then one Sybil file per document."""
 
     def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
         yield from super().collect()
         for path in markdown_documents():
-            yield SybilFile.from_parent(self, path=path, sybils=[DOCS])
+            yield MarkdownFile.from_parent(self, path=path, sybils=[DOCS])
 
 
 def pytest_pycollect_makemodule(
