@@ -63,6 +63,36 @@ def test_a_server_runs_in_the_background_on_a_free_port(tmp_path: Path) -> None:
     run_document(tmp_path, text)
 
 
+def test_a_server_that_exits_fails_with_its_output(tmp_path: Path) -> None:
+    with pytest.raises(SybilFailure, match=r"the server exited(.|\n)*nope"):
+        run_document(tmp_path, "```sh\npreflight simulate --port 8765 --vendor nope\n```\n")
+
+
+def test_variables_functions_and_the_directory_carry_over(tmp_path: Path) -> None:
+    text = (
+        "```bash\n"
+        "mkdir -p sub && cd sub\n"
+        "COUNT=3\n"
+        "twice() { echo $(( $1 * 2 )); }\n"
+        'test "$(basename "$PWD")" = sub && test "$(twice $COUNT)" = 6\n'
+        "```\n"
+    )
+    run_document(tmp_path, text)
+
+
+def test_a_console_session_shows_its_output(tmp_path: Path) -> None:
+    text = (
+        "```console\n"
+        """$ echo '{"a": 1, "b": 2}'\n"""
+        """{"a": 1, ...}\n"""
+        "$ sh -c 'exit 3'  # exit 3\n"
+        "```\n"
+    )
+    run_document(tmp_path, text)
+    with pytest.raises(SybilFailure, match="output, expected"):
+        run_document(tmp_path, "```console\n$ echo 2\n1\n```\n")
+
+
 def test_an_invisible_block_sets_the_next_session_up(tmp_path: Path) -> None:
     text = '<!-- invisible-code-block: sh\nexport BATCH=b7\n-->\n```sh\ntest "$BATCH" = b7\n```\n'
     run_document(tmp_path, text)
