@@ -30,7 +30,8 @@ An ``<!-- invisible-code-block: sh -->`` comment holds commands that run at the 
 next shell block's session (placeholders a real orchestrator would fill, say).
 
 A block that cannot run here (a real vendor account, an install, docker) is marked with
-``<!-- skip: next -->`` on the line before it, and the text near it says why.
+``<!-- skip: next -->`` on the line before it, and the text near it says why. A command
+that installs, or uses Docker or sudo, is never run: its unmarked block fails.
 """
 
 from __future__ import annotations
