@@ -6,7 +6,7 @@ pytest item named by its file and line (``README.md::line:192,column:1``). The d
 live outside ``testpaths``, so pytest never visits them: they are collected under
 tests/docs/test_markdown.py, found anew on every run, so a document added to docs/ is
 covered without a change here. One document's or one block's:
-``pytest tests/docs -k "README and line:70"``.
+``pytest tests/docs -k "README and line:71"``.
 """
 
 from __future__ import annotations
