@@ -12,8 +12,9 @@ A fenced ``sh``, ``bash`` or ``shell`` block is one session, read the way a user
   temporary directory (so the default SQLite database and the demo's start empty),
   ``preflight`` and ``.venv/bin/preflight`` are the code under test, and the vendor settings
   (``PREFLIGHT_VENDOR_URL``, ``PREFLIGHT_API_TOKEN``) point at a fresh sandbox vendor with 100
-  credits, as the quick start starts it. ``run_jobs`` stands for the user's jobs: it prints
-  two outcomes as JSON Lines (job-1 succeeded at cost 10, job-2 failed with a 402);
+  credits, as the quick start starts it (with short retries, so that a failure fails fast).
+  ``run_jobs`` stands for the user's jobs: it prints two outcomes as JSON Lines (job-1
+  succeeded at cost 10, job-2 failed with a 402);
 - a command must exit 0, or N when its comment says ``exit N`` (``# insufficient, exit 10``);
 - a comment that starts with ``{`` or ``[``, at the end of the command or on the lines right
   after it, is the command's standard output; ``...`` in it stands for anything (ids, times);
@@ -424,6 +425,10 @@ def _load_settings_file(example: Example) -> str | None:
     return None
 
 
+def _show_only(_example: Example) -> None:
+    return None
+
+
 def _refuse_unknown_block(example: Example) -> str:
     language = example.region.lexemes["arguments"].strip()
     where = f"{shown_path(example.path)}:{example.line}"
@@ -449,7 +454,10 @@ class BlockParser:
                 region.evaluator = _keep_shell_setup if invisible else _evaluate_shell_block
             elif language == "toml":
                 region.evaluator = _load_settings_file
-            elif language != "python" and language not in NOT_RUN and not invisible:
+            elif language in NOT_RUN:
+                # Still an example, so that a skip marked before it skips it, not a later block.
+                region.evaluator = _show_only
+            elif language != "python" and not invisible:
                 region.evaluator = _refuse_unknown_block
             else:
                 continue

@@ -41,6 +41,12 @@ def test_a_command_that_changes_the_machine_is_never_run(tmp_path: Path, command
         run_document(tmp_path, f"```sh\n{command}\n```\n")
 
 
+def test_a_skip_before_a_block_that_is_not_run_skips_that_block_only(tmp_path: Path) -> None:
+    text = '<!-- skip: next -->\n```json\n{"a": 1}\n```\n\n```sh\nfalse\n```\n'
+    with pytest.raises(SybilFailure, match="exit code, expected 0"):
+        run_document(tmp_path, text)
+
+
 def test_the_exit_code_a_comment_names_is_the_expected_one(tmp_path: Path) -> None:
     run_document(tmp_path, "```sh\nsh -c 'exit 10'   # insufficient, exit 10\n```\n")
     with pytest.raises(SybilFailure, match="exit code, expected 10"):
