@@ -121,6 +121,15 @@ def test_a_toml_block_must_be_a_settings_file(tmp_path: Path) -> None:
         run_document(tmp_path, '```toml\n[accounts.b]\ntoken = "inline"\n```\n')
 
 
+def test_python_blocks_share_a_namespace_with_invisible_set_up(tmp_path: Path) -> None:
+    text = (
+        "<!-- invisible-code-block: python\nneed = 60\n-->\n"
+        "```python\ntotal = need + 1\n```\n"
+        "```python\nassert total == 61\n```\n"
+    )
+    run_document(tmp_path, text)
+
+
 def test_a_python_block_that_raises_fails(tmp_path: Path) -> None:
     with pytest.raises(ZeroDivisionError):
         run_document(tmp_path, "```python\n1 / 0\n```\n")
