@@ -402,6 +402,15 @@ CASES = {
         [],
         "30",
     ),
+    # The horizon is closed too: a job of the batch recorded exactly at the end of the
+    # window counts in the mean c (10 and 30: 20), one after it would not.
+    "a job at the end of the window counts in the mean cost": (
+        failure(own=[own(1, "10"), own(70, "30")], timeline=[snap(2, 20, "50")]),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"own": "10", "expected_cost": "20", "expected_cost_source": "mean_succeeded"},
+        [],
+        "40",
+    ),
     # Attribution covers (t0, ta]: A's spend at the check is already in b0, C's at the
     # measuring snapshot is in ba.
     "attribution covers (t0, ta]": (
