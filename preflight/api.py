@@ -9,13 +9,23 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 
 from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
-from preflight.lazy import audit, batches, checks, outcomes, profile, remote, reports, results
+from preflight.lazy import (
+    audit,
+    batches,
+    checks,
+    forecasts,
+    outcomes,
+    profile,
+    remote,
+    reports,
+    results,
+)
 from preflight.services.check_result import CheckResult
 from preflight.services.runtime import Runtime, utcnow
 from preflight.settings import Settings, load_settings
@@ -46,6 +56,13 @@ class BatchRun:
     def record(self, job_id: str, status: str, **fields: object) -> results.RecordResult:
         """Record one outcome of this batch (same fields as ``Preflight.record``)."""
         return self.app.record(self.check.batch_id, {"job_id": job_id, "status": status, **fields})
+
+    def guard(
+        self, *, next_cost: Amount | None = None, max_age: timedelta | None = None
+    ) -> results.GuardResult:
+        """Between two dispatches of this batch: continue, at_risk or stop
+        (same options as ``Preflight.guard``)."""
+        return self.app.guard(self.check.batch_id, next_cost=next_cost, max_age=max_age)
 
 
 class Preflight:
@@ -175,6 +192,19 @@ class Preflight:
             chunk_size=chunk_size,
             progress=progress,
         )
+
+    def guard(
+        self,
+        batch_id: str,
+        *,
+        next_cost: Amount | None = None,
+        max_age: timedelta | None = None,
+    ) -> results.GuardResult:
+        """Between two dispatches: ``continue``, ``at_risk`` or ``stop`` from a snapshot no
+        older than ``max_age`` (default 60 s; else a ``recheck`` is taken), the batch's
+        remaining need, the other open batches' outstanding need, the burns since the check
+        and ``next_cost``. ``result.exit_code(strict=...)`` is the CLI's code."""
+        return self._do(forecasts.guard, batch_id, next_cost=next_cost, max_age=max_age)
 
     def finish(self, batch_id: str, *, snapshot: bool = True) -> results.FinishResult:
         """Take a ``finish`` snapshot, mark the batch finished, report foreign consumption."""

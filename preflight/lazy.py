@@ -13,7 +13,17 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["audit", "batches", "checks", "outcomes", "profile", "remote", "reports", "results"]
+__all__ = [
+    "audit",
+    "batches",
+    "checks",
+    "forecasts",
+    "outcomes",
+    "profile",
+    "remote",
+    "reports",
+    "results",
+]
 
 
 class LazyModule:
@@ -37,10 +47,28 @@ class LazyModule:
 
 if TYPE_CHECKING:
     from preflight import remote
-    from preflight.services import audit, batches, checks, outcomes, profile, reports, results
+    from preflight.services import (
+        audit,
+        batches,
+        checks,
+        forecasts,
+        outcomes,
+        profile,
+        reports,
+        results,
+    )
 else:
     remote = LazyModule("preflight.remote")
-    audit, batches, checks, outcomes, profile, reports, results = (
+    audit, batches, checks, forecasts, outcomes, profile, reports, results = (
         LazyModule(f"preflight.services.{name}")
-        for name in ("audit", "batches", "checks", "outcomes", "profile", "reports", "results")
+        for name in (
+            "audit",
+            "batches",
+            "checks",
+            "forecasts",
+            "outcomes",
+            "profile",
+            "reports",
+            "results",
+        )
     )

@@ -296,6 +296,66 @@ def finish(batch_id: str, no_snapshot: bool, output_format: str) -> int:
     return 0
 
 
+@click.command()
+@click.argument("batch_id")
+@click.option(
+    "--next-cost",
+    metavar="AMOUNT",
+    help="What the next job will cost: stop when the balance does not cover it.",
+)
+@click.option(
+    "--max-age",
+    metavar="DURATION",
+    default="60s",
+    show_default=True,
+    help="Take a recheck snapshot when the account's latest one is older than this.",
+)
+@click.option("--strict", is_flag=True, help="Exit 14 (not 0) when the decision is at_risk.")
+@FORMAT_OPTION
+def guard(
+    batch_id: str, next_cost: str | None, max_age: str, strict: bool, output_format: str
+) -> int:
+    """Between two dispatches of BATCH_ID: continue, at_risk or stop.
+
+    \b
+    Decisions and exit codes:
+      continue   0   the balance covers the remaining need and the other batches'
+      at_risk    0   (14 with --strict) it covers the remaining need, not the others' too
+      stop      15   balance < --next-cost, or balance < remaining need
+      usage error 2  (no need declared and no --next-cost)
+    """
+    from preflight.settings import parse_duration
+
+    try:
+        age = parse_duration(max_age)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-age") from None
+    with open_app() as app:
+        result = app.guard(batch_id, next_cost=next_cost, max_age=age)
+    data = result.to_dict()
+    if output_format == "json":
+        emit_json(data)
+    else:
+        click.echo(f"{paint(data['decision'])}: {data['reason']}")
+        click.echo(
+            f"batch {batch_id}: balance {data['balance']}, remaining need "
+            f"{data['remaining_need'] or '-'}, other open batches still need "
+            f"{data['outstanding_other']}, affordable jobs {_or_dash(data['affordable_jobs'])}"
+        )
+        click.echo(
+            f"burn per minute since the check: own {data['own_burn_per_minute'] or '-'}, "
+            f"foreign {data['foreign_burn_per_minute'] or '-'}; minutes to empty "
+            f"{data['minutes_to_empty'] or '-'}, to finish {data['minutes_to_finish'] or '-'}"
+            f"{' (runs out first)' if data['runs_out_first'] else ''}"
+        )
+        click.echo(f"snapshot {data['snapshot_id']}, {data['snapshot_age_seconds']} s old")
+    return result.exit_code(strict=strict)
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 @click.command("classify")
 @click.option("--batch", "batch_id", metavar="BATCH_ID", help="Only this batch.")
 @click.option("--all", "all_", is_flag=True, help="Every batch with quota failures.")

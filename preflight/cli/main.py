@@ -61,6 +61,7 @@ _SERVING: Final = frozenset({"serve", "worker"})
 
 for _command in (
     batch_commands.check,
+    batch_commands.guard,
     batch_commands.record,
     batch_commands.finish,
     batch_commands.classify_command,

@@ -33,6 +33,8 @@ _COLOURS = {
     "pre_existing_low_balance": "red",
     "concurrent_consumption": "yellow",
     "inconclusive": "blue",
+    "continue": "green",
+    "stop": "red",
 }
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         ForeignConsumption,
         Reading,
     )
+    from preflight.domain.forecast import Decision, Forecast
     from preflight.domain.outcome import OutcomeInput
     from preflight.domain.timeline import BatchSpan, Burn, DropSplit, Rise, TimelineSnapshot
     from preflight.vendor import Profile
@@ -493,3 +494,62 @@ class AccountTimeline:
             "burn": self.burn.to_dict() if self.burn else None,
             "generated_at": time_text(self.generated_at),
         }
+
+
+@dataclass(frozen=True)
+class ForecastView:
+    """The guard's fields on one stored snapshot: the decision (None when the batch
+    declared no need and no next cost was given), the projection, and its snapshot."""
+
+    decision: Decision | None
+    reason: str | None
+    forecast: Forecast
+    outstanding_other: Decimal
+    snapshot_id: int
+    snapshot_age_seconds: int
+
+    def to_dict(self) -> dict[str, Any]:
+        projection = self.forecast.to_dict()
+        return {
+            "decision": None if self.decision is None else self.decision.value,
+            "reason": self.reason,
+            "balance": projection["balance"],
+            "remaining_need": projection["remaining_need"],
+            "outstanding_other": amount_text(self.outstanding_other),
+            "affordable_jobs": projection["affordable_jobs"],
+            "own_burn_per_minute": projection["own_burn_per_minute"],
+            "foreign_burn_per_minute": projection["foreign_burn_per_minute"],
+            "minutes_to_empty": projection["minutes_to_empty"],
+            "minutes_to_finish": projection["minutes_to_finish"],
+            "runs_out_first": projection["runs_out_first"],
+            "snapshot_id": self.snapshot_id,
+            "snapshot_age_seconds": self.snapshot_age_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    """``guard``'s answer between two dispatches: continue, at_risk or stop, and why."""
+
+    batch_id: str
+    decision: Decision
+    reason: str
+    forecast: Forecast
+    outstanding_other: Decimal
+    snapshot_id: int
+    snapshot_age_seconds: int
+
+    def exit_code(self, *, strict: bool = False) -> int:
+        """0, 14 (``at_risk`` with ``strict``) or 15 (``stop``): the CLI's exit code."""
+        return self.decision.exit_code(strict=strict)
+
+    def to_dict(self) -> dict[str, Any]:
+        view = ForecastView(
+            self.decision,
+            self.reason,
+            self.forecast,
+            self.outstanding_other,
+            self.snapshot_id,
+            self.snapshot_age_seconds,
+        )
+        return {"batch_id": self.batch_id, **view.to_dict()}
