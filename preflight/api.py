@@ -60,8 +60,7 @@ class BatchRun:
     def guard(
         self, *, next_cost: Amount | None = None, max_age: timedelta | None = None
     ) -> results.GuardResult:
-        """Between two dispatches of this batch: continue, at_risk or stop
-        (same options as ``Preflight.guard``)."""
+        """Between two dispatches of this batch (as ``Preflight.guard``)."""
         return self.app.guard(self.check.batch_id, next_cost=next_cost, max_age=max_age)
 
 
@@ -128,8 +127,13 @@ class Preflight:
         fail_open: bool | None = None,
         account: str | None = None,
         labels: Mapping[str, str] | None = None,
+        jobs: int | None = None,
+        estimate_from: str | None = None,
+        estimate: str | None = None,
+        min_history: int | None = None,
     ) -> CheckResult:
-        """Snapshot the profile, store it keyed by ``batch_id`` and answer go / no-go."""
+        """Snapshot the profile, store it keyed by ``batch_id`` and answer go / no-go. ``jobs``
+        with ``estimate_from="K=V"`` estimates the need from history (``need_basis``)."""
         return self._do(
             checks.check,
             batch_id,
@@ -139,6 +143,10 @@ class Preflight:
             fail_open=fail_open,
             account=account,
             labels=labels,
+            jobs=jobs,
+            estimate_from=estimate_from,
+            estimate=estimate,
+            min_history=min_history,
         )
 
     @contextmanager
@@ -200,10 +208,8 @@ class Preflight:
         next_cost: Amount | None = None,
         max_age: timedelta | None = None,
     ) -> results.GuardResult:
-        """Between two dispatches: ``continue``, ``at_risk`` or ``stop`` from a snapshot no
-        older than ``max_age`` (default 60 s; else a ``recheck`` is taken), the batch's
-        remaining need, the other open batches' outstanding need, the burns since the check
-        and ``next_cost``. ``result.exit_code(strict=...)`` is the CLI's code."""
+        """Between two dispatches: continue, at_risk or stop, from a snapshot no older than
+        ``max_age`` (default 60 s, else a recheck). ``exit_code(strict=)``: the CLI's."""
         return self._do(forecasts.guard, batch_id, next_cost=next_cost, max_age=max_age)
 
     def finish(self, batch_id: str, *, snapshot: bool = True) -> results.FinishResult:

@@ -31,6 +31,7 @@ from preflight.domain.classify import (
     ForeignConsumption,
     Reading,
 )
+from preflight.domain.forecast import NeedBasis
 from preflight.domain.outcome import OutcomeInput, build_outcome
 from preflight.domain.verdict import Verdict
 from preflight.domain.vocabulary import BatchStatus, Tag
@@ -279,6 +280,10 @@ class RemoteClient:
         fail_open: bool | None = None,
         account: str | None = None,
         labels: Mapping[str, str] | None = None,
+        jobs: int | None = None,
+        estimate_from: str | None = None,
+        estimate: str | None = None,
+        min_history: int | None = None,
     ) -> CheckResult:
         body = {
             "need": None if need is None else str(need),
@@ -287,6 +292,10 @@ class RemoteClient:
             "fail_open": fail_open,
             "account": account,
             "labels": dict(labels) if labels else None,
+            "jobs": jobs,
+            "estimate_from": estimate_from,
+            "estimate": estimate,
+            "min_history": min_history,
         }
         try:
             data = self._request(
@@ -518,6 +527,20 @@ def check_result(data: Mapping[str, Any]) -> CheckResult:
         verified=data["verified"],
         fail_open=data["fail_open"],
         labels=dict(data["labels"]),
+        need_basis=need_basis(data.get("need_basis")),
+    )
+
+
+def need_basis(data: Mapping[str, Any] | None) -> NeedBasis | None:
+    if data is None:
+        return None
+    return NeedBasis(
+        jobs=data["jobs"],
+        statistic=data["statistic"],
+        per_job=Decimal(data["per_job"]),
+        sample_jobs=data["sample_jobs"],
+        sample_batches=data["sample_batches"],
+        label=data["label"],
     )
 
 

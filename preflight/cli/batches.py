@@ -55,6 +55,28 @@ if TYPE_CHECKING:
 )
 @click.option("--account", envvar="PREFLIGHT_ACCOUNT", show_envvar=True, help="Configured account.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Free-form label.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Instead of --need: N jobs, priced from history (with --estimate-from).",
+)
+@click.option(
+    "--estimate-from",
+    metavar="KEY=VALUE",
+    help="Price the jobs from the account's finished batches with this label.",
+)
+@click.option(
+    "--estimate",
+    type=click.Choice(["mean", "p50", "p90", "p95", "max"]),
+    help="The statistic per job (default mean; quantiles are nearest-rank).",
+)
+@click.option(
+    "--min-history",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Fewer past jobs than this (default 20) is a usage error.",
+)
 @FORMAT_OPTION
 def check(
     batch_id: str,
@@ -65,6 +87,10 @@ def check(
     fail_open: bool | None,
     account: str | None,
     labels: Sequence[str],
+    jobs: int | None,
+    estimate_from: str | None,
+    estimate: str | None,
+    min_history: int | None,
     output_format: str,
 ) -> int:
     """Snapshot the balance for BATCH_ID and answer go / no-go.
@@ -91,6 +117,10 @@ def check(
             fail_open=fail_open,
             account=account,
             labels=label_map,
+            jobs=jobs,
+            estimate_from=estimate_from,
+            estimate=estimate,
+            min_history=min_history,
         )
     if output_format == "json":
         emit_json(result.to_dict())
@@ -103,6 +133,13 @@ def check(
             f"reserve {_text(result.reserve)}, other open batches still need "
             f"{_text(result.outstanding_other)}"
         )
+        if result.need_basis is not None:
+            basis = result.need_basis
+            click.echo(
+                f"need {_text(result.need)} = {basis.jobs} jobs x {_text(basis.per_job)} "
+                f"({basis.statistic} of {basis.sample_jobs} succeeded jobs in "
+                f"{basis.sample_batches} finished batches labelled {basis.label})"
+            )
         if result.snapshot_id is not None:
             click.echo(
                 f"snapshot {result.snapshot_id} ({result.snapshot_kind}) at "

@@ -13,7 +13,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from preflight.db.models import Batch, Outcome, Snapshot
+from preflight.db.models import Account, Batch, Outcome, Snapshot
 from preflight.db.repositories import _reading, preflight_snapshot
 from preflight.domain.classify import Reading, Spend
 from preflight.domain.verdict import outstanding_need
@@ -21,6 +21,10 @@ from preflight.domain.vocabulary import BatchStatus
 
 #: The need from history reads the most recent finished batches of the label, this many.
 HISTORY_BATCHES = 100
+
+
+def account_id(session: Session, name: str) -> int | None:
+    return session.scalar(select(Account.id).where(Account.name == name))
 
 
 def latest_snapshot(session: Session, account_id: int) -> Snapshot | None:

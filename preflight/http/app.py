@@ -249,6 +249,10 @@ def _routes(app: FastAPI) -> None:
             fail_open=body.fail_open,
             account=_known_account(rt, body.account),
             labels=body.labels,
+            jobs=body.jobs,
+            estimate_from=body.estimate_from,
+            estimate=body.estimate,
+            min_history=body.min_history,
         )
         data = result.to_dict()
         data["exit_code"] = exit_code(

@@ -32,6 +32,8 @@ VerdictName = Literal[
     "go", "at_risk", "insufficient", "auth_failed", "billing_blocked", "unavailable"
 ]
 StatusName = Literal["open", "blocked", "finished"]
+EstimateName = Literal["mean", "p50", "p90", "p95", "max"]
+DecisionName = Literal["continue", "at_risk", "stop"]
 TagName = Literal["pre_existing_low_balance", "concurrent_consumption", "inconclusive"]
 FindingKindName = Literal["unexplained_consumption", "low_balance", "stale_batch"]
 
@@ -68,6 +70,21 @@ class CheckIn(_In):
         default=None, description="A configured account (default: default)."
     )
     labels: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=50)
+    jobs: Annotated[int, Field(ge=1, le=10**9)] | None = Field(
+        default=None, description="Instead of need: the number of jobs, priced from history."
+    )
+    estimate_from: (
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,64}=[ -~]{1,200}$")] | None
+    ) = Field(
+        default=None,
+        description="KEY=VALUE: the label of the finished batches the need is estimated from.",
+    )
+    estimate: EstimateName | None = Field(
+        default=None, description="The statistic per job (default mean; quantiles nearest-rank)."
+    )
+    min_history: Annotated[int, Field(ge=1, le=10**9)] | None = Field(
+        default=None, description="Fewer past jobs than this (default 20) is a 400."
+    )
 
 
 class OutcomeIn(BaseModel):
@@ -100,6 +117,18 @@ class ClassifyIn(_In):
 # ---------------------------------------------------------------- responses
 
 
+class NeedBasisOut(_Out):
+    """How ``need`` was estimated: ``jobs`` × ``per_job``, the ``statistic`` of the consumed
+    cost of ``sample_jobs`` succeeded jobs in ``sample_batches`` finished batches."""
+
+    jobs: int
+    statistic: EstimateName
+    per_job: AmountOut
+    sample_jobs: int
+    sample_batches: int
+    label: str
+
+
 class CheckOut(_Out):
     batch_id: str
     account: str
@@ -109,6 +138,7 @@ class CheckOut(_Out):
     meter: MeterName | None
     balance: AmountOut | None
     need: AmountOut | None
+    need_basis: NeedBasisOut | None
     reserve: AmountOut
     outstanding_other: AmountOut | None
     snapshot_id: int | None

@@ -11,10 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from preflight.domain.verdict import NO_GO, Verdict
 from preflight.domain.wire import amount_text
+
+if TYPE_CHECKING:
+    from preflight.domain.forecast import NeedBasis
 
 __all__ = ["ADVISORY", "CheckResult"]
 
@@ -41,6 +44,8 @@ class CheckResult:
     verified: bool
     fail_open: bool
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: How the need was estimated from history (``jobs`` with ``estimate_from``), else None.
+    need_basis: NeedBasis | None = None
 
     @property
     def go(self) -> bool:
@@ -56,6 +61,7 @@ class CheckResult:
             "meter": self.meter,
             "balance": amount_text(self.balance),
             "need": amount_text(self.need),
+            "need_basis": None if self.need_basis is None else self.need_basis.to_dict(),
             "reserve": amount_text(self.reserve),
             "outstanding_other": amount_text(self.outstanding_other),
             "snapshot_id": self.snapshot_id,

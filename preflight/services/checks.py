@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
@@ -29,6 +29,7 @@ from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
     from preflight.db.writes import Transaction
+    from preflight.domain.forecast import NeedBasis
     from preflight.vendor import Profile
 
 log = get_logger("preflight")
@@ -62,12 +63,21 @@ def check(
     fail_open: bool | None = None,
     account: str | None = None,
     labels: Mapping[str, str] | None = None,
+    jobs: int | None = None,
+    estimate_from: str | None = None,
+    estimate: str | None = None,
+    min_history: int | None = None,
 ) -> CheckResult:
     """Snapshot the profile, store it keyed by ``batch_id`` and answer go / no-go.
 
     A repeated check of the same batch keeps the first snapshot as the batch's
     ``preflight`` snapshot and stores the new one as ``recheck``. The vendor is read
     outside any transaction; the batch and its snapshot are written in one.
+
+    ``jobs`` with ``estimate_from`` (``KEY=VALUE``) estimates the need from history:
+    ``jobs`` × the ``estimate`` statistic (mean, p50, p90, p95, max; default mean) of the
+    consumed cost of the succeeded jobs of the account's most recent 100 finished batches
+    with that label, at least ``min_history`` (default 20) jobs; the batch carries the label.
     """
     validate_batch_id(batch_id)
     need_amount = amount_field("need", need)
@@ -76,6 +86,25 @@ def check(
         reserve_amount = rt.settings.reserve
     requested_meter = meter or rt.settings.meter
     account_name = rt.account_name(account)
+    basis: NeedBasis | None = None
+    if jobs is not None or estimate_from is not None or estimate or min_history is not None:
+        # Only here: the history is read with the ORM, which a plain check never imports.
+        from preflight.services.forecasts import need_from_history
+
+        if need_amount is not None:
+            raise UsageError("need: give a need or --jobs with --estimate-from, not both")
+        basis = need_from_history(
+            rt,
+            account_name,
+            jobs=jobs,
+            estimate_from=estimate_from,
+            estimate=estimate,
+            min_history=min_history,
+            exclude=batch_id,
+        )
+        need_amount = basis.need
+        key, _, value = basis.label.partition("=")
+        labels = {**(labels or {}), key: value}
     rt.adapter(account_name).check_meter(requested_meter)
     fail_open = rt.settings.fail_open if fail_open is None else fail_open
 
@@ -108,6 +137,8 @@ def check(
             continue  # another writer created the batch meanwhile: check it as it stands now
     else:  # pragma: no cover - a batch is created once; the second pass finds it
         raise RuntimeError(f"batch {batch_id!r} could not be checked")
+    if basis is not None:
+        result = replace(result, need_basis=basis)
     metrics.check_done(result.verdict.value)
     if profile is not None:
         metrics.balance_seen(account_name, profile.meters)

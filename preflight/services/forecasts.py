@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 from preflight.db import forecast as rows
 from preflight.db import repositories as repo
 from preflight.domain.batch import validate_batch_id
-from preflight.domain.forecast import age_seconds, burns_since_check, decide, forecast
+from preflight.domain.forecast import (
+    NeedBasis,
+    age_seconds,
+    burns_since_check,
+    decide,
+    estimate_need,
+    forecast,
+    parse_label,
+)
 from preflight.domain.vocabulary import BatchStatus, SnapshotKind
 from preflight.errors import NotFoundError, UsageError
 from preflight.logs import get_logger
@@ -29,6 +37,8 @@ log = get_logger("preflight")
 
 #: ``--max-age`` when none is given: a snapshot older than this is retaken.
 DEFAULT_MAX_AGE = timedelta(seconds=60)
+#: ``--min-history`` when none is given: fewer past jobs than this are no basis for a need.
+DEFAULT_MIN_HISTORY = 20
 
 
 def guard(
@@ -141,6 +151,41 @@ def project(
         outstanding_other=found.outstanding_other,
         snapshot_id=end.id,
         snapshot_age_seconds=age_seconds(now, end.taken_at),
+    )
+
+
+def need_from_history(
+    rt: Runtime,
+    account: str,
+    *,
+    jobs: int | None,
+    estimate_from: str | None,
+    estimate: str | None,
+    min_history: int | None,
+    exclude: str | None = None,
+) -> NeedBasis:
+    """``jobs`` × the ``estimate`` statistic of the consumed cost of succeeded jobs in the
+    account's most recent finished batches labelled ``estimate_from`` (KEY=VALUE)."""
+    if estimate_from is None:
+        raise UsageError("estimate_from: --jobs needs --estimate-from KEY=VALUE")
+    if jobs is None:
+        raise UsageError("jobs: --estimate-from needs --jobs N, the number of jobs to price")
+    if min_history is not None and min_history < 1:
+        raise UsageError(f"min_history: must be at least 1, not {min_history}")
+    key, value = parse_label(estimate_from)
+    with rt.database.read() as session:
+        found = rows.account_id(session, account)
+        history = (
+            []
+            if found is None
+            else rows.labelled_history(session, found, key, value, exclude=exclude)
+        )
+    return estimate_need(
+        jobs,
+        estimate or "mean",
+        f"{key}={value}",
+        history,
+        min_history=DEFAULT_MIN_HISTORY if min_history is None else min_history,
     )
 
 
