@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
@@ -31,7 +31,7 @@ from preflight.domain.classify import (
     ForeignConsumption,
     Reading,
 )
-from preflight.domain.forecast import NeedBasis
+from preflight.domain.forecast import Decision, Forecast, NeedBasis
 from preflight.domain.outcome import OutcomeInput, build_outcome
 from preflight.domain.verdict import Verdict
 from preflight.domain.vocabulary import BatchStatus, Tag
@@ -60,6 +60,7 @@ from preflight.services.results import (
     FailureView,
     FindingView,
     FinishResult,
+    GuardResult,
     ImportResult,
     LateOutcome,
     OutcomeTotals,
@@ -406,6 +407,20 @@ class RemoteClient:
             warnings=tuple(data["warnings"]),
         )
 
+    def guard(
+        self,
+        batch_id: str,
+        *,
+        next_cost: Decimal | str | int | None = None,
+        max_age: timedelta | None = None,
+    ) -> GuardResult:
+        body: dict[str, object] = {}
+        if next_cost is not None:
+            body["next_cost"] = str(next_cost)
+        if max_age is not None:
+            body["max_age"] = f"{max_age.total_seconds():.6f}s"
+        return guard_result(self._request("POST", self._batch_path(batch_id, "/guard"), body=body))
+
     def finish(self, batch_id: str, *, snapshot: bool = True) -> FinishResult:
         data = self._request(
             "POST", self._batch_path(batch_id, "/finish"), params={"snapshot": snapshot}
@@ -541,6 +556,33 @@ def need_basis(data: Mapping[str, Any] | None) -> NeedBasis | None:
         sample_jobs=data["sample_jobs"],
         sample_batches=data["sample_batches"],
         label=data["label"],
+    )
+
+
+def forecast_of(data: Mapping[str, Any]) -> Forecast:
+    """The projection as the server wrote it: its rounded minutes and rates read back print
+    the same strings."""
+    return Forecast(
+        balance=Decimal(data["balance"]),
+        remaining_need=_amount(data["remaining_need"]),
+        affordable_jobs=data["affordable_jobs"],
+        own_burn_per_minute=_amount(data["own_burn_per_minute"]),
+        foreign_burn_per_minute=_amount(data["foreign_burn_per_minute"]),
+        minutes_to_empty=_amount(data["minutes_to_empty"]),
+        minutes_to_finish=_amount(data["minutes_to_finish"]),
+        runs_out_first=data["runs_out_first"],
+    )
+
+
+def guard_result(data: Mapping[str, Any]) -> GuardResult:
+    return GuardResult(
+        batch_id=data["batch_id"],
+        decision=Decision(data["decision"]),
+        reason=data["reason"],
+        forecast=forecast_of(data),
+        outstanding_other=Decimal(data["outstanding_other"]),
+        snapshot_id=data["snapshot_id"],
+        snapshot_age_seconds=data["snapshot_age_seconds"],
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from preflight.http.app import create_app
-from preflight.services.runtime import Runtime
+from preflight.services.runtime import Clock, Runtime
 from preflight.services.tokens import create_token
 from preflight.settings import Settings
 
@@ -35,9 +35,10 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(settings: Settings) -> Iterator[LiveServer]:
-    """`preflight serve` on a free loopback port, until the block exits."""
-    runtime = Runtime(settings)
+def live_server(settings: Settings, clock: Clock | None = None) -> Iterator[LiveServer]:
+    """`preflight serve` on a free loopback port, until the block exits (``clock``: the
+    time its verbs see, else the machine's)."""
+    runtime = Runtime(settings, clock=clock) if clock is not None else Runtime(settings)
     app = create_app(runtime, close_runtime=True)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False, lifespan="on"

@@ -45,8 +45,18 @@ from preflight.http.problems import (
     problem,
 )
 from preflight.logs import get_logger
-from preflight.services import audit, batches, checks, outcomes, profile, reports, schema
+from preflight.services import (
+    audit,
+    batches,
+    checks,
+    forecasts,
+    outcomes,
+    profile,
+    reports,
+    schema,
+)
 from preflight.services.runtime import Runtime
+from preflight.settings import parse_duration
 from preflight.settings import parse_since as settings_parse_since
 
 log = get_logger("preflight.http")
@@ -259,6 +269,30 @@ def _routes(app: FastAPI) -> None:
             result.verdict, strict=body.strict, fail_open=result.fail_open
         )
         return _json(data)
+
+    @app.post(
+        "/v1/batches/{batch_id:path}/guard",
+        operation_id="guard_batch",
+        tags=["batches"],
+        summary="Between two dispatches: continue, at_risk or stop",
+        responses={200: {"model": schemas.GuardOut}, **_errors(404)},
+        dependencies=[scoped["check"]],
+    )
+    def guard_batch(
+        request: Request, batch_id: BatchId, body: schemas.GuardIn | None = None
+    ) -> JSONResponse:
+        """Every decision is a 200: ``decision`` says what to do, ``exit_code`` is the CLI's."""
+        body = body or schemas.GuardIn()
+        max_age = None
+        if body.max_age is not None:
+            try:
+                max_age = parse_duration(body.max_age)
+            except ValueError as exc:
+                raise UsageError(f"max_age: {exc}") from None
+        result = forecasts.guard(
+            runtime_of(request), batch_id, next_cost=body.next_cost, max_age=max_age
+        )
+        return _json({**result.to_dict(), "exit_code": result.exit_code(strict=body.strict)})
 
     @app.post(
         "/v1/batches/{batch_id:path}/outcomes",

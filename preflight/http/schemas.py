@@ -87,6 +87,18 @@ class CheckIn(_In):
     )
 
 
+class GuardIn(_In):
+    next_cost: AmountIn | None = Field(
+        default=None, description="What the next job will cost: stop when it is not covered."
+    )
+    max_age: Annotated[str, Field(pattern=r"^[0-9]{1,10}(\.[0-9]{1,6})?[smhd]?$")] | None = Field(
+        default=None,
+        description="Take a recheck snapshot when the latest one is older (default 60s).",
+        examples=["60s", "5m"],
+    )
+    strict: bool = Field(default=False, description="exit_code 14 (not 0) for at_risk.")
+
+
 class OutcomeIn(BaseModel):
     """One outcome, as a JSON Lines record of ``preflight record --from``."""
 
@@ -149,6 +161,26 @@ class CheckOut(_Out):
     fail_open: bool
     labels: dict[str, str]
     advisory: str
+
+
+class GuardOut(_Out):
+    """``guard``'s answer: minutes are decimal strings rounded to 0.1, amounts exact."""
+
+    batch_id: str
+    decision: DecisionName
+    exit_code: int = Field(description="The CLI's exit code: 15 stop, 14 at_risk with strict")
+    reason: str
+    balance: AmountOut
+    remaining_need: AmountOut | None
+    outstanding_other: AmountOut
+    affordable_jobs: int | None
+    own_burn_per_minute: AmountOut | None
+    foreign_burn_per_minute: AmountOut | None
+    minutes_to_empty: AmountOut | None
+    minutes_to_finish: AmountOut | None
+    runs_out_first: bool
+    snapshot_id: int
+    snapshot_age_seconds: int
 
 
 class RecordOut(_Out):
