@@ -60,6 +60,7 @@ from preflight.services.results import (
     FailureView,
     FindingView,
     FinishResult,
+    ForecastView,
     GuardResult,
     ImportResult,
     LateOutcome,
@@ -447,6 +448,7 @@ class RemoteClient:
                 for o in data["late_outcomes"]
             ],
             quota_failures=[failure_view(f) for f in data["quota_failures"]],
+            forecast=forecast_view(data.get("forecast")),
         )
 
     def failures(
@@ -571,6 +573,19 @@ def forecast_of(data: Mapping[str, Any]) -> Forecast:
         minutes_to_empty=_amount(data["minutes_to_empty"]),
         minutes_to_finish=_amount(data["minutes_to_finish"]),
         runs_out_first=data["runs_out_first"],
+    )
+
+
+def forecast_view(data: Mapping[str, Any] | None) -> ForecastView | None:
+    if data is None:
+        return None
+    return ForecastView(
+        decision=None if data["decision"] is None else Decision(data["decision"]),
+        reason=data["reason"],
+        forecast=forecast_of(data),
+        outstanding_other=Decimal(data["outstanding_other"]),
+        snapshot_id=data["snapshot_id"],
+        snapshot_age_seconds=data["snapshot_age_seconds"],
     )
 
 

@@ -138,6 +138,30 @@ def print_show(data: dict[str, Any]) -> None:
         )
     for failure in data["quota_failures"]:
         echo_failure(failure)
+    if data.get("forecast"):
+        echo_forecast(data["forecast"])
+
+
+def echo_forecast(forecast: dict[str, Any]) -> None:
+    """An open batch's projection from its account's latest stored snapshot."""
+    click.echo(
+        f"\nforecast (snapshot {forecast['snapshot_id']}, "
+        f"{forecast['snapshot_age_seconds']} s old): "
+        f"{paint(forecast['decision']) if forecast['decision'] else '-'}"
+        f"{': ' + forecast['reason'] if forecast['reason'] else ''}"
+    )
+    dash = "-"
+    click.echo(
+        f"  balance {forecast['balance']}, remaining need {forecast['remaining_need'] or dash}, "
+        f"others still need {forecast['outstanding_other']}, affordable jobs "
+        f"{dash if forecast['affordable_jobs'] is None else forecast['affordable_jobs']}"
+    )
+    click.echo(
+        f"  burn per minute: own {forecast['own_burn_per_minute'] or dash}, foreign "
+        f"{forecast['foreign_burn_per_minute'] or dash}; minutes to empty "
+        f"{forecast['minutes_to_empty'] or dash}, to finish {forecast['minutes_to_finish'] or dash}"
+        f"{' (runs out first)' if forecast['runs_out_first'] else ''}"
+    )
 
 
 def echo_failure(failure: dict[str, Any]) -> None:

@@ -163,6 +163,25 @@ class CheckOut(_Out):
     advisory: str
 
 
+class ForecastOut(_Out):
+    """The projection from one stored snapshot; ``decision`` None when the batch declared
+    no need. Minutes are decimal strings rounded to 0.1, amounts exact."""
+
+    decision: DecisionName | None
+    reason: str | None
+    balance: AmountOut
+    remaining_need: AmountOut | None
+    outstanding_other: AmountOut
+    affordable_jobs: int | None
+    own_burn_per_minute: AmountOut | None
+    foreign_burn_per_minute: AmountOut | None
+    minutes_to_empty: AmountOut | None
+    minutes_to_finish: AmountOut | None
+    runs_out_first: bool
+    snapshot_id: int
+    snapshot_age_seconds: int
+
+
 class GuardOut(_Out):
     """``guard``'s answer: minutes are decimal strings rounded to 0.1, amounts exact."""
 
@@ -292,6 +311,9 @@ class ReportOut(BatchOut):
     late_outcomes: list[LateOut]
     quota_failures: list[FailureOut]
     overlapping_batches: list[str]
+    forecast: ForecastOut | None = Field(
+        description="An open batch's projection from stored snapshots (the guard's fields)."
+    )
 
 
 class ListingOut(BatchOut):

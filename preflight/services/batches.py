@@ -15,6 +15,7 @@ from preflight.domain.vocabulary import FINDING_KINDS, BatchStatus, SnapshotKind
 from preflight.domain.wire import amount_text
 from preflight.errors import ConfigError, NotFoundError, UsageError, VendorError
 from preflight.logs import get_logger
+from preflight.services.forecasts import stored_forecast
 from preflight.services.results import (
     BatchListing,
     BatchReport,
@@ -86,6 +87,7 @@ def show(rt: Runtime, batch_id: str) -> BatchReport:
             outcomes=_totals_view(batch),
             late_outcomes=[LateOutcome(o.job_id, o.attempt, o.status, o.recorded_at) for o in late],
             quota_failures=[failure_view(*row) for row in reports.batch_failures(session, batch)],
+            forecast=stored_forecast(rt, session, batch, now=rt.clock()),
         )
 
 

@@ -306,6 +306,8 @@ class BatchReport:
     outcomes: OutcomeTotals
     late_outcomes: Sequence[LateOutcome]
     quota_failures: Sequence[FailureView]
+    #: An open batch's projection from stored snapshots (the guard's fields), else None.
+    forecast: ForecastView | None = None
 
     @property
     def overlapping_batches(self) -> list[str]:
@@ -320,6 +322,7 @@ class BatchReport:
             "late_outcomes": [o.to_dict() for o in self.late_outcomes],
             "quota_failures": [f.to_dict() for f in self.quota_failures],
             "overlapping_batches": self.overlapping_batches,
+            "forecast": None if self.forecast is None else self.forecast.to_dict(),
         }
 
 

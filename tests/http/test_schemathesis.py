@@ -68,6 +68,7 @@ def auth(api: tuple[Any, dict[str, str]]) -> dict[str, str]:
 
 OPERATIONS = [
     "check_batch",
+    "guard_batch",
     "record_outcomes",
     "finish_batch",
     "show_batch",

@@ -305,3 +305,49 @@ def test_cli_guard_strict_and_usage_errors(
     assert "Traceback" not in err
     code, _, err = run_cli(monkeypatch, capsys, settings, clock, "guard", "B", "--max-age", "soon")
     assert (code, "--max-age" in err) == (2, True)
+
+
+# ---------------------------------------------------------------- the forecast in show
+
+
+def test_show_forecasts_the_guards_numbers_from_stored_snapshots(
+    pf: Preflight,
+    sandbox: SandboxServer,
+    clock: Clock,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    the_issues_example(pf, sandbox, clock)
+    guarded = pf.guard("B").to_dict()
+    sandbox.consume(Decimal(5))  # the vendor moved on: show never asks it
+    shown = pf.show("B")
+    assert shown.forecast is not None
+    assert {"batch_id": "B", **shown.forecast.to_dict()} == guarded
+    assert len(shown.snapshots) == 2  # no snapshot taken by show
+
+    clock.advance(seconds=42)
+    later = pf.show("B").to_dict()["forecast"]
+    assert (later["minutes_to_empty"], later["snapshot_age_seconds"]) == ("1.0", 42)
+
+    code, out, _ = run_cli(monkeypatch, capsys, settings, clock, "show", "B", "--format", "json")
+    assert (code, json.loads(out)["forecast"]) == (0, later)
+    code, out, _ = run_cli(monkeypatch, capsys, settings, clock, "show", "B")
+    assert "forecast (snapshot" in out
+    assert "minutes to empty 1.0, to finish 6.0 (runs out first)" in out
+
+
+def test_show_forecasts_only_open_checked_batches(
+    pf: Preflight, sandbox: SandboxServer, clock: Clock
+) -> None:
+    sandbox.set_balance(credits=Decimal(100))
+    pf.check("no-need")
+    no_need = pf.show("no-need").forecast
+    assert no_need is not None
+    assert (no_need.decision, no_need.reason, no_need.forecast.remaining_need) == (None, None, None)
+    assert no_need.forecast.balance == Decimal(100)
+    pf.record("never-checked", {"job_id": "j", "status": "succeeded", "cost": "1"})
+    assert pf.show("never-checked").forecast is None
+    pf.check("done", need="10")
+    pf.finish("done")
+    assert pf.show("done").forecast is None
