@@ -27,6 +27,10 @@ def account_id(session: Session, name: str) -> int | None:
     return session.scalar(select(Account.id).where(Account.name == name))
 
 
+def snapshot_taken_at(session: Session, snapshot_id: int) -> datetime | None:
+    return session.scalar(select(Snapshot.taken_at).where(Snapshot.id == snapshot_id))
+
+
 def latest_snapshot(session: Session, account_id: int) -> Snapshot | None:
     """The account's latest snapshot, whoever took it."""
     return session.scalar(

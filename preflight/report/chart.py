@@ -153,6 +153,49 @@ class Point:
 
 
 @dataclass(frozen=True)
+class Projection:
+    """The forecast drawn as a dashed line from the last snapshot to the projected empty
+    time, and the batch's projected finish marked (on the line, or at zero after it)."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    title: str
+    finish_x: float | None = None
+    finish_y: float | None = None
+    finish_title: str | None = None
+
+
+@dataclass(frozen=True)
+class ProjectionInput:
+    at: datetime
+    balance: Decimal
+    empty_at: datetime
+    finish_at: datetime | None
+    runs_out_first: bool
+
+
+def projection_input(
+    at: datetime,
+    balance: Decimal,
+    minutes_to_empty: Decimal | None,
+    minutes_to_finish: Decimal | None,
+    runs_out_first: bool,
+) -> ProjectionInput | None:
+    """Where the forecast from the snapshot at ``at`` empties and finishes (None: nothing
+    burns, so there is nothing to project)."""
+    if minutes_to_empty is None:
+        return None
+
+    def after(minutes: Decimal) -> datetime:
+        return at + timedelta(microseconds=int(minutes * 60_000_000))
+
+    finish = after(minutes_to_finish) if minutes_to_finish is not None else None
+    return ProjectionInput(at, balance, after(minutes_to_empty), finish, runs_out_first)
+
+
+@dataclass(frozen=True)
 class Chart:
     """Everything the SVG template draws, already positioned."""
 
@@ -173,6 +216,7 @@ class Chart:
     kept: tuple[TimelineSnapshot, ...]  # the snapshots drawn, in time order
     lane_count: int = 0
     lane_height: int = LANE_HEIGHT
+    projection: Projection | None = None
 
     @property
     def downsampled(self) -> bool:
@@ -218,6 +262,7 @@ class ChartInput:
     points: Sequence[PointInput] = ()
     rises: Sequence[Rise] = ()
     span_anchor: dict[str, str] = field(default_factory=dict)
+    projection: ProjectionInput | None = None
 
 
 # ---------------------------------------------------------------- scales and ticks
@@ -409,6 +454,11 @@ def _snapshot_title(snapshot: TimelineSnapshot, meter: str | None) -> str:
 def build_chart(data: ChartInput) -> Chart:
     """Position everything: the step line and its markers, failures, bands, shades."""
     start, end = data.start, data.end
+    projected = data.projection
+    if projected is not None:
+        end = max(
+            [end, projected.empty_at, *([projected.finish_at] if projected.finish_at else [])]
+        )
     if end <= start:
         start, end = start - timedelta(seconds=1), end + timedelta(seconds=1)
     plot = Box(PLOT_LEFT, PLOT_TOP, WIDTH - PLOT_LEFT - PLOT_RIGHT, PLOT_HEIGHT)
@@ -419,6 +469,8 @@ def build_chart(data: ChartInput) -> Chart:
     for item in data.points:
         if item.value is not None:
             low, high = min(low, item.value), max(high, item.value)
+    if projected is not None:
+        low, high = min(low, Decimal(0)), max(high, projected.balance)
     y_values = nice_ticks(low, high)
     ys = ValueScale(y_values[0], y_values[-1], plot)
 
@@ -483,6 +535,7 @@ def build_chart(data: ChartInput) -> Chart:
         y = ys.y(item.value) if item.value is not None else plot.bottom
         points.append(Point(xs.clamp(item.at), y, item.kind, item.title, item.anchor))
 
+    projection = _projection(projected, xs, ys) if projected is not None else None
     bands = pack_lanes(data.spans, xs, data.span_anchor)
     lane_count = 1 + max((b.lane for b in bands), default=-1)
     lanes_top = plot.bottom + AXIS_HEIGHT
@@ -505,4 +558,37 @@ def build_chart(data: ChartInput) -> Chart:
         total_snapshots=len(data.timeline),
         kept=tuple(kept),
         lane_count=lane_count,
+        projection=projection,
+    )
+
+
+@exact
+def _projection(projected: ProjectionInput, xs: TimeScale, ys: ValueScale) -> Projection:
+    zero = ys.y(Decimal(0))
+    title = (
+        f"projected: {format(projected.balance, 'f')} runs out at "
+        f"{projected.empty_at.isoformat(timespec='seconds')}"
+    )
+    finish = projected.finish_at
+    if finish is None:
+        return Projection(
+            xs.x(projected.at), ys.y(projected.balance), xs.x(projected.empty_at), zero, title
+        )
+    span = (projected.empty_at - projected.at).total_seconds()
+    done = (finish - projected.at).total_seconds()
+    # On the line while the balance lasts; at zero when the batch would finish after it.
+    left = projected.balance * (1 - Decimal(done) / Decimal(span)) if span > 0 else Decimal(0)
+    finish_value = max(left, Decimal(0))
+    finish_title = f"projected finish at {finish.isoformat(timespec='seconds')}" + (
+        ": after the balance runs out" if projected.runs_out_first else ""
+    )
+    return Projection(
+        xs.x(projected.at),
+        ys.y(projected.balance),
+        xs.x(projected.empty_at),
+        zero,
+        title,
+        xs.x(finish),
+        ys.y(finish_value),
+        finish_title,
     )

@@ -35,8 +35,10 @@ from preflight.report.chart import (
     ChartInput,
     FailureInput,
     PointInput,
+    ProjectionInput,
     ShadeInput,
     build_chart,
+    projection_input,
 )
 
 if TYPE_CHECKING:
@@ -171,6 +173,20 @@ def _chart_desc(chart: Chart, meter: str | None, extra: Sequence[str]) -> str:
     )
 
 
+def _projection_of(data: BatchTimeline) -> ProjectionInput | None:
+    forecast = data.report.forecast
+    if forecast is None or data.forecast_at is None:
+        return None
+    projection = forecast.forecast
+    return projection_input(
+        data.forecast_at,
+        projection.balance,
+        projection.minutes_to_empty,
+        projection.minutes_to_finish,
+        projection.runs_out_first,
+    )
+
+
 def render_batch(data: BatchTimeline) -> str:
     """The batch report as one self-contained HTML page."""
     report = data.report
@@ -201,6 +217,7 @@ def render_batch(data: BatchTimeline) -> str:
             ],
             rises=data.rises,
             span_anchor=anchors,
+            projection=_projection_of(data),
         )
     )
     split = data.split

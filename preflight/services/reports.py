@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
+from preflight.db import forecast as forecasts
 from preflight.db import reports
 from preflight.db import repositories as repo
 from preflight.domain.batch import validate_batch_id
@@ -71,7 +72,20 @@ def batch_timeline(rt: Runtime, batch_id: str) -> BatchTimeline:
         window_end = batch.finished_at or max(
             batch.last_activity_at, last_outcome or window_start, window_start
         )
-        end = max([window_end, *evidence_end, *([last_outcome] if last_outcome else [])])
+        # An open batch's forecast reads the account's latest snapshot: draw up to it.
+        forecast_at = (
+            forecasts.snapshot_taken_at(session, report.forecast.snapshot_id)
+            if report.forecast is not None
+            else None
+        )
+        end = max(
+            [
+                window_end,
+                *evidence_end,
+                *([last_outcome] if last_outcome else []),
+                *([forecast_at] if forecast_at else []),
+            ]
+        )
         cited = cited_snapshots([f.evidence for f in report.quota_failures])
         timeline = reports.timeline(
             session, batch.account_id, start=window_start, end=end, also=cited
@@ -121,6 +135,7 @@ def batch_timeline(rt: Runtime, batch_id: str) -> BatchTimeline:
         split=split,
         rises=rises(timeline, meter),
         generated_at=rt.clock(),
+        forecast_at=forecast_at,
     )
 
 

@@ -425,6 +425,8 @@ class BatchTimeline:
     split: DropSplit | None
     rises: Sequence[Rise]
     generated_at: datetime
+    #: When the snapshot that ``report.forecast`` reads was taken (an open batch's only).
+    forecast_at: datetime | None = None
 
     @property
     def cited(self) -> set[int]:

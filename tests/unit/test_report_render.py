@@ -336,3 +336,74 @@ def test_the_account_report_shades_unexplained_consumption_and_marks_low_balance
     for link in page.links():
         assert link.startswith("#"), link
         assert link[1:] in page.ids, link
+
+
+# ---------------------------------------------------------------- an open batch's forecast
+
+
+def forecast_timeline(minutes_to_empty: str, minutes_to_finish: str | None) -> BatchTimeline:
+    """The issue's example as stored: 200 at the check, 40 four minutes later."""
+    from dataclasses import replace
+
+    from preflight.domain.forecast import Decision, Forecast
+    from preflight.services.results import ForecastView
+
+    timeline = [snap(0, "preflight", "200", batch="B/2026:1"), snap(4, "recheck", "40")]
+    base = batch_timeline(timeline)
+    view = ForecastView(
+        decision=Decision.STOP,
+        reason="balance 40 is below the remaining need 60",
+        forecast=Forecast(
+            balance=Decimal(40),
+            remaining_need=Decimal(60),
+            affordable_jobs=4,
+            own_burn_per_minute=Decimal(10),
+            foreign_burn_per_minute=Decimal(30),
+            minutes_to_empty=Decimal(minutes_to_empty),
+            minutes_to_finish=None if minutes_to_finish is None else Decimal(minutes_to_finish),
+            runs_out_first=minutes_to_finish is not None
+            and Decimal(minutes_to_empty) < Decimal(minutes_to_finish),
+        ),
+        outstanding_other=Decimal(0),
+        snapshot_id=4,
+        snapshot_age_seconds=0,
+    )
+    report = replace(base.report, forecast=view, batch=replace(base.report.batch, status="open"))
+    return replace(base, report=report, split=None, forecast_at=timeline[-1].taken_at)
+
+
+def test_the_projection_is_a_dashed_line_to_empty_with_the_finish_marked() -> None:
+    html = render_batch(forecast_timeline("1", "6"))
+    svg = chart_svg(html)
+    [line] = by_class(svg, "line", "projection-line")
+    assert line.get("stroke-dasharray") == "6 4"
+    [marker] = by_class(svg, "path", "projected-finish")
+    # From the last snapshot (minute 4, balance 40) down to zero one minute later; the
+    # finish (minute 10) after it, on zero, and the chart reaches it.
+    x1, y1, x2, y2 = (float(line.get(k) or "nan") for k in ("x1", "y1", "x2", "y2"))
+    assert x2 > x1
+    assert y2 > y1  # down to zero
+    finish_x = float(re.findall(r"M([0-9.]+) ", marker.get("d") or "")[0])
+    assert finish_x > x2
+    title = marker.find("title")
+    assert title is not None
+    assert "after the balance runs out" in (title.text or "")
+    page = Page(html)
+    assert "forecast" in page.ids
+    assert "runs out first" in "".join(page.text)
+
+
+def test_a_finish_before_empty_sits_on_the_line() -> None:
+    svg = chart_svg(render_batch(forecast_timeline("6", "1.5")))
+    [line] = by_class(svg, "line", "projection-line")
+    [marker] = by_class(svg, "path", "projected-finish")
+    x1, y1, x2, y2 = (float(line.get(k) or "nan") for k in ("x1", "y1", "x2", "y2"))
+    fx, fy_top = (float(v) for v in re.findall(r"M([0-9.]+) ([0-9.]+)", marker.get("d") or "")[0])
+    # A quarter of the way along the line (1.5 of 6 minutes).
+    assert abs(fx - (x1 + (x2 - x1) / 4)) < 0.1
+    assert abs(fy_top + 7 - (y1 + (y2 - y1) / 4)) < 0.1
+
+
+def test_no_projection_for_a_finished_batch() -> None:
+    svg = chart_svg(render_batch(batch_timeline(SMALL)))
+    assert by_class(svg, "line", "projection-line") == []
