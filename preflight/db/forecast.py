@@ -94,6 +94,21 @@ def forecast_rows(
     )
 
 
+def open_batches(session: Session, account_id: int) -> list[Batch]:
+    """The account's open batches that a check gave a meter, oldest first."""
+    return list(
+        session.scalars(
+            select(Batch)
+            .where(
+                Batch.account_id == account_id,
+                Batch.status == BatchStatus.OPEN.value,
+                Batch.meter.is_not(None),
+            )
+            .order_by(Batch.created_at, Batch.id)
+        )
+    )
+
+
 def outstanding_other(session: Session, batch: Batch, *, hold_cutoff: datetime) -> Decimal:
     """What the account's other open batches with a need, active since ``hold_cutoff``,
     may still spend: the holds' rule, read without writing them."""

@@ -40,6 +40,7 @@ __all__ = [
     "forecast",
     "minutes_text",
     "rate_text",
+    "shortfall",
     "statistic",
 ]
 
@@ -193,6 +194,17 @@ def forecast(
         minutes_to_finish=_estimate(to_finish),
         runs_out_first=first,
     )
+
+
+@exact
+def shortfall(projection: Forecast) -> Decimal | None:
+    """What the batch would lack when the balance runs out first: the remaining need less
+    its own share of the balance (balance × own burn / both burns). None otherwise."""
+    own, foreign = projection.own_burn_per_minute, projection.foreign_burn_per_minute
+    if not projection.runs_out_first or not own or projection.remaining_need is None:
+        return None
+    share = projection.balance * own / (own + (foreign or ZERO))
+    return _estimate(max(projection.remaining_need - share, ZERO))
 
 
 def _estimate(value: Decimal | None) -> Decimal | None:

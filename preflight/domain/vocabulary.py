@@ -44,6 +44,8 @@ class FindingKind(StrEnum):
     UNEXPLAINED_CONSUMPTION = "unexplained_consumption"
     LOW_BALANCE = "low_balance"
     STALE_BATCH = "stale_batch"
+    #: An open batch whose forecast runs out before it finishes (once until it recovers).
+    PROJECTED_SHORTFALL = "projected_shortfall"
 
 
 class OutcomeStatus(StrEnum):

@@ -35,7 +35,9 @@ StatusName = Literal["open", "blocked", "finished"]
 EstimateName = Literal["mean", "p50", "p90", "p95", "max"]
 DecisionName = Literal["continue", "at_risk", "stop"]
 TagName = Literal["pre_existing_low_balance", "concurrent_consumption", "inconclusive"]
-FindingKindName = Literal["unexplained_consumption", "low_balance", "stale_batch"]
+FindingKindName = Literal[
+    "unexplained_consumption", "low_balance", "stale_batch", "projected_shortfall"
+]
 
 
 class _In(BaseModel):

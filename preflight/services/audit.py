@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from preflight import metrics
 from preflight.adapters import DEFAULT_ADAPTER
 from preflight.db import audit as store
+from preflight.db import forecast as forecast_rows
 from preflight.db import repositories as repo
 from preflight.domain.audit import (
     ClaimStatus,
@@ -44,14 +45,16 @@ from preflight.domain.audit import (
     low_balance,
     unexplained_consumption,
 )
+from preflight.domain.forecast import shortfall
 from preflight.domain.periods import period_start
 from preflight.domain.vocabulary import FindingKind, SnapshotKind
 from preflight.domain.wire import amount_text, time_text
 from preflight.errors import AuthError, ConfigError, PreflightError, VendorError
 from preflight.logs import get_logger
 from preflight.services.batches import finding_view
+from preflight.services.forecasts import stored_forecast
 from preflight.services.outcomes import classify
-from preflight.services.results import AuditOutcome, FindingView
+from preflight.services.results import AuditOutcome, FindingView, ForecastView
 from preflight.services.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -354,6 +357,7 @@ class _AccountRun:
             ("consumption", self._consumption),
             ("low_balance", lambda: self._low_balance(history)),
             ("stale_batches", self._stale_batches),
+            ("projected_shortfall", lambda: self._projected_shortfall(history)),
             ("reclassify", self._reclassify),
             ("retention", self._retention),
         ):
@@ -508,6 +512,42 @@ class _AccountRun:
                 )
             )
         return {"stale": len(keys), "new": new, "auto_finish": auto_finish}
+
+    def _projected_shortfall(self, history: Sequence[AuditRun]) -> dict[str, Any]:
+        """Open batches whose forecast (from the snapshot this run took) runs out before
+        they finish: reported when a batch starts running out, not again while it stays
+        so, and again once it has recovered and runs out anew."""
+        now = self.rt.clock()
+        running_out: dict[str, tuple[int, ForecastView]] = {}
+        with self.rt.database.read() as session:
+            for batch in forecast_rows.open_batches(session, self.account_id):
+                view = stored_forecast(self.rt, session, batch, now=now)
+                if view is not None and view.forecast.runs_out_first:
+                    running_out[batch.batch_id] = (batch.id, view)
+        before = next(
+            (
+                set(step["running_out"])
+                for run in history
+                if isinstance((step := run.steps.get("projected_shortfall", {})), dict)
+                and isinstance(step.get("running_out"), list)
+            ),
+            set(),
+        )
+        new = sorted(set(running_out) - before)
+        for batch_id in new:
+            pk, view = running_out[batch_id]
+            self.drafts.append(
+                FindingDraft(
+                    kind=FindingKind.PROJECTED_SHORTFALL,
+                    key=f"{pk}@{now.isoformat()}",
+                    amount=shortfall(view.forecast),
+                    window_start=now,
+                    window_end=now,
+                    batches=(batch_id,),
+                    detail={"batch_id": batch_id, **view.to_dict()},
+                )
+            )
+        return {"running_out": sorted(running_out), "new": new}
 
     def _reclassify(self) -> dict[str, Any]:
         # classify() writes in its own transactions; it is idempotent (a pure function of

@@ -22,6 +22,7 @@ from preflight.domain.forecast import (
     minutes_text,
     parse_label,
     rate_text,
+    shortfall,
     statistic,
 )
 from preflight.errors import UsageError
@@ -335,3 +336,10 @@ def test_bad_label(text: str) -> None:
 
 def test_label() -> None:
     assert parse_label("team=a=b") == ("team", "a=b")
+
+
+def test_shortfall_is_the_remaining_need_the_balance_leaves_uncovered() -> None:
+    # The example: 40 left, a quarter of the burn is own → 10 for the batch of 60.
+    assert shortfall(forecast(D(40), D(100), D(40), burns("10", "30"))) == D(50)
+    assert shortfall(forecast(D(100), D(100), D(40), burns("10", "0"))) is None  # recovers
+    assert shortfall(forecast(D(10), D(100), D(0), burns("3", None))) == D(90)
