@@ -9,14 +9,17 @@ The screenshot of the batch report is what README shows: run this module with
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from preflight.sandbox import SandboxServer
 from tests.browser import Browser, find_chromium
 from tests.e2e.conftest import Cli
 
@@ -142,3 +145,58 @@ def test_the_demo_account_report_in_chromium(
     )
     assert sorted(bands) == ["demo-subtitles", "demo-voiceover"]
     browser.screenshot(tmp_path / "report-account.png")
+
+
+PROJECTION = """
+(() => {
+  const chart = document.querySelector('svg.chart').getBoundingClientRect();
+  const line = document.querySelector('svg.chart .projection-line');
+  const finish = document.querySelector('svg.chart .projected-finish');
+  if (!line || !finish) return null;
+  finish.scrollIntoView({block: 'center'});
+  const chartNow = document.querySelector('svg.chart').getBoundingClientRect();
+  const inside = (b) => b.left >= chartNow.left - 1 && b.right <= chartNow.right + 1
+    && b.top >= chartNow.top - 1 && b.bottom <= chartNow.bottom + 1;
+  const lineBox = line.getBoundingClientRect();
+  const finishBox = finish.getBoundingClientRect();
+  const style = getComputedStyle(line);
+  return {
+    dashed: style.strokeDasharray,
+    stroke: style.stroke,
+    lineWidth: lineBox.width, lineInside: inside(lineBox),
+    finishWidth: finishBox.width, finishInside: inside(finishBox),
+    finishShown: getComputedStyle(finish).visibility === 'visible',
+    finishTitle: finish.querySelector('title').textContent,
+    chartWidth: chart.width,
+  };
+})()
+"""
+
+
+def test_an_open_batchs_projection_is_drawn(
+    browser: Browser, cli: Cli, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    # The issue's story on the machine's clock: 200 at the check, need 100; own jobs
+    # spend 40 and something unrecorded 120; the guard's recheck reads 40.
+    sandbox.set_balance(credits=Decimal(200))
+    assert cli("check", "open-batch", "--need", "100").code == 0
+    sandbox.consume(Decimal(160))
+    for n in range(4):
+        run = cli("record", "open-batch", f"j{n}", "--status", "succeeded", "--cost", "10")
+        assert run.code == 0, run.err
+    guard = cli("guard", "open-batch", "--max-age", "0s", "--format", "json")
+    assert guard.code == 15, guard.err
+    assert json.loads(guard.out)["runs_out_first"] is True
+    page = tmp_path / "open-batch.html"
+    assert cli("report", "open-batch", "-o", str(page)).code == 0
+    browser.open(page)
+    assert browser.console_errors() == []
+    drawn = browser.evaluate(PROJECTION)
+    assert drawn is not None, "no projection in the chart"
+    assert drawn["dashed"] not in ("", "none"), drawn
+    assert drawn["lineWidth"] > 0, drawn
+    assert drawn["lineInside"], drawn
+    assert drawn["finishWidth"] > 0, drawn
+    assert drawn["finishInside"], drawn
+    assert drawn["finishShown"], drawn
+    assert "projected finish" in drawn["finishTitle"]
