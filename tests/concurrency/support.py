@@ -214,7 +214,7 @@ def account_rows(url: str, account: str, *, batch_prefix: str = "") -> AccountRo
                 Verdict(verdict),
             )
             for batch_id, need, reserve, _, verdict, _, snapshot, credits in batches
-            if snapshot is not None and batch_id.startswith(batch_prefix)
+            if snapshot is not None and need is not None and batch_id.startswith(batch_prefix)
         ),
         key=lambda check: check.snapshot_id,
     )
