@@ -197,8 +197,8 @@ def open_check(
     first: :func:`lock_account`), the batch named ``batch_id`` (None when there is none;
     locked until the transaction ends), and the change of the account's held need once
     its other batches' holds are brought up to ``hold_cutoff`` (the caller applies it).
-    PostgreSQL: two round trips, the lock and the reads, plus one to lock a batch that
-    exists."""
+    PostgreSQL: one round trip (the lock and the reads pipelined), plus one to lock a
+    batch that exists."""
     session = _postgresql(transaction)
     if session is not None:
         from preflight.db import writes_postgresql as postgresql

@@ -207,15 +207,18 @@ def lock_account_of(transaction: Session | Connection, account_id: int) -> None:
     _connection(transaction).execute(_LOCK_ACCOUNT_OF, {"account": account_id})
 
 
+#: Step 1 of the lock order as a check's first statement (psycopg's parameters).
+_PG_LOCK_ACCOUNT: Final = "SELECT id FROM accounts WHERE name = %(name)s FOR NO KEY UPDATE"
 #: PostgreSQL: a check's statement after the account's lock. The account's holds brought
 #: up to the cutoff (as in :data:`_REFRESH_HOLDS_POSTGRESQL`, leaving the checked batch to
-#: the check), the change of its held need, and the batch (whatever its account). It runs
-#: after the lock, so it sees every earlier writer of the account.
+#: the check), the account with the change of its held need, and the account of the batch
+#: when it exists. It runs after the lock, so it sees every earlier writer of the account.
 _PG_OPEN_CHECK: Final = (
-    "WITH gone AS (SELECT id, held FROM batches WHERE account_id = %(account)s"
+    "WITH owner AS (SELECT id FROM accounts WHERE name = %(name)s),"
+    " gone AS (SELECT id, held FROM batches WHERE account_id = (SELECT id FROM owner)"
     " AND held IS NOT NULL AND last_activity_at < %(cutoff)s AND batch_id != %(batch_id)s"
     " FOR NO KEY UPDATE SKIP LOCKED),"
-    " back AS (SELECT id FROM batches WHERE account_id = %(account)s"
+    " back AS (SELECT id FROM batches WHERE account_id = (SELECT id FROM owner)"
     " AND batch_id != %(batch_id)s AND held IS NULL AND status = 'open' AND need IS NOT NULL"
     " AND last_activity_at >= %(cutoff)s FOR NO KEY UPDATE SKIP LOCKED),"
     " released AS (UPDATE batches SET held = NULL FROM gone WHERE batches.id = gone.id"
@@ -224,8 +227,9 @@ _PG_OPEN_CHECK: Final = (
     " FROM back WHERE batches.id = back.id RETURNING batches.held AS change),"
     " changed AS (SELECT coalesce(sum(change), 0) AS change FROM"
     " (SELECT change FROM released UNION ALL SELECT change FROM taken) AS changes)"
-    " SELECT (SELECT change FROM changed), b.account_id"
-    " FROM (SELECT 1) AS one LEFT JOIN batches AS b ON b.batch_id = %(batch_id)s"
+    " SELECT a.id, a.name, a.user_id, a.held_need, (SELECT change FROM changed), b.account_id"
+    " FROM accounts AS a LEFT JOIN batches AS b ON b.batch_id = %(batch_id)s"
+    " WHERE a.name = %(name)s"
 )
 
 
@@ -237,14 +241,25 @@ def open_check(
     now: datetime,
     hold_cutoff: datetime,
 ) -> tuple[AccountState, BatchState | None, Decimal]:
-    """:func:`preflight.db.writes.open_check`: the account's lock, then the holds and
-    whether the batch exists in one round trip, plus one to lock a batch that exists."""
-    account = lock_account(transaction, name, now=now)
-    driver: Any = _connection(transaction).connection.driver_connection
-    params = {"account": account.id, "batch_id": batch_id, "cutoff": hold_cutoff}
-    with bulk._driver_errors(_connection(transaction), _PG_OPEN_CHECK):
-        row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
-    change, owner = row
+    """:func:`preflight.db.writes.open_check`: the account's lock, then the holds, the
+    account and whether the batch exists, in one round trip (a pipeline of the two
+    statements: the server runs the second once the first holds the lock), plus one to
+    lock a batch that exists. A new account is created, locked, and read again."""
+    connection = _connection(transaction)
+    driver: Any = connection.connection.driver_connection
+    params = {"name": name, "batch_id": batch_id, "cutoff": hold_cutoff}
+    with bulk._driver_errors(connection, _PG_OPEN_CHECK):
+        with driver.pipeline():
+            locked = driver.execute(_PG_LOCK_ACCOUNT, {"name": name})
+            opened = driver.execute(_PG_OPEN_CHECK, params)
+        row = opened.fetchone() if locked.fetchone() is not None else None
+    if row is None:  # a new account: create it, locked, then read again
+        lock_account(transaction, name, now=now)
+        with bulk._driver_errors(connection, _PG_OPEN_CHECK):
+            row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
+        assert row is not None
+    account = AccountState(row[0], row[1], row[2], row[3])
+    change, owner = row[4], row[5]
     if owner is None:
         return account, None, change
     # A batch of another account is read, not locked: the check refuses it.
