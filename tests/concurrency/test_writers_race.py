@@ -1,7 +1,8 @@
 """Every kind of writer of one account's held need at once: checks of new batches,
-re-checks, single records, bulk records and a finish, racing on the same batches. None
-deadlocks (a deadlock would surface as a retried transaction), and afterwards the
-account's held need is still the sum of its open batches' outstanding need.
+re-checks, single records, bulk records and a finish, racing on the same batches, now and
+past the hold expiry (the checks then release a quiet batch's hold). None deadlocks (a
+deadlock would surface as a retried transaction or an error), and afterwards the account's
+held need is still the sum of its batches' holds: of its open batches' outstanding need.
 
 Also: two first checks of a brand-new account at once both succeed, on one account row;
 and (PostgreSQL) a check waits for a writer of its own account, never for another's.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -31,7 +33,9 @@ from tests.concurrency.support import (
     run_together,
 )
 
-OLD = 6  # batches checked before the race, need 10 each
+OLD = 7  # batches checked before the race, need 10 each; the last one left quiet
+#: Past the hold expiry (6 hours): the writers' checks release the quiet batch's hold.
+LATER = timedelta(hours=7)
 
 
 def _held_sum(url: str, account: str) -> Decimal:
@@ -50,10 +54,15 @@ def _held_sum(url: str, account: str) -> Decimal:
         engine.dispose()
 
 
-def race_round(url: str, gate: VendorGate, account: str, number: int) -> None:
-    """One round on a new account: OLD batches checked, then every writer at once."""
+def race_round(url: str, gate: VendorGate, account: str, number: int, *, later: bool) -> None:
+    """One round on a new account: OLD batches checked, then every writer at once, now or
+    (``later``) past the hold expiry of the batches checked before."""
     old = [f"{account}-old-{j}" for j in range(OLD)]
     settings = settings_with(url, gate, account)
+    offset = LATER if later else timedelta(0)
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset
 
     def record(facade: Preflight, batch_id: str) -> Any:
         gate.wait()
@@ -89,7 +98,7 @@ def race_round(url: str, gate: VendorGate, account: str, number: int) -> None:
         setup = stack.enter_context(Preflight(settings))
         for batch_id in old:
             setup.check(batch_id, need=10, account=account)
-        facades = [stack.enter_context(Preflight(settings)) for _ in writers]
+        facades = [stack.enter_context(Preflight(settings, clock=clock)) for _ in writers]
         for facade in facades:
             facade.vendor(account)
         gate.arm(len(writers))
@@ -103,18 +112,21 @@ def race_round(url: str, gate: VendorGate, account: str, number: int) -> None:
         gate.disarm()
     assert [e for e in logs if e["event"] == "database_retry"] == []
     rows = account_rows(url, account)
-    # Outstanding: old-0 10 − 3 − 6, old-1..3 10 − 3, old-4 10 − 6, old-5 finished, and
-    # the new ones 10 each.
-    assert rows.held_need == rows.outstanding == Decimal(1 + 7 * 3 + 4 + 10 * 4)
-    assert _held_sum(url, account) == rows.held_need
+    # Held: old-0 10 − 3 − 6, old-1..3 10 − 3, old-4 10 − 6, old-5 finished, the new ones
+    # 10 each, and the quiet old-6 10 until its hold expires.
+    assert rows.held_need == _held_sum(url, account)
+    assert rows.held_need == Decimal(1 + 7 * 3 + 4 + 10 * 4 + (0 if later else 10))
+    if not later:
+        assert rows.held_need == rows.outstanding
 
 
+@pytest.mark.parametrize("later", [False, True], ids=["now", "past-the-hold-expiry"])
 def test_checks_records_and_a_finish_of_one_account_at_once(
-    url: str, gate: VendorGate, sandbox: SandboxServer
+    url: str, gate: VendorGate, sandbox: SandboxServer, later: bool
 ) -> None:
     sandbox.set_balance(credits=Decimal(1000))
-    for number in range(3):
-        race_round(url, gate, new_account(), number)
+    for number in range(2):
+        race_round(url, gate, new_account(), number, later=later)
 
 
 @pytest.mark.parametrize("checks", [2, 5])
