@@ -233,7 +233,8 @@ def batch_state(
     transaction: Transaction, batch_id: str, *, lock: bool = False
 ) -> BatchState | None:
     """The batch named ``batch_id``; ``lock``: its row locked until the transaction ends
-    (PostgreSQL; SQLite's write transaction holds the whole database already)."""
+    (PostgreSQL, after its account's: the lock order above; SQLite's write transaction
+    holds the whole database already)."""
     session = _postgresql(transaction)
     if session is not None:
         from preflight.db import writes_postgresql as postgresql

@@ -80,14 +80,6 @@ _BATCH_BY_NAME_LOCKED = text(
     f"{_BATCH_SELECT} FROM batches AS b JOIN accounts AS o ON o.id = b.account_id"
     " WHERE b.batch_id = :batch_id FOR NO KEY UPDATE OF b"
 ).columns(*_BATCH_COLUMNS)
-#: The account and, when it exists, the batch (whatever its account): one statement.
-_ACCOUNT_AND_BATCH = text(
-    "SELECT a.id, a.name, a.user_id, a.held_need,"
-    " b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
-    " b.verified, b.labels, b.checked_at, b.finished_at, b.consumed_cost, b.held"
-    " FROM accounts AS a LEFT JOIN batches AS b ON b.batch_id = :batch_id"
-    " LEFT JOIN accounts AS o ON o.id = b.account_id WHERE a.name = :name"
-).columns(*_ACCOUNT_COLUMNS, *_BATCH_COLUMNS)
 _ADD_HELD_NEED = (
     text(
         "UPDATE accounts SET held_need = held_need + :delta WHERE id = :account RETURNING held_need"
@@ -269,16 +261,12 @@ def open_check(
 def account_and_batch(
     transaction: Session | Connection, name: str, batch_id: str, *, now: datetime
 ) -> tuple[AccountState, BatchState | None]:
-    """The account (created on first use) and the batch, its row locked."""
-    connection = _connection(transaction)
-    row = connection.execute(_ACCOUNT_AND_BATCH, {"name": name, "batch_id": batch_id}).first()
-    if row is None:
-        account = account_state(transaction, name, now=now)
-        return account, batch_state(transaction, batch_id, lock=True)
-    values: tuple[Any, ...] = tuple(row)
-    account = AccountState(*values[:4])
-    if values[4] is None:
-        return account, None
+    """The account (created on first use, locked first), and the batch, its row locked
+    when it is the account's."""
+    account = lock_account(transaction, name, now=now)
+    batch = batch_state(transaction, batch_id)
+    if batch is None or batch.account_id != account.id:
+        return account, batch
     return account, batch_state(transaction, batch_id, lock=True)
 
 
