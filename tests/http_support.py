@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from preflight.http.app import create_app
+from preflight.http.server import uvicorn_config
 from preflight.services.runtime import Runtime
 from preflight.services.tokens import create_token
 from preflight.settings import Settings
@@ -39,8 +40,14 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     """`preflight serve` on a free loopback port, until the block exits."""
     runtime = Runtime(settings)
     app = create_app(runtime, close_runtime=True)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False, lifespan="on"
+    config = uvicorn_config(
+        app,
+        settings,
+        host="127.0.0.1",
+        port=free_port(),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

@@ -1,13 +1,16 @@
-"""A freshly started `preflight serve` answers a burst of concurrent first requests.
+"""`preflight serve` as a process of its own: its first requests, and its memory.
 
-Its metrics are built on the first request that records one; 16 requests arriving together
-used to build them several times at once, and the losers answered 500.
+A fresh server's metrics are built on the first request that records one; 16 requests
+arriving together used to build them several times at once, and the losers answered 500.
+An anonymous upload used to be read and decoded whole before its 401 (RSS +280 MB for
+100 MB of JSON).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,7 +19,8 @@ from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 from preflight.services.runtime import Runtime
 from preflight.services.tokens import create_token
 from tests.http.conftest import api_settings
-from tests.http_support import serve_process
+from tests.http.test_edge import BODY_ROUTES
+from tests.http_support import rss_bytes, serve_process
 from tests.support import upgrade_schema
 
 pytestmark = pytest.mark.slow
@@ -73,3 +77,45 @@ def test_a_fresh_server_answers_sixteen_concurrent_first_checks(
     assert statuses == [200] * CLIENTS
     stored = {item["batch_id"] for item in listed}
     assert stored == {f"burst-{n}" for n in range(CLIENTS)}
+
+
+HUNDRED_MB = 100 * 1024 * 1024
+RSS_GROWTH_LIMIT = 20 * 1024 * 1024
+
+
+def hundred_megabytes() -> Iterator[bytes]:
+    """100 MB of a JSON string's inside, made as it is sent (the client holds 1 MB)."""
+    chunk = b"x" * (1024 * 1024)
+    for _ in range(HUNDRED_MB // len(chunk)):
+        yield chunk
+
+
+def test_anonymous_100_mb_posts_are_refused_without_the_server_growing(
+    database_url: str, sandbox: SandboxServer
+) -> None:
+    upgrade_schema(database_url)
+    token = api_token(database_url, sandbox)
+    with (
+        serve_process(serve_env(database_url, sandbox)) as server,
+        httpx.Client(base_url=server.url, timeout=120) as client,
+    ):
+        # Warm: every route once (authenticated, small), so that what is measured is
+        # the uploads, not the first use of a code path.
+        for path, media, body in BODY_ROUTES:
+            client.post(
+                path,
+                content=body,
+                headers={"Content-Type": media, "Authorization": f"Bearer {token}"},
+            )
+        before = rss_bytes(server.pid)
+        statuses = []
+        for path, media, _body in BODY_ROUTES:
+            answer = client.post(
+                path,
+                content=hundred_megabytes(),
+                headers={"Content-Type": media, "Content-Length": str(HUNDRED_MB)},
+            )
+            statuses.append(answer.status_code)
+        after = rss_bytes(server.pid)
+    assert statuses == [401] * len(BODY_ROUTES)
+    assert after - before <= RSS_GROWTH_LIMIT, (before, after)
