@@ -487,9 +487,9 @@ def _routes(app: FastAPI) -> None:
         revision = schema.ready_revision(runtime_of(request))
         return _json({"status": "ready", "schema_revision": revision})
 
-    def metrics_access(request: Request) -> None:
+    async def metrics_access(request: Request) -> None:
         if not runtime_of(request).settings.metrics_public:
-            require("metrics")(request, _bearer_of(request))
+            await require("metrics")(request, _bearer_of(request))
 
     @app.get(
         "/metrics",

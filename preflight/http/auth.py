@@ -9,9 +9,10 @@ revoked token is a 401; a valid token without the route's scope is a 403.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Final
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -59,10 +60,15 @@ def verify(rt: Runtime, scheme: str | None, presented: str | None) -> TokenView:
     return view
 
 
-def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> TokenView:
+async def authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> TokenView:
+    """The request's active token: the one the edge verified before reading the body, or
+    looked up now (in a worker thread: a database read)."""
     view: TokenView | None = getattr(request.state, VERIFIED_TOKEN, None)
     if view is None:
-        view = verify(
+        view = await anyio.to_thread.run_sync(
+            verify,
             runtime_of(request),
             credentials.scheme if credentials else None,
             credentials.credentials if credentials else None,
@@ -71,14 +77,15 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
     return view
 
 
-def require(scope: str | None) -> Callable[..., TokenView]:
-    """A dependency: an active token, with ``scope`` (None: any valid token)."""
+def require(scope: str | None) -> Callable[..., Awaitable[TokenView]]:
+    """A dependency: an active token, with ``scope`` (None: any valid token). Async, so
+    that a token the edge already verified costs no trip to the thread pool."""
 
-    def dependency(
+    async def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> TokenView:
-        view = authenticate(request, credentials)
+        view = await authenticate(request, credentials)
         if scope is not None and not grants(view.scopes, scope):
             raise AuthProblem(FORBIDDEN, f"this needs a token with the {scope!r} scope")
         return view
