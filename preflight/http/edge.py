@@ -95,16 +95,17 @@ class EdgeGuard:
         try:
             view = await anyio.to_thread.run_sync(self._verify, headers.get("authorization"))
         except auth.AuthProblem as refused:
-            await problem_response(refused.kind, refused.detail)(scope, receive, send)
+            await _refuse(scope, receive, send, problem_response(refused.kind, refused.detail))
             return
         scope.setdefault("state", {})[auth.VERIFIED_TOKEN] = view
         media = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media in NDJSON_TYPES and _streams(scope):
+        if media in NDJSON_TYPES and getattr(_endpoint(scope), _STREAMS, False):
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
         if length is not None and length > limit:
-            await problem_response(TOO_LARGE, too_large_detail(limit))(scope, receive, send)
+            too_large = problem_response(TOO_LARGE, too_large_detail(limit))
+            await _refuse(scope, receive, send, too_large)
             return
         await self._capped(scope, receive, send, limit)
 
@@ -151,12 +152,24 @@ def _content_length(headers: Headers) -> int | None:
         return None  # the server's parser refuses it before we see it; cap as we read
 
 
-def _streams(scope: Scope) -> bool:
-    """Whether the route this request goes to reads its body as a stream."""
-    app = scope.get("app")
-    router = getattr(app, "router", None)
+def _route(scope: Scope) -> Any:
+    """The route this request goes to (as the app's router would pick it), or None."""
+    router = getattr(scope.get("app"), "router", None)
     for route in getattr(router, "routes", ()):
         match, _child = route.matches(scope)
         if match is Match.FULL:
-            return bool(getattr(getattr(route, "endpoint", None), _STREAMS, False))
-    return False
+            return route
+    return None
+
+
+def _endpoint(scope: Scope) -> Any:
+    return getattr(_route(scope), "endpoint", None)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, response: JSONResponse) -> None:
+    """Answer for the route, unread: named in the scope as the router would, so that the
+    HTTP metrics count the refusal under its route's template."""
+    route = _route(scope)
+    if route is not None:
+        scope["route"] = route
+    await response(scope, receive, send)

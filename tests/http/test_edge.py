@@ -107,6 +107,18 @@ def test_a_body_is_refused_before_it_is_read_without_a_valid_token(
                 assert headers["content-type"] == "application/problem+json"
                 assert headers["www-authenticate"] == "Bearer"
                 assert json.loads(body)["type"] == "/problems/unauthorized"
+        scraped = httpx.get(
+            f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.token('m')}"}
+        ).text
+    # Counted under the route's template, as a 401 from the route itself would be.
+    counted = [
+        line
+        for line in scraped.splitlines()
+        if line.startswith("preflight_http_requests_total{")
+        and 'route="/v1/batches/{batch_id:path}/check"' in line
+        and 'status="401"' in line
+    ]
+    assert counted, scraped
 
 
 def test_the_401_detail_names_the_header_and_the_scheme(
