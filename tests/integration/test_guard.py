@@ -351,3 +351,39 @@ def test_show_forecasts_only_open_checked_batches(
     pf.check("done", need="10")
     pf.finish("done")
     assert pf.show("done").forecast is None
+
+
+def test_two_guards_at_once_each_answer_from_a_stored_snapshot(
+    settings: Settings, sandbox: SandboxServer, clock: Clock
+) -> None:
+    """Two workers guard the same batch at the same instant on a stale snapshot: each takes
+    its recheck (two vendor reads, no lock held across them) and both answer ``stop`` from
+    a snapshot that is stored, with the same numbers."""
+    import threading
+
+    with Preflight(settings, clock=clock) as first, Preflight(settings, clock=clock) as second:
+        the_issues_example(first, sandbox, clock)
+        barrier = threading.Barrier(2)
+        answers: dict[str, dict[str, Any]] = {}
+        errors: list[BaseException] = []
+
+        def run(name: str, app: Preflight) -> None:
+            try:
+                barrier.wait(timeout=10)
+                answers[name] = app.guard("B").to_dict()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=run, args=(name, app))
+            for name, app in (("a", first), ("b", second))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert errors == []
+        stored = {s.id for s in first.show("B").snapshots}
+    assert {answers["a"]["snapshot_id"], answers["b"]["snapshot_id"]} <= stored
+    for answer in answers.values():
+        assert {key: answer[key] for key in EXAMPLE} == EXAMPLE
