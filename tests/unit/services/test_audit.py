@@ -16,7 +16,15 @@ from preflight.services.runtime import Runtime
 from tests.support import CLOCK_START, Clock
 from tests.unit.services.fakes import FakeVendor, snapshot_row, succeeded
 
-STEPS = ["snapshot", "consumption", "low_balance", "stale_batches", "reclassify", "retention"]
+STEPS = [
+    "snapshot",
+    "consumption",
+    "low_balance",
+    "stale_batches",
+    "projected_shortfall",
+    "reclassify",
+    "retention",
+]
 NEXT_PERIOD = CLOCK_START + timedelta(minutes=15)
 
 

@@ -338,5 +338,6 @@ def test_findings_refuses_an_unknown_kind(rt: Runtime) -> None:
     with pytest.raises(UsageError) as raised:
         batches.findings(rt, kind="weird")
     assert str(raised.value) == (
-        "kind: must be one of unexplained_consumption, low_balance, stale_batch, not 'weird'"
+        "kind: must be one of unexplained_consumption, low_balance, stale_batch, "
+        "projected_shortfall, not 'weird'"
     )
