@@ -306,7 +306,11 @@ class NeedBasis:
     @property
     @exact
     def need(self) -> Decimal:
-        return self.per_job * self.jobs
+        """``jobs`` × ``per_job``, without the trailing zeros a product grows (31.6…670)."""
+        value = self.per_job * self.jobs
+        if value == value.to_integral_value():
+            return value.quantize(Decimal(1))
+        return value.normalize()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -179,6 +179,15 @@ def test_cli_need_basis_and_exit_2(
             "label": "kind=nightly",
         },
     )
+    code, out, _ = run_cli(
+        monkeypatch, capsys, settings, clock,
+        "check", "text", "--jobs", "10", "--estimate-from", "kind=nightly", "--min-history", "6",
+    )  # fmt: skip
+    assert code == 0
+    assert (
+        "need 31.66666666666666666666666667 = 10 jobs x 3.166666666666666666666666667 "
+        "(mean of 6 succeeded jobs in 2 finished batches labelled kind=nightly)"
+    ) in out
     code, _, err = run_cli(
         monkeypatch, capsys, settings, clock,
         "check", "new2", "--jobs", "10", "--estimate-from", "kind=nightly",

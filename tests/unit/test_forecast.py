@@ -343,3 +343,17 @@ def test_shortfall_is_the_remaining_need_the_balance_leaves_uncovered() -> None:
     assert shortfall(forecast(D(40), D(100), D(40), burns("10", "30"))) == D(50)
     assert shortfall(forecast(D(100), D(100), D(40), burns("10", "0"))) is None  # recovers
     assert shortfall(forecast(D(10), D(100), D(0), burns("3", None))) == D(90)
+
+
+@pytest.mark.parametrize(
+    ("per_job", "jobs", "need"),
+    [
+        ("3.166666666666666666666666667", 10, "31.66666666666666666666666667"),
+        ("9", 10, "90"),
+        ("0.25", 4, "1"),
+        ("1.50", 3, "4.5"),
+    ],
+)
+def test_the_need_has_no_trailing_zeros(per_job: str, jobs: int, need: str) -> None:
+    basis = estimate_need(jobs, "max", "k=v", [[D(per_job)]], min_history=1)
+    assert format(basis.need, "f") == need
