@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from preflight.db.models import Account, Batch, Outcome, Snapshot
 from preflight.db.repositories import _reading, preflight_snapshot
+from preflight.db.session import decimal_sum
 from preflight.domain.classify import Reading, Spend
 from preflight.domain.verdict import outstanding_need
 from preflight.domain.vocabulary import BatchStatus
@@ -49,7 +50,8 @@ class ForecastRows:
     end: Reading
     readings: list[Reading]
     own: list[Spend]
-    succeeded_costs: list[Decimal]
+    succeeded_count: int
+    succeeded_cost: Decimal
     outstanding_other: Decimal
 
 
@@ -73,23 +75,33 @@ def forecast_rows(
             .order_by(Snapshot.taken_at, Snapshot.id)
         )
     ]
-    own: list[Spend] = []
-    succeeded: list[Decimal] = []
-    for at, cost, status in session.execute(
-        select(Outcome.occurred_at, Outcome.cost, Outcome.status)
-        .where(Outcome.batch_pk == batch.id, Outcome.cost.is_not(None))
-        .order_by(Outcome.occurred_at, Outcome.id)
-    ):
-        ok = status == "succeeded"
-        own.append(Spend(batch.batch_id, at, cost, ok))
-        if ok and cost is not None:
-            succeeded.append(cost)
+    # Only what the walk reads: the consumed costs since the check, up to the reading.
+    own = [
+        Spend(batch.batch_id, at, cost)
+        for at, cost in session.execute(
+            select(Outcome.occurred_at, Outcome.cost).where(
+                Outcome.batch_pk == batch.id,
+                Outcome.cost.is_not(None),
+                Outcome.occurred_at > start.taken_at,
+                Outcome.occurred_at <= end.taken_at,
+            )
+        )
+    ]
+    # The mean cost of a succeeded job, from two aggregates rather than every row.
+    count, total = session.execute(
+        select(func.count(), decimal_sum(Outcome.cost)).where(
+            Outcome.batch_pk == batch.id,
+            Outcome.status == "succeeded",
+            Outcome.cost.is_not(None),
+        )
+    ).one()
     return ForecastRows(
         start=_reading(start, meter),
         end=_reading(end, meter),
         readings=readings,
         own=own,
-        succeeded_costs=succeeded,
+        succeeded_count=int(count or 0),
+        succeeded_cost=total or Decimal(0),
         outstanding_other=outstanding_other(session, batch, hold_cutoff=hold_cutoff),
     )
 

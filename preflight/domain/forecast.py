@@ -160,12 +160,14 @@ def forecast(
     consumed: Decimal,
     burns: Burns,
     succeeded_costs: Sequence[Decimal] = (),
+    *,
+    succeeded: tuple[int, Decimal] | None = None,
 ) -> Forecast:
     """Project the batch from ``balance``.
 
     ``consumed``: the batch's consumed cost so far; ``succeeded_costs``: the consumed cost of
-    each of its succeeded jobs (``affordable_jobs`` is None before the first, or when they
-    cost nothing).
+    each of its succeeded jobs, or ``succeeded``: their count and total (``affordable_jobs``
+    is None before the first, or when they cost nothing).
     """
     remaining = outstanding_need(need, consumed) if need is not None else None
     own, foreign = burns.own_per_minute, burns.foreign_per_minute
@@ -180,10 +182,10 @@ def forecast(
         and balance * own < (remaining or ZERO) * total
     )
     affordable: int | None = None
-    paid = sum(succeeded_costs, ZERO)
-    if succeeded_costs and paid > 0:
+    jobs, paid = succeeded or (len(succeeded_costs), sum(succeeded_costs, ZERO))
+    if jobs and paid > 0:
         # floor(balance / (paid / n)) = floor(balance · n / paid), exactly.
-        affordable = int((balance * len(succeeded_costs) / paid).to_integral_value(ROUND_FLOOR))
+        affordable = int((balance * jobs / paid).to_integral_value(ROUND_FLOOR))
     return Forecast(
         balance=balance,
         remaining_need=remaining,

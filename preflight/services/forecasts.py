@@ -136,7 +136,11 @@ def project(
         raise UsageError(f"{batch.meter} is absent from snapshot {end.id}: nothing to decide on")
     burns = burns_since_check(found.start, found.end, found.readings, found.own)
     projection = forecast(
-        found.end.balance, batch.need, batch.consumed_cost, burns, found.succeeded_costs
+        found.end.balance,
+        batch.need,
+        batch.consumed_cost,
+        burns,
+        succeeded=(found.succeeded_count, found.succeeded_cost),
     )
     decision = reason = None
     if projection.remaining_need is not None or next_cost is not None:
