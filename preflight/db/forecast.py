@@ -17,6 +17,7 @@ from preflight.db.models import Account, Batch, Outcome, Snapshot
 from preflight.db.repositories import _reading, preflight_snapshot
 from preflight.db.session import decimal_sum
 from preflight.domain.classify import Reading, Spend
+from preflight.domain.exact import exact
 from preflight.domain.verdict import outstanding_need
 from preflight.domain.vocabulary import BatchStatus
 
@@ -87,13 +88,27 @@ def forecast_rows(
             )
         )
     ]
-    # The mean cost of a succeeded job, from two aggregates rather than every row.
-    count, total = session.execute(
-        select(func.count(), decimal_sum(Outcome.cost)).where(
-            Outcome.batch_pk == batch.id,
-            Outcome.status == "succeeded",
-            Outcome.cost.is_not(None),
-        )
+    # The mean cost of a succeeded job without summing every row (SQLite sums amounts in
+    # Python): the batch's maintained consumed cost less what its failed jobs consumed (few
+    # rows), and a native count; one statement, so one snapshot of the batch.
+    count, consumed, failed = session.execute(
+        select(
+            select(func.count())
+            .where(
+                Outcome.batch_pk == batch.id,
+                Outcome.status == "succeeded",
+                Outcome.cost.is_not(None),
+            )
+            .scalar_subquery(),
+            Batch.consumed_cost,
+            select(decimal_sum(Outcome.cost))
+            .where(
+                Outcome.batch_pk == batch.id,
+                Outcome.status == "failed",
+                Outcome.cost.is_not(None),
+            )
+            .scalar_subquery(),
+        ).where(Batch.id == batch.id)
     ).one()
     return ForecastRows(
         start=_reading(start, meter),
@@ -101,7 +116,7 @@ def forecast_rows(
         readings=readings,
         own=own,
         succeeded_count=int(count or 0),
-        succeeded_cost=total or Decimal(0),
+        succeeded_cost=_minus(consumed, failed),
         outstanding_other=outstanding_other(session, batch, hold_cutoff=hold_cutoff),
     )
 
@@ -119,6 +134,11 @@ def open_batches(session: Session, account_id: int) -> list[Batch]:
             .order_by(Batch.created_at, Batch.id)
         )
     )
+
+
+@exact
+def _minus(total: Decimal, part: Decimal | None) -> Decimal:
+    return total - (part or Decimal(0))
 
 
 def outstanding_other(session: Session, batch: Batch, *, hold_cutoff: datetime) -> Decimal:
