@@ -387,3 +387,23 @@ def test_two_guards_at_once_each_answer_from_a_stored_snapshot(
     assert {answers["a"]["snapshot_id"], answers["b"]["snapshot_id"]} <= stored
     for answer in answers.values():
         assert {key: answer[key] for key in EXAMPLE} == EXAMPLE
+
+
+def test_affordable_jobs_counts_succeeded_consumed_costs_only(
+    pf: Preflight, sandbox: SandboxServer, clock: Clock
+) -> None:
+    sandbox.set_balance(credits=Decimal(100))
+    pf.check("A", need="500")
+    pf.record("A", {"job_id": "ok1", "status": "succeeded", "cost": "10"})
+    pf.record("A", {"job_id": "ok2", "status": "succeeded", "cost": "20"})
+    pf.record("A", {"job_id": "no-cost", "status": "succeeded"})  # unknown: not in the mean
+    pf.record("A", {"job_id": "broken", "status": "failed", "cost": "25"})  # consumed, failed
+    pf.record(
+        "A", {"job_id": "quota", "status": "failed", "http_status": 402, "cost": "40"},
+        snapshot=False,
+    )  # fmt: skip
+    result = pf.guard("A", max_age=timedelta(hours=1))
+    # Mean of the succeeded jobs' consumed cost: 15; floor(100 / 15) = 6.
+    assert result.forecast.affordable_jobs == 6
+    # Remaining need: 500 less everything consumed (10 + 20 + 25; the 402 consumed nothing).
+    assert result.forecast.remaining_need == Decimal(445)
