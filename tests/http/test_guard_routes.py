@@ -70,6 +70,18 @@ def test_http_remote_python_and_cli_agree(
     assert response.json() == {**remote_data, "exit_code": 15}
     code, out, _ = run_cli(monkeypatch, capsys, settings, clock, "guard", "B", "--format", "json")
     assert (code, json.loads(out)) == (15, remote_data)
+    # show's forecast over HTTP and remote mode: the guard's fields on the same snapshot.
+    reader = clocked_server.token("reader", "read")
+    shown = httpx.get(
+        f"{clocked_server.url}/v1/batches/B",
+        headers={"Authorization": f"Bearer {reader}"},
+        timeout=10,
+    ).json()["forecast"]
+    assert {"batch_id": "B", **shown} == remote_data
+    with Preflight.remote(clocked_server.url, reader, settings=settings) as remote:
+        forecast = remote.show("B").forecast
+        assert forecast is not None
+        assert forecast.to_dict() == shown
 
 
 def test_at_risk_strict_and_errors_over_http(
