@@ -31,10 +31,10 @@ done
 redis-cli -h 127.0.0.1 -p 6379 ping
 
 echo "== runners: types (mypy strict, the integrations against Celery and Prefect)"
-"$VENV/bin/mypy" --config-file pyproject.toml preflight/celery/*.py
+"$VENV/bin/mypy" --config-file pyproject.toml preflight/celery/*.py preflight/prefect/*.py
 
 echo "== runners: tests"
 export PREFLIGHT_TEST_POSTGRES_URL="${PREFLIGHT_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}"
 # Prefect's test harness keeps its home (database, settings) under PREFECT_HOME.
-PREFECT_HOME="$(mktemp -d)" PREFLIGHT_TEST_RUNNERS=1 \
+PREFECT_HOME="$(mktemp -d)" PREFECT_SERVER_ANALYTICS_ENABLED=false PREFLIGHT_TEST_RUNNERS=1 \
   "$VENV/bin/pytest" tests/runners -p no:cacheprovider
