@@ -14,6 +14,8 @@ from celery import Celery
 from preflight.api import Preflight
 from preflight.celery import PreflightTask
 from preflight.errors import StorageError
+from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
+from tests.http_support import LiveServer
 
 
 @pytest.fixture
@@ -110,3 +112,40 @@ def test_a_call_without_a_batch_records_nothing_and_says_so(
         assert orphan.apply().get() == "1"
     assert "called without a batch" in caplog.text
     assert ledger.batches() == []
+
+
+@pytest.mark.parametrize("mode", ["local", "remote"])
+def test_without_a_client_the_worker_configures_itself_like_the_cli(
+    mode: str,
+    ledger: Preflight,
+    database_url: str,
+    sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    from preflight.celery import tasks
+
+    monkeypatch.setattr(tasks, "_default", None)  # one per worker process: a fresh one here
+    if mode == "local":
+        monkeypatch.setenv("PREFLIGHT_DATABASE_URL", database_url)
+        monkeypatch.setenv("PREFLIGHT_VENDOR_URL", sandbox.url)
+        monkeypatch.setenv("PREFLIGHT_API_TOKEN", DEFAULT_TOKEN)
+    else:
+        server: LiveServer = request.getfixturevalue("server")
+        monkeypatch.setenv("PREFLIGHT_SERVER_URL", server.url)
+        monkeypatch.setenv("PREFLIGHT_SERVER_TOKEN", server.token("worker", "check,record"))
+    app = Celery("env", broker="memory://", backend="cache+memory://", set_as_current=False)
+
+    @app.task(base=PreflightTask, shared=False)
+    def job() -> str:
+        return "4"
+
+    try:
+        assert job.apply((), {"preflight_batch": f"env-{mode}"}).get() == "4"
+        client = tasks._default
+        assert client is not None
+        assert (client._remote is not None) == (mode == "remote")
+        client.close()
+    finally:
+        app.close()
+    assert ledger.show(f"env-{mode}").outcomes.cost == Decimal(4)
