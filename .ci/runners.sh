@@ -18,7 +18,8 @@ rm -rf "$VENV"
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check \
   -c .ci/runners-constraints.txt \
-  -e '.[dev,server,celery,prefect]' redis celery-types
+  -e '.[dev,server,celery,prefect]' redis celery-types \
+  dagster temporalio  # the Dagster and Temporal recipes run in the tests
 
 echo "== runners: redis"
 if ! redis-cli -h 127.0.0.1 -p 6379 ping > /dev/null 2>&1; then

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,112 @@ def test_the_cron_script_skips_while_locked_and_runs_when_free(
     assert listing.batch.batch_id.startswith("nightly-")
     assert (listing.outcomes.total, listing.batch.status) == (2, "finished")
     assert os.access(lock, os.F_OK)
+
+
+# ---------------------------------------------------------------- Dagster and Temporal, in process
+
+
+def _module(section: str, tmp_path: Path) -> Any:
+    """The recipe's Python block imported as a module of its own."""
+    import importlib.util
+
+    name = "recipe_" + re.sub(r"\W", "_", section.lower())
+    path = tmp_path / f"{name}.py"
+    path.write_text(_one(section, "python"))
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def local_mode(shell: Shell, monkeypatch: pytest.MonkeyPatch) -> Preflight:
+    """The recipes' Preflight() configured from the environment, as a runner's would be;
+    the ledger on the same database."""
+    for name, value in shell.env.items():
+        if name.startswith("PREFLIGHT_"):
+            monkeypatch.setenv(name, value)
+    return _ledger(shell)
+
+
+@pytest.mark.parametrize("credits", [Decimal(100), Decimal(30)])
+def test_dagster_materialises_the_batch_only_behind_a_passing_check(
+    credits: Decimal, local_mode: Preflight, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    import dagster as dg
+
+    recipe = _module("Dagster", tmp_path)
+    sandbox.set_balance(credits=credits)
+
+    result = dg.materialize(
+        [recipe.nightly_check, recipe.balance_covers_need, recipe.nightly_batch],
+        resources={"preflight": recipe.PreflightResource()},
+        raise_on_error=False,
+    )
+
+    materialised = {
+        event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
+    }
+    with local_mode as ledger:
+        report = ledger.show(result.run_id)
+    if credits >= 60:
+        assert result.success
+        assert materialised == {"nightly_check", "nightly_batch"}
+        assert (report.outcomes.total, report.outcomes.cost) == (50, Decimal(60))
+        assert report.batch.status == "finished"
+    else:
+        assert not result.success  # the blocking check failed
+        assert materialised == {"nightly_check"}
+        assert report.batch.verdict == "insufficient"
+        assert report.outcomes.total == 0
+
+
+def test_temporal_activities_refuse_without_retry_and_delay_a_concurrent_402(
+    local_mode: Preflight, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    recipe = _module("Temporal", tmp_path)
+    environment = ActivityEnvironment()
+    sandbox.set_balance(credits=Decimal(30))
+    with pytest.raises(ApplicationError) as refused:
+        environment.run(recipe.preflight_gate, "t-short", "60")
+    assert (refused.value.type, refused.value.non_retryable) == ("insufficient", True)
+
+    sandbox.inject({"status": 503, "count": -1})
+    with pytest.raises(ApplicationError) as down:
+        environment.run(recipe.preflight_gate, "t-down", "60")
+    assert (down.value.type, down.value.non_retryable) == ("unavailable", False)
+    sandbox.reset()
+
+    sandbox.set_balance(credits=Decimal(100))
+    assert environment.run(recipe.preflight_gate, "t-go", "60")["verdict"] == "go"
+    assert recipe.RetryPolicy is not None  # the workflow's retry policies are Temporal's own
+
+    class Vendor:  # the recipe's paid call, sent to the sandbox
+        HTTPStatusError = httpx.HTTPStatusError
+
+        @staticmethod
+        def post(url: str, **_: object) -> httpx.Response:
+            return httpx.post(
+                f"{sandbox.url}/api/open/v1/jobs",
+                json={"cost": "10"},
+                headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"},
+                timeout=10,
+            )
+
+    monkeypatch.setattr(recipe, "httpx", Vendor)
+    assert environment.run(recipe.summarise, "t-go", 1) == {"cost": "10"}
+    sandbox.consume(Decimal(85))  # spent outside the batch
+    with pytest.raises(ApplicationError) as quota:
+        environment.run(recipe.summarise, "t-go", 2)
+    assert (quota.value.type, quota.value.non_retryable) == ("concurrent_consumption", False)
+    assert quota.value.next_retry_delay == timedelta(minutes=10)
+    with local_mode as ledger:
+        assert [b.batch.verdict for b in ledger.batches()] == ["go", "unavailable", "insufficient"]
+        assert ledger.show("t-go").outcomes.total == 2
