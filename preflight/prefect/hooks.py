@@ -27,11 +27,13 @@ from prefect.context import TaskRunContext
 from preflight.errors import StorageError, VendorUnavailableError
 from preflight.integrations.gate import PreflightUnavailable
 from preflight.integrations.recorder import record_failure, record_success
+from preflight.logs import get_logger
 from preflight.prefect.blocks import PreflightConnection
 
 __all__ = ["record_on_completion", "record_on_failure", "retry_if_unavailable"]
 
 PREFLIGHT_BATCH = "preflight_batch"
+_log = get_logger("preflight.prefect")
 
 
 def _parameters() -> Mapping[str, Any]:
@@ -39,9 +41,12 @@ def _parameters() -> Mapping[str, Any]:
     return context.parameters if context is not None else {}
 
 
-def _where(task_run: Any, batch_id: str | None) -> tuple[str, str, int]:
+def _where(task_run: Any, batch_id: str | None) -> tuple[str, str, int] | None:
     parameters = _parameters()
-    batch = batch_id or parameters.get(PREFLIGHT_BATCH) or str(task_run.flow_run_id)
+    batch = batch_id or parameters.get(PREFLIGHT_BATCH) or task_run.flow_run_id
+    if batch is None:  # a task run outside any flow run, and no batch given
+        _log.warning("outcome not recorded: the task run has no batch", task_run=task_run.name)
+        return None
     job = parameters.get("job_id")
     job_id = str(job) if job is not None else str(task_run.id)
     return str(batch), job_id, max(int(task_run.run_count or 1), 1)
@@ -56,7 +61,10 @@ def record_on_completion(
     batch_id: str | None = None,
 ) -> None:
     """An ``on_completion`` hook: record ``succeeded`` with the returned value's cost."""
-    batch, job_id, attempt = _where(task_run, batch_id)
+    where = _where(task_run, batch_id)
+    if where is None:
+        return
+    batch, job_id, attempt = where
     value = state.result(raise_on_failure=False)
     connection = connection or PreflightConnection()
     with connection.get_client() as client:
@@ -72,7 +80,10 @@ def record_on_failure(
     batch_id: str | None = None,
 ) -> None:
     """An ``on_failure`` hook: record ``failed`` with the exception's HTTP status."""
-    batch, job_id, attempt = _where(task_run, batch_id)
+    where = _where(task_run, batch_id)
+    if where is None:
+        return
+    batch, job_id, attempt = where
     error = state.result(raise_on_failure=False)
     if not isinstance(error, BaseException):
         error = RuntimeError(str(state.message or "failed"))

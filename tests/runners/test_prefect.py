@@ -276,3 +276,20 @@ def test_the_block_keeps_its_token_secret_and_prefect_lists_the_collection() -> 
         if e.name == "preflight"
     ]
     assert entry.load().PreflightConnection is PreflightConnection
+
+
+# Prefect's own log handler warns that a task run outside a flow has no flow run to log to.
+@pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted to send logs:UserWarning")
+def test_a_task_run_outside_a_flow_without_a_batch_records_nothing_and_says_so(
+    connection: PreflightConnection | None,
+    ledger: Preflight,
+    sandbox: SandboxServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    paid = _paid(sandbox.url, connection)
+
+    with caplog.at_level("WARNING", logger="preflight.prefect"):
+        assert paid("3", job_id="alone") == {"cost": "3"}
+
+    assert "outcome not recorded: the task run has no batch" in caplog.text
+    assert ledger.batches() == []
