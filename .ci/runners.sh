@@ -21,7 +21,8 @@ python3 -m venv "$VENV"
   -e '.[dev,server,celery,prefect]' redis celery-types \
   dagster temporalio  # the Dagster and Temporal recipes run in the tests
 
-echo "== runners: redis"
+echo "== runners: redis (the Celery tests' broker and result backend)"
+command -v redis-server > /dev/null || (apt-get update && apt-get install -y redis-server)
 if ! redis-cli -h 127.0.0.1 -p 6379 ping > /dev/null 2>&1; then
   redis-server --port 6379 --bind 127.0.0.1 --daemonize yes --save '' --appendonly no
 fi
