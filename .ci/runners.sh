@@ -22,7 +22,10 @@ python3 -m venv "$VENV"
   dagster temporalio  # the Dagster and Temporal recipes run in the tests
 
 echo "== runners: redis (the Celery tests' broker and result backend)"
-command -v redis-server > /dev/null || (apt-get update && apt-get install -y redis-server)
+# (waiting for the package lock: .ci/run may be installing chromium at the same time)
+command -v redis-server > /dev/null \
+  || (apt-get -o DPkg::Lock::Timeout=600 update \
+    && apt-get -o DPkg::Lock::Timeout=600 install -y redis-server)
 if ! redis-cli -h 127.0.0.1 -p 6379 ping > /dev/null 2>&1; then
   redis-server --port 6379 --bind 127.0.0.1 --daemonize yes --save '' --appendonly no
 fi
