@@ -42,8 +42,8 @@ from preflight.db.repositories import (
     insert_if_absent,
     late_outcomes_count,
     needs_classification,
-    shift_held_need,
 )
+from preflight.db.store import WriteStore
 from preflight.domain.audit import (
     ZERO,
     BatchSpan,
@@ -460,11 +460,16 @@ def insert_finding(
 
 @exact
 def auto_finish(
-    session: Session, account_id: int, stale: Sequence[tuple[int, datetime]], *, now: datetime
+    session: Session,
+    writes: WriteStore,
+    account_id: int,
+    stale: Sequence[tuple[int, datetime]],
+    *,
+    now: datetime,
 ) -> None:
     """Finish these stale batches (pk, last activity when found stale), each only if nothing
-    happened to it since. What they held leaves the account's held need, at the end (the
-    account row is always the last a writer locks)."""
+    happened to it since. What they held leaves the account's held need (``writes``: the
+    write port on ``session``'s transaction)."""
     released = ZERO
     for batch_pk, quiet_since in stale:
         row = session.execute(
@@ -490,7 +495,7 @@ def auto_finish(
         )
         released += row.held or ZERO
     if released:
-        shift_held_need(session, account_id, -released)
+        writes.shift_held_need(account_id, -released)
 
 
 def mark_claim_done(session: Session, claim_id: int, *, now: datetime) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from preflight.db.models import ApiToken
 from preflight.db.peek import peek_one
 from preflight.db.session import Database, is_sqlite
-from preflight.db.sqlite_fast import moment
+from preflight.db.store_sqlite import moment
 
 SQLITE_BY_HASH: Final = (
     "SELECT id, name, token_hash, scopes, created_at, revoked_at FROM api_tokens"

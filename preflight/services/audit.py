@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Final
 from preflight import metrics
 from preflight.adapters import DEFAULT_ADAPTER
 from preflight.db import audit as store
-from preflight.db import repositories as repo
 from preflight.domain.audit import (
     ClaimStatus,
     FindingDraft,
@@ -53,6 +52,7 @@ from preflight.services.batches import finding_view
 from preflight.services.outcomes import classify
 from preflight.services.results import AuditOutcome, FindingView
 from preflight.services.runtime import Runtime
+from preflight.services.snapshots import read_profile, seen
 
 if TYPE_CHECKING:
     from preflight.db.models import AuditRun
@@ -193,7 +193,7 @@ def _audit_account(
         )
 
     with rt.database.write() as session:
-        account_id = repo.get_or_create_account(session, name, now=now).id
+        account_id = rt.database.store(session).account(name, now=now).id
         if force:
             claim = None
         else:
@@ -379,9 +379,8 @@ class _AccountRun:
                 self.steps["snapshot"] = {"ok": True, "snapshot_id": taken, "reused": True}
                 return True
         try:
-            # Outside any transaction: a slow vendor never holds a database lock.
-            profile = self.rt.vendor(self.account).get_profile()
-            metrics.balance_seen(self.account, profile.meters)
+            reading = read_profile(self.rt, self.account)
+            seen(self.account, reading)
         except AuthError as exc:
             # Loud: nothing else will tell the operator that the audit has gone blind.
             self.log.error("audit_auth_failed", error=str(exc), token_fingerprint=fingerprint)
@@ -399,17 +398,16 @@ class _AccountRun:
             return True
         self._checkpoint()  # asked to stop during the vendor call: write nothing
         with self._write() as session:
-            account_row = repo.account_by_id(session, self.account_id)
-            snapshot = repo.store_snapshot(
-                session, account_row, profile, now=self.rt.clock(), kind=SnapshotKind.AUDIT
+            snapshot_id = self.rt.database.store(session).store_snapshot(
+                self.account_id, reading.profile, now=reading.taken_at, kind=SnapshotKind.AUDIT
             )
             if self.claim_id is not None:
-                store.set_claim_snapshot(session, self.claim_id, snapshot.id)
-        self.snapshot_id = snapshot.id
+                store.set_claim_snapshot(session, self.claim_id, snapshot_id)
+        self.snapshot_id = snapshot_id
         self.steps["snapshot"] = {
             "ok": True,
-            "snapshot_id": snapshot.id,
-            "latency_ms": profile.latency_ms,
+            "snapshot_id": snapshot_id,
+            "latency_ms": reading.profile.latency_ms,
             "token_fingerprint": fingerprint,
         }
         return True
@@ -572,7 +570,13 @@ class _AccountRun:
                 if stored is not None:
                     findings.append(finding_view(stored, self.account))
             if self.to_finish:
-                store.auto_finish(session, self.account_id, self.to_finish, now=now)
+                store.auto_finish(
+                    session,
+                    self.rt.database.store(session),
+                    self.account_id,
+                    self.to_finish,
+                    now=now,
+                )
             if self.claim_id is not None:
                 store.mark_claim_done(session, self.claim_id, now=now)
         self.log.info(

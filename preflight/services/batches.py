@@ -66,7 +66,7 @@ def finish(rt: Runtime, batch_id: str, *, snapshot: bool = True) -> FinishResult
             return FinishResult(
                 batch_id, batch.finished_at, _summary(session, batch), None, already_finished=True
             )
-        repo.finish_batch(session, batch, now=now)
+        repo.finish_batch(session, rt.database.store(session), batch, now=now)
         summary = _summary(session, batch)
     log.info("batch_finished", batch_id=batch_id, own_cost=amount_text(summary.own_cost))
     return FinishResult(batch_id, now, summary, snapshot_error)
