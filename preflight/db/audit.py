@@ -468,8 +468,10 @@ def auto_finish(
     now: datetime,
 ) -> None:
     """Finish these stale batches (pk, last activity when found stale), each only if nothing
-    happened to it since. What they held leaves the account's held need (``writes``: the
+    happened to it since. What they held leaves the account's held need; the account's row
+    is locked before theirs (the lock order of :mod:`preflight.db.store`; ``writes``: the
     write port on ``session``'s transaction)."""
+    writes.lock_account_of(account_id)
     released = ZERO
     for batch_pk, quiet_since in stale:
         row = session.execute(

@@ -18,13 +18,30 @@ and the I/O per flavour). :meth:`preflight.db.session.Database.run_write` and
 also needs the ORM in the same transaction asks :meth:`~preflight.db.session.Database.store`
 for one over its session.
 
-Lock order (PostgreSQL; SQLite's write transaction holds the whole database): a writer
-that changes an account's held need locks rows in one order, the account before any of
-its batches, and a batch's row before its outcomes and snapshots. Row locks on batches
-are ``FOR NO KEY UPDATE``, never ``FOR UPDATE``: inserting an outcome or a snapshot takes
-``KEY SHARE`` on its batch (the foreign key), which ``FOR UPDATE`` would wait for.
-Holds another writer has locked are skipped by a refresh (``SKIP LOCKED``): that writer is
-writing the batch, and sets its hold itself.
+**One decision at a time per account; the lock order.** A check decides from the
+account's ``held_need`` (what its open batches still need), so every transaction that
+changes it (a check, a record, a finish, a hold released or taken back) is serialised with
+every other one of the same account, *before* it reads it. Every such writer takes, in
+this order and no other:
+
+1. the account's row (:meth:`WriteStore.lock_account`, :meth:`WriteStore.lock_account_of`),
+   as its first row lock, and before it inserts a batch of the account;
+2. then the batch rows it changes (``FOR NO KEY UPDATE``);
+3. and changes ``held_need`` by an increment, under the lock it holds since step 1.
+
+The stores take step 1 themselves where the operation opens a writer's work
+(:meth:`~WriteStore.open_check`, :meth:`~WriteStore.batch` with ``lock``,
+:meth:`~WriteStore.record_activity`); a writer that creates a batch for outcomes takes it
+with :meth:`~WriteStore.lock_account`. On SQLite, ``BEGIN IMMEDIATE`` has taken the
+database's one write lock before the first statement: step 1 is that lock. On PostgreSQL
+(READ COMMITTED) step 1 is ``SELECT … FOR NO KEY UPDATE`` of the account's row, the
+account's own lock: a writer that changes ``held_need`` takes it by doing so, whether or
+not it asked first, and ``INSERT … ON CONFLICT`` of a new account makes a second first
+check wait for the first one's row. ``FOR NO KEY UPDATE``, never ``FOR UPDATE``: inserting
+a batch, an outcome or a snapshot takes ``KEY SHARE`` on the row it refers to (the foreign
+key), which must not wait for a writer. So writers of one account wait only in this
+order, and writers of different accounts never wait for each other. A refresh of holds
+skips rows another writer has locked (``SKIP LOCKED``): that writer sets their hold itself.
 """
 
 from __future__ import annotations
@@ -152,16 +169,29 @@ class WriteStore(Protocol):
         """The account named ``name``, created on first use."""
         ...
 
+    def lock_account(self, name: str, *, now: datetime) -> AccountState:
+        """The account named ``name``, created on first use, locked until the transaction
+        ends: step 1 of the lock order. Two first uses at once both get it: the second
+        waits for the first's new row, then locks it."""
+        ...
+
+    def lock_account_of(self, account_id: int) -> None:
+        """Lock the account ``account_id`` until the transaction ends: step 1 of the lock
+        order, for a writer that knows the account by its batch."""
+        ...
+
     def batch(self, batch_id: str, *, lock: bool = False) -> BatchState | None:
-        """The batch named ``batch_id``; ``lock``: its row locked until the transaction ends."""
+        """The batch named ``batch_id``; ``lock``: its account's row, then its own, locked
+        until the transaction ends (steps 1 and 2 of the lock order)."""
         ...
 
     def open_check(
         self, account: str, batch_id: str, *, now: datetime, hold_cutoff: datetime
     ) -> tuple[AccountState, BatchState | None, Decimal]:
-        """A check's reads: the account (created on first use), the batch (None when there
-        is none; locked), and the change of the account's held need once its other
-        batches' holds are brought up to ``hold_cutoff`` (the caller applies it)."""
+        """A check's reads: the account (created on first use, and locked first), the batch
+        (None when there is none; locked when it is the account's), and the change of the
+        account's held need once its other batches' holds are brought up to
+        ``hold_cutoff`` (the caller applies it)."""
         ...
 
     def has_preflight_snapshot(self, batch_pk: int) -> bool: ...
@@ -226,7 +256,8 @@ class WriteStore(Protocol):
 
     def record_activity(self, batch: BatchState, added: Added, *, now: datetime) -> None:
         """Outcomes were stored for ``batch`` at ``now``: add them to its totals, mark the
-        activity, and bring its hold (and its account's held need) up to date."""
+        activity, and bring its hold (and its account's held need) up to date; the
+        account's row is locked first."""
         ...
 
 

@@ -155,6 +155,14 @@ _BATCH_FROM = "FROM batches AS b JOIN accounts AS o ON o.id = b.account_id"
 BATCH_BY_NAME: Final = f"SELECT {_names(BATCH_READ)} {_BATCH_FROM} WHERE b.batch_id = %s"
 _BATCH_BY_NAME_LOCKED: Final = f"{BATCH_BY_NAME} FOR NO KEY UPDATE OF b"
 _ACCOUNT_BY_NAME: Final = f"SELECT {', '.join(ACCOUNT_READ)} FROM accounts AS a WHERE a.name = %s"
+#: Step 1 of the lock order (:mod:`preflight.db.store`): the account's row, by name, by id,
+#: or by a batch of the account.
+_ACCOUNT_BY_NAME_LOCKED: Final = f"{_ACCOUNT_BY_NAME} FOR NO KEY UPDATE"
+_LOCK_ACCOUNT: Final = "SELECT id FROM accounts WHERE id = %s FOR NO KEY UPDATE"
+_LOCK_ACCOUNT_OF_BATCH: Final = (
+    "SELECT id FROM accounts WHERE id = (SELECT account_id FROM batches WHERE batch_id = %s)"
+    " FOR NO KEY UPDATE"
+)
 #: A new account, as the model's defaults make it; no row when it exists already.
 _INSERT_ACCOUNT: Final = (
     "INSERT INTO accounts (name, created_at, held_need) VALUES (%s, %s, 0) ON CONFLICT DO NOTHING"
@@ -185,14 +193,14 @@ _REFRESH_HOLDS: Final = (
     + _REFRESH.format(account="%(account)s", other="id != %(checked)s")
     + " SELECT change FROM changed"
 )
-#: A check's first statement: the account's holds refreshed (leaving the checked batch to
-#: the check), the account with the batch (whatever its account) and that change.
+#: A check's statement after the account's lock: the account's holds refreshed (leaving
+#: the checked batch to the check), that change, and the batch's account when it exists.
+#: It runs after the lock, so it sees every earlier writer of the account.
 _OPEN_CHECK: Final = (
-    "WITH owner AS (SELECT id FROM accounts WHERE name = %(name)s), "
-    + _REFRESH.format(account="(SELECT id FROM owner)", other="batch_id != %(batch_id)s")
-    + f" SELECT {', '.join(ACCOUNT_READ)}, (SELECT change FROM changed), {_names(BATCH_READ)}"
-    " FROM accounts AS a LEFT JOIN batches AS b ON b.batch_id = %(batch_id)s"
-    " LEFT JOIN accounts AS o ON o.id = b.account_id WHERE a.name = %(name)s"
+    "WITH "
+    + _REFRESH.format(account="%(account)s", other="batch_id != %(batch_id)s")
+    + " SELECT (SELECT change FROM changed), b.account_id"
+    " FROM (SELECT 1) AS one LEFT JOIN batches AS b ON b.batch_id = %(batch_id)s"
 )
 _HAS_PREFLIGHT: Final = "SELECT 1 FROM snapshots WHERE batch_pk = %s AND kind = 'preflight' LIMIT 1"
 _OUTCOME_PK: Final = "SELECT id FROM outcomes WHERE batch_pk = %s AND job_id = %s AND attempt = %s"
@@ -333,6 +341,20 @@ class PostgreSQLStore(OutcomeStore):
             assert row is not None
         return AccountState(*row)
 
+    def lock_account(self, name: str, *, now: datetime) -> AccountState:
+        """One round trip for an account that exists. A new one is inserted with ``ON
+        CONFLICT DO NOTHING``, which waits for a concurrent transaction that inserted it
+        first to end; then it exists, committed, and is locked."""
+        row = self._one(_ACCOUNT_BY_NAME_LOCKED, (name,))
+        if row is None:
+            self._run(_INSERT_ACCOUNT, (name, now))
+            row = self._one(_ACCOUNT_BY_NAME_LOCKED, (name,))
+            assert row is not None
+        return AccountState(*row)
+
+    def lock_account_of(self, account_id: int) -> None:
+        self._run(_LOCK_ACCOUNT, (account_id,))
+
     def shift_held_need(self, account_id: int, delta: Decimal) -> Decimal:
         row = self._one(_ADD_HELD_NEED, (delta, account_id))
         assert row is not None
@@ -342,23 +364,29 @@ class PostgreSQLStore(OutcomeStore):
     # ---------------------------------------------------------------- batches
 
     def batch(self, batch_id: str, *, lock: bool = False) -> BatchState | None:
+        if lock:
+            self._run(_LOCK_ACCOUNT_OF_BATCH, (batch_id,))
+        return self._batch(batch_id, lock=lock)
+
+    def _batch(self, batch_id: str, *, lock: bool) -> BatchState | None:
         row = self._one(_BATCH_BY_NAME_LOCKED if lock else BATCH_BY_NAME, (batch_id,))
         return None if row is None else batch_state(row)
 
     def open_check(
         self, account: str, batch_id: str, *, now: datetime, hold_cutoff: datetime
     ) -> tuple[AccountState, BatchState | None, Decimal]:
-        """One round trip, plus one to lock a batch that exists."""
-        params = {"name": account, "batch_id": batch_id, "cutoff": hold_cutoff}
+        """The account's lock, then the holds and whether the batch exists in one round
+        trip, plus one to lock a batch that exists."""
+        state = self.lock_account(account, now=now)
+        params = {"account": state.id, "batch_id": batch_id, "cutoff": hold_cutoff}
         row = self._one(_OPEN_CHECK, params)
-        if row is None:  # a new account: create it, then read again
-            self.account(account, now=now)
-            row = self._one(_OPEN_CHECK, params)
-            assert row is not None
-        state = AccountState(*row[:4])
-        batch = None if row[5] is None else self.batch(batch_id, lock=True)
-        change: Decimal = row[4]
-        return state, batch, change
+        assert row is not None
+        change: Decimal = row[0]
+        owner = row[1]
+        if owner is None:
+            return state, None, change
+        # A batch of another account is read, not locked: the check refuses it.
+        return state, self._batch(batch_id, lock=owner == state.id), change
 
     def create_batch(
         self, batch_id: str, account_id: int, values: BatchValues, *, now: datetime
@@ -375,6 +403,7 @@ class PostgreSQLStore(OutcomeStore):
 
     def record_activity(self, batch: BatchState, added: Added, *, now: datetime) -> None:
         """The batch row is updated from its current values, whatever ``batch`` says."""
+        self.lock_account_of(batch.account_id)
         params = {
             "pk": batch.pk,
             "n": added.count,

@@ -274,6 +274,13 @@ class SQLiteStore(OutcomeStore):
             assert row is not None
         return _account_state(row)
 
+    def lock_account(self, name: str, *, now: datetime) -> AccountState:
+        """The transaction's ``BEGIN IMMEDIATE`` holds the database's write lock already."""
+        return self.account(name, now=now)
+
+    def lock_account_of(self, account_id: int) -> None:
+        """The transaction's ``BEGIN IMMEDIATE`` holds the database's write lock already."""
+
     @exact
     def shift_held_need(
         self, account_id: int, delta: Decimal, *, current: Decimal | None = None

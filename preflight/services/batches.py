@@ -61,12 +61,15 @@ def finish(rt: Runtime, batch_id: str, *, snapshot: bool = True) -> FinishResult
             log.info("finish_snapshot_failed", batch_id=batch_id, error=snapshot_error)
     now = rt.clock()
     with rt.database.write() as session:
+        writes = rt.database.store(session)
+        # The account's row, then the batch's (the lock order of preflight.db.store).
+        writes.batch(batch_id, lock=True)
         batch = _existing(session, batch_id, lock=True)
         if batch.finished_at is not None:  # a concurrent finish won: its numbers stand
             return FinishResult(
                 batch_id, batch.finished_at, _summary(session, batch), None, already_finished=True
             )
-        repo.finish_batch(session, rt.database.store(session), batch, now=now)
+        repo.finish_batch(session, writes, batch, now=now)
         summary = _summary(session, batch)
     log.info("batch_finished", batch_id=batch_id, own_cost=amount_text(summary.own_cost))
     return FinishResult(batch_id, now, summary, snapshot_error)

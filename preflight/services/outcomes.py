@@ -335,7 +335,8 @@ def _batch_for_outcomes(
     """The batch, or a new unverified one: outcomes are never refused for lack of a check."""
     existing = writes.batch(batch_id)
     if existing is None:
-        owner = writes.account(rt.account_name(account), now=now)
+        # The account before the batch it gets (the lock order of preflight.db.store).
+        owner = writes.lock_account(rt.account_name(account), now=now)
         writes.create_batch(batch_id, owner.id, BatchValues.unverified(now), now=now)
         existing = writes.batch(batch_id)
         assert existing is not None
