@@ -47,9 +47,8 @@ def alembic_head() -> str:
 
 def current_revision(connection: Connection) -> str | None:
     """The schema revision stored in the database, or None when there is none yet."""
-    # cold path: the embedded check reads SCHEMA_HEAD and loads no SQLAlchemy
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy import text  # cold path: the embedded check loads no SQLAlchemy
+    from sqlalchemy.exc import DBAPIError  # cold path: the embedded check loads no SQLAlchemy
 
     try:
         with connection.begin_nested() if connection.in_transaction() else connection.begin():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -24,11 +24,14 @@ from sqlalchemy.orm import Session
 from preflight.db.models import Batch, FailureTag, Outcome, Snapshot, TagSnapshot
 from preflight.db.session import decimal_sum
 from preflight.db.store import WriteStore
+from preflight.domain.classify import (
+    CLASSIFIER_VERSION,
+    Classification,
+    QuotaFailure,
+    Reading,
+    Spend,
+)
 from preflight.domain.vocabulary import BatchStatus, SnapshotKind
-
-if TYPE_CHECKING:
-    # The classifier is imported where it is used: a check never loads it.
-    from preflight.domain.classify import Classification, QuotaFailure, Reading, Spend
 
 
 def _dialect(session: Session) -> str:
@@ -40,10 +43,11 @@ def _insert_of(dialect: str) -> Callable[..., Any]:
     """The dialect's ``insert`` (with ON CONFLICT), imported for that dialect only: the
     PostgreSQL dialect package (asyncpg's module included) costs a SQLite process ~30 ms."""
     if dialect == "postgresql":
+        # cold path: a SQLite process loads no PostgreSQL dialect
         from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
         return postgresql_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # cold path: PostgreSQL's
 
     return sqlite_insert
 
@@ -124,8 +128,6 @@ def finish_batch(session: Session, store: WriteStore, batch: Batch, *, now: date
 def needs_classification(only_tags: Collection[str]) -> ColumnElement[bool]:
     """Over Outcome ⟕ FailureTag: quota failures never tagged, tagged by an older
     classifier version, or tagged with one of ``only_tags``."""
-    from preflight.domain.classify import CLASSIFIER_VERSION
-
     return or_(
         FailureTag.id.is_(None),
         FailureTag.classifier_version != CLASSIFIER_VERSION,
@@ -150,8 +152,6 @@ def quota_failures(
 
 
 def _reading(snapshot: Snapshot, meter: str | None) -> Reading:
-    from preflight.domain.classify import Reading
-
     return Reading(
         snapshot_id=snapshot.id,
         taken_at=snapshot.taken_at,
@@ -169,8 +169,6 @@ def load_quota_failures(
     tolerance: Decimal,
 ) -> list[QuotaFailure]:
     """The classifier's inputs for failures of one batch, loaded with a handful of queries."""
-    from preflight.domain.classify import QuotaFailure, Spend
-
     if not failures:
         return []
     start = preflight_snapshot(session, batch)
@@ -310,8 +308,6 @@ class SpendInputs:
 
 def spend_inputs(session: Session, batch: Batch) -> SpendInputs:
     """Own cost (as of the finish, for a finished batch), and the walk's inputs."""
-    from preflight.domain.classify import Spend
-
     own_total = recorded_cost(session, batch)
     start = preflight_snapshot(session, batch)
     # The first finish snapshot: a repeated finish answers the first one's numbers.

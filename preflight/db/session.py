@@ -245,7 +245,7 @@ class Database:
     def _sessions_of(self, read_only: bool) -> sessionmaker[Session]:
         factory = self._sessions.get(read_only)
         if factory is None:
-            from sqlalchemy.orm import sessionmaker
+            from sqlalchemy.orm import sessionmaker  # cold path: a check loads no ORM
 
             bind = self._read_only_engine if read_only else self.engine
             factory = self._sessions[read_only] = sessionmaker(bind, expire_on_commit=False)
