@@ -9,7 +9,7 @@ trips (BEGIN, SELECT, COMMIT) instead of one. Autocommit loses nothing here: a s
 statement is its own snapshot, so a row committed (or revoked) a moment ago is seen.
 
 Values come back as the driver reads them, not through the column types: the caller turns
-them into its own types (:mod:`preflight.db.sqlite_fast` has the SQLite conversions).
+them into its own types (:mod:`preflight.db.store_sqlite` has the SQLite conversions).
 """
 
 from __future__ import annotations

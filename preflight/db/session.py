@@ -145,8 +145,8 @@ class Database:
 
     A database outage (PostgreSQL restarting, a network cut) is ridden out for up to
     ``outage_window`` seconds: opening a transaction retries transient connection errors
-    with backoff, and :meth:`run_write` (:meth:`run_plain_write`) re-runs a whole unit of
-    work whose connection broke midway. Only then does the caller get a ``StorageError``.
+    with backoff, and :meth:`run_write` re-runs a whole unit of work whose connection broke
+    midway. Only then does the caller get a ``StorageError``.
     """
 
     def __init__(
