@@ -38,6 +38,7 @@ from preflight.db.models import (
     Snapshot,
     TagSnapshot,
 )
+from preflight.db.reports import FINDING_ROW, FindingRow
 from preflight.db.repositories import (
     insert_if_absent,
     late_outcomes_count,
@@ -177,16 +178,17 @@ def set_claim_snapshot(session: Session, claim_id: int, snapshot_id: int) -> Non
 # ---------------------------------------------------------------- what the steps read
 
 
-def history(session: Session, account_id: int, limit: int) -> list[AuditRun]:
-    """The account's latest audit runs, newest first."""
-    return list(
-        session.scalars(
-            select(AuditRun)
+def history(session: Session, account_id: int, limit: int) -> list[dict[str, Any]]:
+    """The steps of the account's latest audit runs, newest first."""
+    return [
+        dict(steps)
+        for steps in session.scalars(
+            select(AuditRun.steps)
             .where(AuditRun.account_id == account_id)
             .order_by(AuditRun.finished_at.desc(), AuditRun.id.desc())
             .limit(limit)
         )
-    )
+    ]
 
 
 def checked_until(session: Session, account_id: int) -> datetime | None:
@@ -425,16 +427,17 @@ def thin_audit_snapshots(
 # ---------------------------------------------------------------- the run's final write
 
 
-def store_run(session: Session, **values: Any) -> AuditRun:
+def store_run(session: Session, **values: Any) -> int:
+    """Store an audit run; its id."""
     run = AuditRun(**values)
     session.add(run)
     session.flush()
-    return run
+    return run.id
 
 
 def insert_finding(
     session: Session, account_id: int, run_id: int, draft: FindingDraft, *, now: datetime
-) -> Finding | None:
+) -> FindingRow | None:
     """The finding, or None when (account, kind, key) was already reported.
 
     Conflicts are ignored: a ``--force`` run racing this one may have reported it.
@@ -455,7 +458,9 @@ def insert_finding(
             "created_at": now,
         },
     )
-    return None if finding_id is None else session.get_one(Finding, finding_id)
+    if finding_id is None:
+        return None
+    return FindingRow(*session.execute(select(*FINDING_ROW).where(Finding.id == finding_id)).one())
 
 
 @exact

@@ -4,7 +4,7 @@ commits: a service opens the transaction and commits at the edge of its verb."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
@@ -18,10 +18,12 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    update,
 )
 from sqlalchemy.orm import Session
 
 from preflight.db.models import Batch, FailureTag, Outcome, Snapshot, TagSnapshot
+from preflight.db.reports import BatchRow
 from preflight.db.session import decimal_sum
 from preflight.db.store import WriteStore
 from preflight.domain.classify import (
@@ -64,15 +66,17 @@ def insert_if_absent(session: Session, model: type[Any], values: Mapping[str, An
     return inserted
 
 
-def find_batch(session: Session, batch_id: str, *, lock: bool = False) -> Batch | None:
-    """The batch named ``batch_id``; ``lock``: its row locked until the transaction ends."""
-    query = select(Batch).where(Batch.batch_id == batch_id)
-    if lock:
-        query = query.with_for_update(of=Batch, key_share=True)
-    return session.scalar(query)
+def find_batch(session: Session, batch_id: str) -> Batch | None:
+    """The batch named ``batch_id`` (the classifier's; a writer locks it through the write
+    port, :meth:`preflight.db.store.WriteStore.batch`)."""
+    return session.scalar(select(Batch).where(Batch.batch_id == batch_id))
 
 
-def preflight_snapshot(session: Session, batch: Batch) -> Snapshot | None:
+#: A batch as the ORM loads it (the classifier's) or as the post-mortem reads it.
+AnyBatch = Batch | BatchRow
+
+
+def preflight_snapshot(session: Session, batch: AnyBatch) -> Snapshot | None:
     return session.scalar(
         select(Snapshot).where(
             Snapshot.batch_pk == batch.id, Snapshot.kind == SnapshotKind.PREFLIGHT.value
@@ -80,7 +84,7 @@ def preflight_snapshot(session: Session, batch: Batch) -> Snapshot | None:
     )
 
 
-def recorded_cost(session: Session, batch: Batch) -> Decimal:
+def recorded_cost(session: Session, batch: AnyBatch) -> Decimal:
     """The batch's consumed cost; for a finished batch, as of its finish (later is late)."""
     query = select(decimal_sum(Outcome.cost)).where(Outcome.batch_pk == batch.id)
     if batch.finished_at is not None:
@@ -107,19 +111,36 @@ def late_outcomes_count(session: Session, batch_pk: int, *, finished_at: datetim
     return count
 
 
-def finish_batch(session: Session, store: WriteStore, batch: Batch, *, now: datetime) -> None:
-    """Mark ``batch`` (loaded with ``lock``) finished at ``now``: it holds nothing any more
-    (``store``, the write port on ``session``'s transaction, lets its account know), and
-    outcomes already recorded after ``now`` count as late."""
-    released = batch.held
-    batch.status = BatchStatus.FINISHED.value
-    batch.finished_at = now
-    batch.last_activity_at = now
-    batch.held = None
-    batch.late_count = late_outcomes_count(session, batch.id, finished_at=now)
-    session.flush()
-    if released:
-        store.shift_held_need(batch.account_id, -released)
+def finish_batch(
+    session: Session, store: WriteStore, batch: BatchRow, *, now: datetime
+) -> BatchRow:
+    """Mark ``batch`` (read under ``store.batch(…, lock=True)``) finished at ``now``: it
+    holds nothing any more (``store``, the write port on ``session``'s transaction, lets
+    its account know), and outcomes already recorded after ``now`` count as late. The
+    batch as it is then."""
+    late = late_outcomes_count(session, batch.id, finished_at=now)
+    finished = replace(
+        batch,
+        status=BatchStatus.FINISHED.value,
+        finished_at=now,
+        last_activity_at=now,
+        held=None,
+        late_count=late,
+    )
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch.id)
+        .values(
+            status=finished.status,
+            finished_at=now,
+            last_activity_at=now,
+            held=None,
+            late_count=late,
+        )
+    )
+    if batch.held:
+        store.shift_held_need(batch.account_id, -batch.held)
+    return finished
 
 
 # ---------------------------------------------------------------- outcomes
@@ -306,7 +327,7 @@ class SpendInputs:
     own: list[Spend]
 
 
-def spend_inputs(session: Session, batch: Batch) -> SpendInputs:
+def spend_inputs(session: Session, batch: AnyBatch) -> SpendInputs:
     """Own cost (as of the finish, for a finished batch), and the walk's inputs."""
     own_total = recorded_cost(session, batch)
     start = preflight_snapshot(session, batch)

@@ -55,7 +55,6 @@ from preflight.services.runtime import Runtime
 from preflight.services.snapshots import read_profile, seen
 
 if TYPE_CHECKING:
-    from preflight.db.models import AuditRun
     from preflight.db.session import Session
     from preflight.settings import Settings
 
@@ -437,7 +436,7 @@ class _AccountRun:
         windows = sum(1 for _, e in pairwise(points) if e.taken_at > after)
         return {"windows": windows, "checked_until": time_text(end), "rises": rises}
 
-    def _low_balance(self, history: Sequence[AuditRun]) -> dict[str, Any]:
+    def _low_balance(self, history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         now = self.rt.clock()
         with self.rt.database.read() as session:
             points = store.points(
@@ -457,9 +456,9 @@ class _AccountRun:
         # Reported when the balance becomes low, not on every tick while it stays low.
         was_low = next(
             (
-                run.steps["low_balance"]["low"]
-                for run in history
-                if isinstance(run.steps.get("low_balance", {}).get("low"), bool)
+                steps["low_balance"]["low"]
+                for steps in history
+                if isinstance(steps.get("low_balance", {}).get("low"), bool)
             ),
             False,
         )
@@ -553,7 +552,7 @@ class _AccountRun:
         findings: list[FindingView] = []
         with self._write() as session:
             now = self.rt.clock()
-            run = store.store_run(
+            run_id = store.store_run(
                 session,
                 account_id=self.account_id,
                 claim_id=self.claim_id,
@@ -566,7 +565,7 @@ class _AccountRun:
                 checked_until=self.checked_until,
             )
             for draft in self.drafts:
-                stored = store.insert_finding(session, self.account_id, run.id, draft, now=now)
+                stored = store.insert_finding(session, self.account_id, run_id, draft, now=now)
                 if stored is not None:
                     findings.append(finding_view(stored, self.account))
             if self.to_finish:
@@ -581,7 +580,7 @@ class _AccountRun:
                 store.mark_claim_done(session, self.claim_id, now=now)
         self.log.info(
             "audit_run_completed",
-            audit_run_id=run.id,
+            audit_run_id=run_id,
             status=status.value,
             snapshot_id=self.snapshot_id,
             findings=len(findings),
@@ -593,7 +592,7 @@ class _AccountRun:
                 kind=finding.kind,
                 amount=amount_text(finding.amount),
                 finding_id=finding.id,
-                audit_run_id=run.id,
+                audit_run_id=run_id,
                 window_start=finding.window_start.isoformat(),
                 window_end=finding.window_end.isoformat(),
                 batches=list(finding.batches),
@@ -607,7 +606,7 @@ class _AccountRun:
             period_start=self.period,
             skipped=status is RunStatus.SKIPPED,
             reason=reason,
-            audit_run_id=run.id,
+            audit_run_id=run_id,
             snapshot_id=self.snapshot_id,
             status=status.value,
             takeover=self.takeover,
@@ -616,9 +615,9 @@ class _AccountRun:
         )
 
 
-def _rejected_token(run: AuditRun) -> str | None:
-    """The fingerprint of the token this run found rejected (401), if it did."""
-    step = run.steps.get("snapshot") or {}
+def _rejected_token(steps: Mapping[str, Any]) -> str | None:
+    """The fingerprint of the token a run (its steps) found rejected (401), if it did."""
+    step = steps.get("snapshot") or {}
     if step.get("auth_failed"):
         fingerprint = step.get("token_fingerprint")
         return fingerprint if isinstance(fingerprint, str) else None

@@ -75,3 +75,13 @@ def test_an_import_inside_a_function_of_db_names_the_cold_path_it_protects() -> 
             if "cold path" not in near:
                 missing.append(f"{path.name}:{node.lineno}")
     assert missing == []
+
+
+def test_no_service_imports_the_models_not_even_for_annotations() -> None:
+    # Services get read models and plain rows from db/, never ORM rows: not even a
+    # type-only import (import-linter's contracts skip those, so the graph here keeps them).
+    import grimp
+
+    graph = grimp.build_graph("preflight", exclude_type_checking_imports=False)
+    importers = graph.find_modules_that_directly_import("preflight.db.models")
+    assert sorted(m for m in importers if m.startswith("preflight.services")) == []
