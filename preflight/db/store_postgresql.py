@@ -193,14 +193,18 @@ _REFRESH_HOLDS: Final = (
     + _REFRESH.format(account="%(account)s", other="id != %(checked)s")
     + " SELECT change FROM changed"
 )
-#: A check's statement after the account's lock: the account's holds refreshed (leaving
-#: the checked batch to the check), that change, and the batch's account when it exists.
-#: It runs after the lock, so it sees every earlier writer of the account.
+#: Step 1 of the lock order as a check's first statement.
+_LOCK_ACCOUNT_NAMED: Final = "SELECT id FROM accounts WHERE name = %(name)s FOR NO KEY UPDATE"
+#: A check's statement after the account's lock (pipelined behind it): the account's
+#: holds refreshed (leaving the checked batch to the check), the account with that change,
+#: and the account of the batch when it exists. It runs after the lock, so it sees every
+#: earlier writer of the account.
 _OPEN_CHECK: Final = (
-    "WITH "
-    + _REFRESH.format(account="%(account)s", other="batch_id != %(batch_id)s")
-    + " SELECT (SELECT change FROM changed), b.account_id"
-    " FROM (SELECT 1) AS one LEFT JOIN batches AS b ON b.batch_id = %(batch_id)s"
+    "WITH owner AS (SELECT id FROM accounts WHERE name = %(name)s), "
+    + _REFRESH.format(account="(SELECT id FROM owner)", other="batch_id != %(batch_id)s")
+    + f" SELECT {', '.join(ACCOUNT_READ)}, (SELECT change FROM changed), b.account_id"
+    " FROM accounts AS a LEFT JOIN batches AS b ON b.batch_id = %(batch_id)s"
+    " WHERE a.name = %(name)s"
 )
 _HAS_PREFLIGHT: Final = "SELECT 1 FROM snapshots WHERE batch_pk = %s AND kind = 'preflight' LIMIT 1"
 _OUTCOME_PK: Final = "SELECT id FROM outcomes WHERE batch_pk = %s AND job_id = %s AND attempt = %s"
@@ -375,14 +379,24 @@ class PostgreSQLStore(OutcomeStore):
     def open_check(
         self, account: str, batch_id: str, *, now: datetime, hold_cutoff: datetime
     ) -> tuple[AccountState, BatchState | None, Decimal]:
-        """The account's lock, then the holds and whether the batch exists in one round
-        trip, plus one to lock a batch that exists."""
-        state = self.lock_account(account, now=now)
-        params = {"account": state.id, "batch_id": batch_id, "cutoff": hold_cutoff}
-        row = self._one(_OPEN_CHECK, params)
-        assert row is not None
-        change: Decimal = row[0]
-        owner = row[1]
+        """The account's lock, then the holds, the account and whether the batch exists, in
+        one round trip (a pipeline of the two statements: the server runs the second once
+        the first holds the lock), plus one to lock a batch that exists. A new account is
+        created, locked, and read again."""
+        params = {"name": account, "batch_id": batch_id, "cutoff": hold_cutoff}
+        driver = self._driver
+        with storage_errors(self._dbapi.Error):
+            with driver.pipeline():
+                locked = driver.execute(_LOCK_ACCOUNT_NAMED, {"name": account})
+                opened = driver.execute(_OPEN_CHECK, params)
+            row = opened.fetchone() if locked.fetchone() is not None else None
+        if row is None:  # a new account: create it, locked, then read again
+            self.lock_account(account, now=now)
+            row = self._one(_OPEN_CHECK, params)
+            assert row is not None
+        state = AccountState(*row[:4])
+        change: Decimal = row[4]
+        owner = row[5]
         if owner is None:
             return state, None, change
         # A batch of another account is read, not locked: the check refuses it.
