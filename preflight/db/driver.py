@@ -24,12 +24,17 @@ from preflight.errors import StorageError
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
 
-def database_error(error: BaseException) -> StorageError:
-    """A driver's error (or SQLAlchemy's wrapping of one) as ``StorageError``: one line of
-    the driver's own words, never the statement or its parameters."""
+def first_line(error: BaseException) -> str:
+    """The first line of a driver's error (or of the one SQLAlchemy wraps): the driver's own
+    words, never the statement or its parameters."""
     cause = getattr(error, "orig", None) or error
     lines = str(cause).strip().splitlines()
-    return StorageError(f"database error: {lines[0] if lines else type(cause).__name__}")
+    return lines[0] if lines else type(cause).__name__
+
+
+def database_error(error: BaseException) -> StorageError:
+    """A driver's error (or SQLAlchemy's wrapping of one) as ``StorageError``."""
+    return StorageError(f"database error: {first_line(error)}")
 
 
 @contextmanager

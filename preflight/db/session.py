@@ -43,6 +43,7 @@ from sqlalchemy.sql.functions import GenericFunction
 from preflight.db.driver import (
     SQLITE_BUSY_TIMEOUT_MS,
     check_sqlite_path,
+    first_line,
     prepare_connection,
     storage_errors,
 )
@@ -276,7 +277,7 @@ class Database:
             except exc.DBAPIError as error:
                 if not self._transient(error) or self._monotonic() >= deadline:
                     raise
-                _log.warning("database_retry", attempt=attempt + 1, error=_first_line(error))
+                _log.warning("database_retry", attempt=attempt + 1, error=first_line(error))
                 self._sleep(_backoff(attempt))
         try:
             yield transaction
@@ -317,10 +318,6 @@ def _began(transaction: Scope) -> Scope:
 
 def _backoff(attempt: int) -> float:
     return float(min(0.1 * 2**attempt, 2.0))
-
-
-def _first_line(error: exc.DBAPIError) -> str:
-    return str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
 
 
 def translate_db_errors() -> AbstractContextManager[None]:

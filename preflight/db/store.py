@@ -50,12 +50,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from preflight.domain.errors import ConflictError
 from preflight.domain.exact import exact
-from preflight.domain.outcome import OutcomeInput, OutcomeRow, outcome_from_row, outcome_row
 from preflight.domain.vocabulary import BatchStatus, OutcomeStatus, SnapshotKind
+
+if TYPE_CHECKING:
+    from preflight.domain.outcome import OutcomeInput, OutcomeRow
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,9 @@ class OutcomeStore:
         inserted = self._insert_outcomes(batch.pk, rows, now)
         if inserted is None:  # the usual case: all new, all distinct
             return StoredOutcomes(len(rows), 0, None, added_by(row for _, row in rows))
+        # cold path: a check (and the usual record) loads no outcome parsing
+        from preflight.domain.outcome import outcome_from_row, outcome_row
+
         items = [(line_no, outcome_from_row(row)) for line_no, row in rows]
         first: dict[tuple[str, int], tuple[int, OutcomeInput]] = {}
         conflict: tuple[int, ConflictError] | None = None

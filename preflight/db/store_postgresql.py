@@ -35,11 +35,12 @@ from preflight.db.store import (
 )
 from preflight.db.values import meter_map_text, sqlite_amount
 from preflight.domain.holds import hold_change
-from preflight.domain.outcome import OutcomeRow
 from preflight.domain.vocabulary import SnapshotKind
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
+
+    from preflight.domain.outcome import OutcomeRow
 
 
 def _same(value: Any) -> Any:

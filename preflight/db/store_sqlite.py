@@ -34,11 +34,12 @@ from preflight.db.store import (
 from preflight.db.values import meter_map_text, sqlite_amount, sqlite_time
 from preflight.domain.exact import exact
 from preflight.domain.holds import hold, hold_change
-from preflight.domain.outcome import OutcomeRow
 from preflight.domain.vocabulary import SnapshotKind
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
+
+    from preflight.domain.outcome import OutcomeRow
 
 
 def _same(value: Any) -> Any:
