@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from preflight.db.models import Account, Batch, Outcome, Snapshot
+from preflight.db.reports import BatchRow, _batch_rows, _batches
 from preflight.db.repositories import _reading, preflight_snapshot
 from preflight.db.session import decimal_sum
 from preflight.domain.classify import Reading, Spend
@@ -33,14 +34,19 @@ def snapshot_taken_at(session: Session, snapshot_id: int) -> datetime | None:
     return session.scalar(select(Snapshot.taken_at).where(Snapshot.id == snapshot_id))
 
 
-def latest_snapshot(session: Session, account_id: int) -> Snapshot | None:
-    """The account's latest snapshot, whoever took it."""
+def _latest(session: Session, account_id: int) -> Snapshot | None:
     return session.scalar(
         select(Snapshot)
         .where(Snapshot.account_id == account_id)
         .order_by(Snapshot.taken_at.desc(), Snapshot.id.desc())
         .limit(1)
     )
+
+
+def latest_taken_at(session: Session, account_id: int) -> datetime | None:
+    """When the account's latest snapshot was taken, whoever took it (None: never)."""
+    latest = _latest(session, account_id)
+    return None if latest is None else latest.taken_at
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,14 @@ class ForecastRows:
 
 
 def forecast_rows(
-    session: Session, batch: Batch, end: Snapshot, *, hold_cutoff: datetime
+    session: Session, batch: BatchRow, *, hold_cutoff: datetime
 ) -> ForecastRows | None:
-    """None when the batch has no preflight snapshot or no meter (it was never checked)."""
+    """The walk from the batch's preflight snapshot to its account's latest snapshot. None
+    when the batch has no preflight snapshot or no meter (it was never checked)."""
     start = preflight_snapshot(session, batch)
+    end = _latest(session, batch.account_id)
     meter = batch.meter
-    if start is None or meter is None:
+    if start is None or end is None or meter is None:
         return None
     readings = [
         _reading(s, meter)
@@ -121,18 +129,17 @@ def forecast_rows(
     )
 
 
-def open_batches(session: Session, account_id: int) -> list[Batch]:
+def open_batches(session: Session, account_id: int) -> list[BatchRow]:
     """The account's open batches that a check gave a meter, oldest first."""
-    return list(
-        session.scalars(
-            select(Batch)
-            .where(
-                Batch.account_id == account_id,
-                Batch.status == BatchStatus.OPEN.value,
-                Batch.meter.is_not(None),
-            )
-            .order_by(Batch.created_at, Batch.id)
+    return _batch_rows(
+        _batches()
+        .where(
+            Batch.account_id == account_id,
+            Batch.status == BatchStatus.OPEN.value,
+            Batch.meter.is_not(None),
         )
+        .order_by(Batch.created_at, Batch.id),
+        session,
     )
 
 
@@ -141,7 +148,7 @@ def _minus(total: Decimal, part: Decimal | None) -> Decimal:
     return total - (part or Decimal(0))
 
 
-def outstanding_other(session: Session, batch: Batch, *, hold_cutoff: datetime) -> Decimal:
+def outstanding_other(session: Session, batch: BatchRow, *, hold_cutoff: datetime) -> Decimal:
     """What the account's other open batches with a need, active since ``hold_cutoff``,
     may still spend: the holds' rule, read without writing them."""
     total = Decimal(0)

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from preflight.db import forecast as rows
-from preflight.db import repositories as repo
+from preflight.db import reports
 from preflight.domain.batch import validate_batch_id
 from preflight.domain.forecast import (
     NeedBasis,
@@ -30,7 +30,7 @@ from preflight.services.runtime import Runtime
 from preflight.services.snapshots import take_snapshot
 
 if TYPE_CHECKING:
-    from preflight.db.models import Batch, Snapshot
+    from preflight.db.reports import BatchRow
     from preflight.db.session import Session
 
 log = get_logger("preflight")
@@ -65,17 +65,14 @@ def guard(
                 f"next_cost: batch {batch_id!r} declared no need, so the guard needs a next "
                 "cost to decide"
             )
-        account = batch.account.name
-        latest = rows.latest_snapshot(session, batch.account_id)
-        stale = latest is None or rt.clock() - latest.taken_at > age_limit
+        latest = rows.latest_taken_at(session, batch.account_id)
+        stale = latest is None or rt.clock() - latest > age_limit
     if stale:
-        take_snapshot(rt, account, SnapshotKind.RECHECK, batch_id=batch_id)
+        take_snapshot(rt, batch.account, SnapshotKind.RECHECK, batch_id=batch_id)
     now = rt.clock()
     with rt.database.read() as session:
         batch = _guarded(session, batch_id)
-        latest = rows.latest_snapshot(session, batch.account_id)
-        assert latest is not None
-        view = project(session, batch, latest, now=now, rt=rt, next_cost=cost)
+        view = project(session, batch, now=now, rt=rt, next_cost=cost)
     assert view.decision is not None
     assert view.reason is not None
     log.info(
@@ -97,18 +94,15 @@ def guard(
 
 
 def stored_forecast(
-    rt: Runtime, session: Session, batch: Batch, *, now: datetime
+    rt: Runtime, session: Session, batch: BatchRow, *, now: datetime
 ) -> ForecastView | None:
     """The forecast of an open batch from its account's latest stored snapshot (no vendor
     call); None for a batch that is not open, was never checked, or whose meter the
     latest snapshot lacks."""
     if batch.status != BatchStatus.OPEN.value or batch.meter is None:
         return None
-    latest = rows.latest_snapshot(session, batch.account_id)
-    if latest is None or latest.meter(batch.meter) is None:
-        return None
     try:
-        return project(session, batch, latest, now=now, rt=rt)
+        return project(session, batch, now=now, rt=rt)
     except _NotCheckedError:
         return None
 
@@ -119,21 +113,22 @@ class _NotCheckedError(UsageError):
 
 def project(
     session: Session,
-    batch: Batch,
-    end: Snapshot,
+    batch: BatchRow,
     *,
     now: datetime,
     rt: Runtime,
     next_cost: Decimal | None = None,
 ) -> ForecastView:
-    """The guard's fields for ``batch`` read on snapshot ``end``."""
-    found = rows.forecast_rows(session, batch, end, hold_cutoff=now - rt.settings.hold_expiry)
+    """The guard's fields for ``batch``, read on its account's latest snapshot."""
+    found = rows.forecast_rows(session, batch, hold_cutoff=now - rt.settings.hold_expiry)
     if found is None:
         raise _NotCheckedError(
             f"batch {batch.batch_id!r} was never checked: the guard reads from its check"
         )
     if found.end.balance is None:
-        raise UsageError(f"{batch.meter} is absent from snapshot {end.id}: nothing to decide on")
+        raise _NotCheckedError(
+            f"{batch.meter} is absent from snapshot {found.end.snapshot_id}: nothing to decide on"
+        )
     burns = burns_since_check(found.start, found.end, found.readings, found.own)
     projection = forecast(
         found.end.balance,
@@ -153,8 +148,8 @@ def project(
         reason=reason,
         forecast=projection,
         outstanding_other=found.outstanding_other,
-        snapshot_id=end.id,
-        snapshot_age_seconds=age_seconds(now, end.taken_at),
+        snapshot_id=found.end.snapshot_id,
+        snapshot_age_seconds=age_seconds(now, found.end.taken_at),
     )
 
 
@@ -178,7 +173,7 @@ def need_from_history(
         raise UsageError(f"min_history: must be at least 1, not {min_history}")
     key, value = parse_label(estimate_from)
     with rt.database.read() as session:
-        found = rows.account_id(session, account)
+        found = reports.account_named(session, account)
         history = (
             []
             if found is None
@@ -193,12 +188,12 @@ def need_from_history(
     )
 
 
-def _guarded(session: Session, batch_id: str) -> Batch:
-    batch = repo.find_batch(session, batch_id)
+def _guarded(session: Session, batch_id: str) -> BatchRow:
+    batch = reports.batch_named(session, batch_id)
     if batch is None:
         raise NotFoundError(f"batch {batch_id!r} not found: check it first")
     if batch.status == BatchStatus.FINISHED.value:
         raise UsageError(f"batch {batch_id!r} is finished: nothing left to guard")
-    if batch.meter is None or repo.preflight_snapshot(session, batch) is None:
+    if batch.meter is None or batch.checked_at is None:
         raise UsageError(f"batch {batch_id!r} was never checked: the guard reads from its check")
     return batch
