@@ -7,6 +7,11 @@ The public Python surface::
     with Preflight() as pf:
         result = pf.check("nightly", need="500")
 
+and, for asyncio code, the same verbs on a preflight server (``preflight serve``)::
+
+    async with AsyncPreflight.remote(url, token) as pf:
+        result = await pf.check("nightly", need="500")
+
 Every name is resolved on first use, so that ``import preflight`` (and the CLI's
 start-up) loads neither SQLAlchemy nor httpx, nor any module a command does not use.
 """
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
         VendorRejectedError,
         VendorUnavailableError,
     )
+    from preflight.remote import AsyncPreflight
     from preflight.services.results import (
         AuditOutcome,
         BatchListing,
@@ -54,6 +60,7 @@ if TYPE_CHECKING:
 _HOMES = {
     "Preflight": "preflight.api",
     "BatchRun": "preflight.api",
+    "AsyncPreflight": "preflight.remote",
     "Classification": "preflight.domain.classify",
     "Verdict": "preflight.domain.verdict",
     **dict.fromkeys(
@@ -96,6 +103,7 @@ _HOMES = {
 }
 
 __all__ = [
+    "AsyncPreflight",
     "AuditOutcome",
     "AuthError",
     "BatchListing",

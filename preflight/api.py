@@ -164,7 +164,7 @@ class Preflight:
         *,
         account: str | None = None,
         chunk_size: int | None = None,
-        progress: Callable[[outcomes.ImportProgress], None] | None = None,
+        progress: Callable[[results.ImportProgress], None] | None = None,
     ) -> results.ImportResult:
         """Record outcomes from JSON Lines; a bad line stops it, every line before is kept."""
         return self._do(

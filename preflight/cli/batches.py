@@ -79,7 +79,7 @@ def check(
       unavailable     13   vendor down or unusable after retries (0 with --fail-open)
       usage error      2
     """
-    from preflight.domain.verdict import exit_code
+    from preflight.contract import exit_code
 
     label_map = _parse_labels(labels)
     with open_app() as app:

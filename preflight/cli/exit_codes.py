@@ -1,13 +1,16 @@
 """Exit codes of the CLI, in one table (README, "Exit codes").
 
 Errors carry no exit code: each edge maps the error tree to its own codes, the CLI here,
-the HTTP app to statuses. A verdict's code comes from :func:`preflight.domain.verdict.exit_code`.
+the HTTP app to statuses. A verdict's code comes from :func:`preflight.contract.exit_code`
+(the table the HTTP check answer shares).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from preflight.contract import exit_code
+from preflight.domain.verdict import Verdict
 from preflight.errors import (
     AuthError,
     BillingBlockedError,
@@ -39,7 +42,5 @@ _BY_ERROR: Final[tuple[tuple[type[PreflightError], int], ...]] = (
 def exit_code_of(error: PreflightError) -> int:
     """The documented exit code of ``error``."""
     if isinstance(error, NoGoError):
-        from preflight.domain.verdict import Verdict, exit_code
-
         return exit_code(Verdict(error.verdict), strict=error.strict)
     return next((code for kind, code in _BY_ERROR if isinstance(error, kind)), INTERNAL)

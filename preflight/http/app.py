@@ -27,8 +27,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from preflight import metrics
+from preflight.contract import exit_code
 from preflight.domain.outcome import MAX_LINE_BYTES
-from preflight.domain.verdict import exit_code
 from preflight.errors import NotFoundError, PreflightError, UsageError
 from preflight.http import bodies, schemas
 from preflight.http.auth import AuthProblem, require, runtime_of
