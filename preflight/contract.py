@@ -218,6 +218,11 @@ def words(values: Iterable[str]) -> Codec:
     return Codec(_same, _same, {"type": "string", "enum": list(values)})
 
 
+def words_int(values: Iterable[int]) -> Codec:
+    """An integer of a closed set (an exit code)."""
+    return Codec(_same, _same, {"type": "integer", "enum": list(values)})
+
+
 def enum(kind: type[StrEnum]) -> Codec:
     """A string of a closed vocabulary, read back as its enum."""
     return Codec(
@@ -395,6 +400,14 @@ CHECK: Final[Shape[CheckResult]] = Shape(
     Field("fail_open", BOOL),
     Field("labels", mapping(STR), get=lambda r: r.labels),
     Field("advisory", STR, get=lambda _r: ADVISORY, read=False),
+)
+
+#: The HTTP check's answer: the result and the CLI's exit code of its verdict, which the
+#: HTTP edge adds (it knows ``strict``). Remote mode reads it as a :data:`CHECK`.
+CHECK_ANSWER: Final[Shape[CheckResult]] = Shape(
+    "CheckAnswer",
+    *CHECK.fields,
+    Field("exit_code", words_int(sorted({*EXIT_CODES.values(), STRICT_AT_RISK_EXIT})), read=False),
 )
 
 
@@ -651,6 +664,7 @@ PROFILE: Final[Shape[ProfileReading]] = Shape(
 #: Every read model's shape, by the name the OpenAPI document gives it.
 SHAPES: Final[tuple[Shape[Any], ...]] = (
     CHECK,
+    CHECK_ANSWER,
     RECORD,
     IMPORT,
     SUMMARY,

@@ -18,6 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from preflight import contract
 from preflight.http.app import create_app
 from preflight.sandbox import SandboxServer
 from preflight.services.runtime import Runtime
@@ -141,3 +142,14 @@ def test_the_document_declares_the_links_and_problem_answers(api_schema: Any) ->
             for status, response in operation["responses"].items():
                 if status.startswith(("4", "5")):
                     assert set(response["content"]) == {"application/problem+json"}
+
+
+def test_the_documented_answers_are_the_contracts_shapes(api_schema: Any) -> None:
+    components = api_schema.raw_schema["components"]["schemas"]
+    for shape in contract.SHAPES:
+        assert components[shape.name] == contract.json_schema(shape), shape.name
+    check = api_schema.raw_schema["paths"]["/v1/batches/{batch_id}/check"]["post"]
+    answer = check["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/CheckAnswer"}
+    (batch_id,) = (p for p in check["parameters"] if p["name"] == "batch_id")
+    assert batch_id["schema"]["pattern"] == contract.BATCH_ID

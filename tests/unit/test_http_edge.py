@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import typing
-
 import pytest
 
+from preflight import contract
 from preflight.domain import errors
 from preflight.domain.verdict import Verdict
 from preflight.domain.vocabulary import FINDING_KINDS, BatchStatus, Tag
@@ -13,7 +12,7 @@ from preflight.errors import PreflightError
 
 pytest.importorskip("fastapi")
 
-from preflight.http import bodies, problems, schemas
+from preflight.http import bodies, problems
 from preflight.remote import ERROR_OF_TYPE
 
 
@@ -51,16 +50,20 @@ def test_problem_details_scrub_bearer_credentials() -> None:
 
 
 @pytest.mark.parametrize(
-    ("literal", "values"),
+    ("shape", "key", "values"),
     [
-        (schemas.VerdictName, [v.value for v in Verdict]),
-        (schemas.StatusName, [s.value for s in BatchStatus]),
-        (schemas.TagName, [t.value for t in Tag]),
-        (schemas.FindingKindName, list(FINDING_KINDS)),
+        (contract.CHECK, "verdict", [v.value for v in Verdict]),
+        (contract.BATCH, "status", [s.value for s in BatchStatus]),
+        (contract.FAILURE, "tag", [t.value for t in Tag]),
+        (contract.FINDING, "kind", list(FINDING_KINDS)),
     ],
 )
-def test_the_schema_literals_are_the_vocabulary(literal: object, values: list[str]) -> None:
-    assert list(typing.get_args(literal)) == values
+def test_the_answers_words_are_the_vocabulary(
+    shape: contract.Shape[object], key: str, values: list[str]
+) -> None:
+    schema = contract.json_schema(shape)["properties"][key]
+    enum = schema.get("enum") or next(s["enum"] for s in schema["anyOf"] if "enum" in s)
+    assert enum == values
 
 
 def test_lines_are_split_across_chunks_and_a_long_line_is_cut() -> None:
