@@ -8,10 +8,9 @@ Amounts are decimal strings, times ISO 8601 UTC; the id patterns are the domain'
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from preflight import contract
 from preflight.domain.vocabulary import OutcomeStatus
@@ -20,8 +19,39 @@ ACCOUNT_PATTERN = r"^[A-Za-z0-9._:@-]{1,100}$"
 
 AmountIn = Annotated[str, Field(pattern=contract.AMOUNT_IN, examples=["60", "12.5"])]
 Account = Annotated[str, Field(pattern=ACCOUNT_PATTERN)]
-LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]
-LabelValue = Annotated[str, Field(pattern=r"^[ -~]{0,200}$")]
+LABEL_KEY: Final = r"^[A-Za-z0-9._:/-]{1,64}$"
+LABEL_VALUE: Final = r"^[ -~]{0,200}$"
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY)]
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE)]
+#: Up to 50 labels. (Pydantic writes the key pattern as patternProperties, which leaves
+#: any other key free: the document says propertyNames, which is what is validated.)
+LABELS: Final[dict[str, Any]] = {
+    "type": "object",
+    "maxProperties": 50,
+    "propertyNames": {"pattern": LABEL_KEY},
+    "additionalProperties": {"type": "string", "pattern": LABEL_VALUE},
+}
+
+#: A time the API takes: ISO 8601 (RFC 3339 here), from 1970 up to 9000 in UTC. The pattern
+#: keeps to the years 1971-8999, which no offset can move out of the bound.
+TIME_IN: Final[dict[str, Any]] = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^(197[1-9]|19[89][0-9]|[2-8][0-9]{3})-",
+    "maxLength": 64,
+}
+#: A duration back from now, at most 36500 days: 90, 90s, 15m, 6h, 2d (the digits kept
+#: within the bound for each unit).
+DURATION: Final = r"^([0-9]{1,9}s?|[0-9]{1,7}m|[0-9]{1,5}h|[0-9]{1,4}d)$"
+#: ``since``: a duration back from now, or a time.
+SINCE: Final[dict[str, Any]] = {
+    "anyOf": [{"type": "string", "pattern": DURATION}, TIME_IN],
+}
+#: A job id: 1-200 printable characters. JSON Schema has no Unicode categories: the pattern
+#: refuses the control characters; the other unprintable ones (format, private use,
+#: unassigned, separators but the space, lone surrogates) are refused by the API with a
+#: 400 naming ``job_id`` (docs/http.md, "What the schema cannot say").
+JOB_ID: Final = r"^[^\x00-\x1f\x7f-\x9f]{1,200}$"
 
 
 class _In(BaseModel):
@@ -55,20 +85,24 @@ class CheckIn(_In):
     account: Account | None = Field(
         default=None, description="A configured account (default: default)."
     )
-    labels: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=50)
+    labels: Annotated[dict[LabelKey, LabelValue], WithJsonSchema(LABELS)] | None = Field(
+        default=None, max_length=50
+    )
 
 
 class OutcomeIn(BaseModel):
     """One outcome, as a JSON Lines record of ``preflight record --from``."""
 
     model_config = ConfigDict(extra="forbid")
-    job_id: Annotated[str, Field(pattern=r"^[ -~]{1,200}$")]
+    job_id: Annotated[str, Field(pattern=JOB_ID)]
     status: OutcomeStatus
     cost: AmountIn | None = None
     expected_cost: AmountIn | None = None
     http_status: Annotated[int, Field(ge=100, le=599)] | None = None
     attempt: Annotated[int, Field(ge=1, le=1_000_000)] = 1
-    at: datetime | None = Field(default=None, description="ISO 8601, 1970 to 9000; default now.")
+    at: Annotated[str, WithJsonSchema(TIME_IN)] | None = Field(
+        default=None, description="ISO 8601, 1970 to 9000; default now."
+    )
     error: Annotated[str, Field(max_length=4000)] | None = None
     quota_failure: bool = False
 

@@ -28,7 +28,11 @@ AccountFilter = Annotated[
 ]
 Since = Annotated[
     str | None,
-    Query(max_length=64, description="Only newer: an ISO 8601 time, or a duration (24h, 7d)."),
+    Query(
+        max_length=64,
+        description="Only newer: an ISO 8601 time, or a duration (24h, 7d).",
+        json_schema_extra=schemas.SINCE,
+    ),
 ]
 
 #: The token scope each kind of route needs.
