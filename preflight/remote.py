@@ -20,8 +20,11 @@ with fail-open), like a vendor that cannot be reached.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import threading
+import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -60,6 +63,13 @@ from preflight.services.results import (
     RecordResult,
 )
 from preflight.settings import Settings, load_settings
+from preflight.transport import (
+    RetryPolicy,
+    build_async_client,
+    build_client,
+    describe,
+    retry_after,
+)
 
 __all__ = ["ERROR_OF_TYPE", "AsyncPreflight", "AsyncRemoteClient", "RemoteClient", "connect"]
 
@@ -70,6 +80,8 @@ P = ParamSpec("P")
 _CHUNK_BYTES: Final = 64 * 1024
 #: An audit runs every account, each with a vendor call and its retries.
 _AUDIT_TIMEOUT_FACTOR: Final = 5
+#: Answers to a read worth another try: the server (or a proxy before it) is busy.
+_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 
 Lines = Iterable[str | bytes]
 
@@ -192,15 +204,19 @@ class Requests:
     """The I/O-free core both clients share: the verbs as :class:`Call` values, the
     answers read back through the contract, the problems made errors."""
 
-    def __init__(self, base_url: str, settings: Settings) -> None:
+    def __init__(
+        self, base_url: str, settings: Settings, *, jitter: Callable[[], float] = random.random
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.settings = settings
+        self.policy = RetryPolicy.from_settings(settings)
+        self._jitter = jitter
+        self.connect = settings.connect_timeout
         # The server may itself wait for the vendor up to its deadline before answering.
+        self.read = settings.deadline + settings.read_timeout
+        self.write = settings.read_timeout
         self.timeout = httpx.Timeout(
-            connect=settings.connect_timeout,
-            read=settings.deadline + settings.read_timeout,
-            write=settings.read_timeout,
-            pool=settings.connect_timeout,
+            connect=self.connect, read=self.read, write=self.write, pool=self.connect
         )
 
     def headers(self, token: Secret) -> dict[str, str]:
@@ -245,9 +261,24 @@ class Requests:
         return UsageError(f"preflight server: {message}")
 
     def unreachable(self, exc: httpx.HTTPError) -> StorageError:
-        return StorageError(
-            f"preflight server {self.base_url} unreachable: {scrub(str(exc)) or type(exc).__name__}"
-        )
+        return StorageError(f"preflight server {self.base_url} unreachable: {describe(exc)}")
+
+    def retry_delay(
+        self, call: Call[Any], attempt: int, answer: httpx.Response | None
+    ) -> float | None:
+        """How long to wait before trying ``call`` again after ``attempt`` (its answer, or
+        None when the server could not be reached); None: not again. Only reads are
+        retried (a write may have been done before its answer was lost), as the settings'
+        retry policy says: backoff with full jitter, or the server's ``Retry-After``."""
+        if call.method != "GET" or attempt >= self.policy.attempts:
+            return None
+        if answer is not None:
+            if answer.status_code not in _RETRY_STATUSES:
+                return None
+            asked = retry_after(answer, self.policy.retry_after_max)
+            if asked is not None:
+                return asked
+        return self.policy.backoff(attempt) * self._jitter()
 
     # ------------------------------------------------------------ verbs
 
@@ -471,16 +502,19 @@ class RemoteClient:
         settings: Settings,
         *,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.requests = Requests(base_url, settings)
         self.base_url = self.requests.base_url
-        self._http = httpx.Client(
+        self._http = build_client(
             base_url=self.base_url,
-            timeout=self.requests.timeout,
+            connect=self.requests.connect,
+            read=self.requests.read,
+            write=self.requests.write,
             headers=self.requests.headers(token),
             transport=transport,
-            follow_redirects=False,
         )
+        self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"RemoteClient(base_url={self.base_url!r})"
@@ -489,24 +523,34 @@ class RemoteClient:
         self._http.close()
 
     def send(self, call: Call[T]) -> T:
-        content: bytes | Iterator[bytes] | None = call.content()
-        if call.lines is not None:
-            content = self._stream(call.lines, _Chunker(call.progress))
-        try:
-            response = self._http.request(
-                call.method,
-                call.path,
-                content=content,
-                params=call.query(),
-                headers=call.headers(),
-                timeout=call.timeout or self.requests.timeout,
-            )
-        except httpx.HTTPError as exc:
-            error = self.requests.unreachable(exc)
-            if call.unreachable is None:
-                raise error from exc
-            return call.unreachable(error)
-        return self.requests.answer(call, response.status_code, response.content)
+        attempt = 0
+        while True:
+            attempt += 1
+            content: bytes | Iterator[bytes] | None = call.content()
+            if call.lines is not None:
+                content = self._stream(call.lines, _Chunker(call.progress))
+            try:
+                response = self._http.request(
+                    call.method,
+                    call.path,
+                    content=content,
+                    params=call.query(),
+                    headers=call.headers(),
+                    timeout=call.timeout or self.requests.timeout,
+                )
+            except httpx.HTTPError as exc:
+                delay = self.requests.retry_delay(call, attempt, None)
+                if delay is not None:
+                    self._sleep(delay)
+                    continue
+                error = self.requests.unreachable(exc)
+                if call.unreachable is None:
+                    raise error from exc
+                return call.unreachable(error)
+            delay = self.requests.retry_delay(call, attempt, response)
+            if delay is None:
+                return self.requests.answer(call, response.status_code, response.content)
+            self._sleep(delay)
 
     @staticmethod
     def _stream(lines: Lines, chunker: _Chunker) -> Iterator[bytes]:
@@ -563,16 +607,19 @@ class AsyncRemoteClient:
         settings: Settings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.requests = Requests(base_url, settings)
         self.base_url = self.requests.base_url
-        self._http = httpx.AsyncClient(
+        self._http = build_async_client(
             base_url=self.base_url,
-            timeout=self.requests.timeout,
+            connect=self.requests.connect,
+            read=self.requests.read,
+            write=self.requests.write,
             headers=self.requests.headers(token),
             transport=transport,
-            follow_redirects=False,
         )
+        self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -587,24 +634,34 @@ class AsyncRemoteClient:
         await self.aclose()
 
     async def send(self, call: Call[T]) -> T:
-        content: bytes | AsyncIterator[bytes] | None = call.content()
-        if call.lines is not None:
-            content = self._stream(call.lines, _Chunker(call.progress))
-        try:
-            response = await self._http.request(
-                call.method,
-                call.path,
-                content=content,
-                params=call.query(),
-                headers=call.headers(),
-                timeout=call.timeout or self.requests.timeout,
-            )
-        except httpx.HTTPError as exc:
-            error = self.requests.unreachable(exc)
-            if call.unreachable is None:
-                raise error from exc
-            return call.unreachable(error)
-        return self.requests.answer(call, response.status_code, response.content)
+        attempt = 0
+        while True:
+            attempt += 1
+            content: bytes | AsyncIterator[bytes] | None = call.content()
+            if call.lines is not None:
+                content = self._stream(call.lines, _Chunker(call.progress))
+            try:
+                response = await self._http.request(
+                    call.method,
+                    call.path,
+                    content=content,
+                    params=call.query(),
+                    headers=call.headers(),
+                    timeout=call.timeout or self.requests.timeout,
+                )
+            except httpx.HTTPError as exc:
+                delay = self.requests.retry_delay(call, attempt, None)
+                if delay is not None:
+                    await self._sleep(delay)
+                    continue
+                error = self.requests.unreachable(exc)
+                if call.unreachable is None:
+                    raise error from exc
+                return call.unreachable(error)
+            delay = self.requests.retry_delay(call, attempt, response)
+            if delay is None:
+                return self.requests.answer(call, response.status_code, response.content)
+            await self._sleep(delay)
 
     @staticmethod
     async def _stream(
@@ -676,10 +733,12 @@ class AsyncPreflight(AsyncRemoteClient):
         *,
         settings: Settings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> AsyncPreflight:
         """The async facade of the server at ``server_url``, with an API token."""
         settings = settings or load_settings()
-        return cls(server_url, _token(settings, server_token), settings, transport=transport)
+        token = _token(settings, server_token)
+        return cls(server_url, token, settings, transport=transport, sleep=sleep)
 
     audit = AsyncRemoteClient.run_audit
     profile = AsyncRemoteClient.read_profile
