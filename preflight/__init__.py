@@ -18,6 +18,7 @@ start-up) loads neither SQLAlchemy nor httpx, nor any module a command does not 
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -143,7 +144,6 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'preflight' has no attribute {name!r}")
-    import importlib
 
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value  # resolved once

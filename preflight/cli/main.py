@@ -8,12 +8,14 @@ Heavy imports (SQLAlchemy, httpx) happen inside commands so ``--help`` stays fas
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Final, NoReturn
 
 import click
 
+from preflight import metrics
 from preflight.cli import admin
 from preflight.cli import audit as audit_commands
 from preflight.cli import batches as batch_commands
@@ -50,7 +52,6 @@ def cli(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand not in _SERVING:
         # A one-shot command has no /metrics for anyone to scrape: it records nothing.
-        from preflight import metrics
 
         metrics.stop_recording()
 
@@ -112,7 +113,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _log_internal_error(error: Exception) -> None:
-    import os
 
     from preflight.logs import defer_logging, get_logger, logging_set_up
 

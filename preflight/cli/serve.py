@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import click
@@ -36,7 +37,6 @@ def serve(host: str, port: int) -> int:
         raise click.UsageError(
             f"the HTTP API needs the server extra: pip install 'preflight[server]' ({exc.name})"
         ) from None
-    import logging
 
     from preflight.services.runtime import Runtime
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from preflight import metrics
 from preflight.adapters import DEFAULT_ADAPTER
+from preflight.alerts import send_alerts
 from preflight.db import audit as store
 from preflight.db import repositories as repo
 from preflight.domain.audit import (
@@ -595,8 +596,6 @@ class _AccountRun:
                 batches=list(finding.batches),
             )
         if findings:
-            from preflight.alerts import send_alerts
-
             send_alerts(self.settings, [finding.to_dict() for finding in findings])
         return AuditOutcome(
             account=self.account,

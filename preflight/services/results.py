@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from preflight import contract
 from preflight.contract import Wire
 from preflight.domain.exact import exact
+from preflight.domain.timeline import cited_snapshots
 from preflight.domain.wire import time_text
 
 # The check's answer has a module of its own (a cold `preflight check` imports only it, not
@@ -316,7 +317,6 @@ class BatchTimeline:
     @property
     def cited(self) -> set[int]:
         """Snapshots that the quota failures' evidence cites."""
-        from preflight.domain.timeline import cited_snapshots  # the report's, not a check's
 
         return cited_snapshots([f.evidence for f in self.report.quota_failures])
 
@@ -365,7 +365,6 @@ class AccountTimeline:
     @property
     def cited(self) -> set[int]:
         """Snapshots that the failures' evidence and the findings' details cite."""
-        from preflight.domain.timeline import cited_snapshots  # the report's, not a check's
 
         return cited_snapshots(
             [f.evidence for f in self.failures] + [f.detail for f in self.findings]
