@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import click
@@ -30,6 +29,8 @@ def demo(database_url: str | None, output_format: str) -> int:
     the first one spends it (concurrent_consumption). Uses its own database, never
     the one in PREFLIGHT_DATABASE_URL.
     """
+
+    from dataclasses import replace  # the demo's, like the rest: not --help's
 
     from preflight.demo import default_demo_database, run_demo
 

@@ -17,7 +17,6 @@ from preflight.cli.support import (
     open_app,
     parse_since,
 )
-from preflight.contract import ADVISORY, exit_code
 from preflight.domain.vocabulary import BatchStatus, Tag
 
 if TYPE_CHECKING:
@@ -80,6 +79,9 @@ def check(
       unavailable     13   vendor down or unusable after retries (0 with --fail-open)
       usage error      2
     """
+    # The contract's exit codes and words: loaded by the check's result anyway, not by --help.
+    from preflight.contract import ADVISORY, exit_code
+
     label_map = _parse_labels(labels)
     with open_app() as app:
         result = app.check(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from preflight.contract import exit_code
-from preflight.domain.verdict import Verdict
 from preflight.errors import (
     AuthError,
     BillingBlockedError,
@@ -42,5 +40,9 @@ _BY_ERROR: Final[tuple[tuple[type[PreflightError], int], ...]] = (
 def exit_code_of(error: PreflightError) -> int:
     """The documented exit code of ``error``."""
     if isinstance(error, NoGoError):
+        # The contract's table (and the domain it reads): a no-go's, never `--help`'s.
+        from preflight.contract import exit_code
+        from preflight.domain.verdict import Verdict
+
         return exit_code(Verdict(error.verdict), strict=error.strict)
     return next((code for kind, code in _BY_ERROR if isinstance(error, kind)), INTERNAL)

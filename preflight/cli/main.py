@@ -15,7 +15,6 @@ from typing import Final, NoReturn
 
 import click
 
-from preflight import metrics
 from preflight.cli import admin
 from preflight.cli import audit as audit_commands
 from preflight.cli import batches as batch_commands
@@ -52,6 +51,7 @@ def cli(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand not in _SERVING:
         # A one-shot command has no /metrics for anyone to scrape: it records nothing.
+        from preflight import metrics  # a command's, not --help's (it loads logging)
 
         metrics.stop_recording()
 

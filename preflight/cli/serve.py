@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import click
@@ -37,6 +36,8 @@ def serve(host: str, port: int) -> int:
         raise click.UsageError(
             f"the HTTP API needs the server extra: pip install 'preflight[server]' ({exc.name})"
         ) from None
+
+    import logging  # serve's alone: `preflight --help` loads no logging
 
     from preflight.services.runtime import Runtime
 

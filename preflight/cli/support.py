@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
@@ -30,6 +29,7 @@ FORMAT_OPTION = click.option(
 
 
 def _json_default(value: object) -> str:
+    from decimal import Decimal  # a --format json command's, with json
 
     if isinstance(value, Decimal):
         return format(value, "f")

@@ -89,9 +89,10 @@ _UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing answers
 #: on an SQLite file and on PostgreSQL.)
 COLD_PATHS = {
     "import preflight": ("import preflight", (*_HEAVY, "httpx", "preflight.api")),
+    # --help costs what click costs (docs/performance.md, P2): not even the settings.
     "preflight --help": (
         "from preflight.cli.main import cli\ncli.main(['--help'], standalone_mode=False)",
-        (*_HEAVY, "httpx", "preflight.api"),
+        (*_HEAVY, "httpx", "preflight.api", "preflight.settings", "preflight.contract", "json"),
     ),
     "import preflight.remote": ("import preflight.remote", (*_HEAVY, *_LOCAL_ONLY)),
     "Preflight.remote(...).check(...)": (
