@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 from preflight.errors import PreflightError
 from preflight.http import handlers
+from preflight.http.edge import EdgeGuard
 from preflight.http.middleware import RequestMetrics
 from preflight.http.openapi import document
 from preflight.http.routes import ROUTERS
@@ -64,9 +65,13 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False) -> FastAPI:
     )
     app.state.runtime = runtime
     handlers.install(app)
+    # The edge runs before any route reads a body; the metrics, outermost, count its answers.
+    app.add_middleware(EdgeGuard, runtime=runtime)
     app.add_middleware(RequestMetrics)
     for router in ROUTERS:
-        app.include_router(router)
+        # Their routes themselves, not include_router's one matcher in front of each router:
+        # the edge picks a request's route before the app dispatches it.
+        app.router.routes.extend(router.routes)
     document(app)
     return app
 

@@ -5,37 +5,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from preflight.errors import PreflightError
 from preflight.http.auth import AuthProblem
+from preflight.http.edge import problem_response
 from preflight.http.problems import (
     HTTP_KINDS,
     INTERNAL,
-    PROBLEM_JSON,
     VALIDATION,
     Kind,
     kind_of,
-    problem,
 )
 from preflight.logs import get_logger
 
 log = get_logger("preflight.http")
-
-
-def problem_response(kind: Kind, detail: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if kind.status == 401 else None
-    return JSONResponse(
-        problem(kind, detail, **extra),
-        status_code=kind.status,
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
 
 
 async def _preflight_error(_request: Request, exc: Exception) -> Response:

@@ -83,3 +83,21 @@ def test_exact_json_keeps_decimals_and_refuses_nan() -> None:
     assert list(bodies.as_lines(data)) == ['{"cost": "0.1"}']  # type: ignore[arg-type]
     with pytest.raises(errors.UsageError, match="NaN"):
         bodies.load_exact_json(b'{"cost": NaN}')
+
+
+def test_the_edge_finds_each_route_itself_before_the_app_dispatches() -> None:
+    # The routers' routes are the app's own (not behind include_router's matcher), so the
+    # edge names a refused request's route and sees which route streams its body.
+    from preflight.http.app import create_app
+    from preflight.http.edge import _endpoint
+    from preflight.services.runtime import Runtime
+    from preflight.settings import load_settings
+
+    app = create_app(Runtime(load_settings({"PREFLIGHT_DATABASE_URL": "sqlite://"})))
+    for path, name in (
+        ("/v1/batches/b/check", "check_batch"),
+        ("/v1/batches/b/outcomes", "record_outcomes"),
+    ):
+        scope = {"type": "http", "path": path, "method": "POST", "app": app, "headers": []}
+        assert _endpoint(scope).__name__ == name
+    assert getattr(_endpoint({**scope}), "__preflight_streams_body__", False)

@@ -54,7 +54,7 @@ def list_findings(
     operation_id="run_audit",
     tags=["audit"],
     summary="One audit run now, claiming the current period as the worker does",
-    responses={200: answers(contract.AUDIT, many=True), **errors(404)},
+    responses={200: answers(contract.AUDIT, many=True), **errors(404, 413)},
     dependencies=[SCOPED["audit"]],
 )
 def run_audit(request: Request, body: schemas.AuditIn | None = None) -> JSONResponse:
@@ -69,7 +69,7 @@ def run_audit(request: Request, body: schemas.AuditIn | None = None) -> JSONResp
     operation_id="classify",
     tags=["audit"],
     summary="Rerun the classifier over stored quota failures (one batch, or all)",
-    responses={200: {"model": schemas.ClassifyOut}, **errors(404)},
+    responses={200: {"model": schemas.ClassifyOut}, **errors(404, 413)},
     dependencies=[SCOPED["audit"]],
 )
 def classify(request: Request, body: schemas.ClassifyIn | None = None) -> JSONResponse:

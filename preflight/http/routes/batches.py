@@ -17,8 +17,8 @@ from preflight.domain.vocabulary import BatchStatus, Tag
 from preflight.errors import UsageError
 from preflight.http import bodies, schemas
 from preflight.http.auth import runtime_of
-from preflight.http.handlers import problem_response
-from preflight.http.problems import TOO_LARGE, UNSUPPORTED_MEDIA
+from preflight.http.edge import problem_response, streams_body
+from preflight.http.problems import UNSUPPORTED_MEDIA
 from preflight.http.routes.common import (
     SCOPED,
     AccountFilter,
@@ -42,7 +42,7 @@ router = APIRouter()
     operation_id="check_batch",
     tags=["batches"],
     summary="Snapshot the balance for a batch and answer go / no-go",
-    responses={200: answers(contract.CHECK_ANSWER), **errors(404)},
+    responses={200: answers(contract.CHECK_ANSWER), **errors(404, 413)},
     dependencies=[SCOPED["check"]],
 )
 def check_batch(
@@ -91,6 +91,7 @@ def check_batch(
     },
     dependencies=[SCOPED["record"]],
 )
+@streams_body
 async def record_outcomes(
     request: Request,
     batch_id: BatchId,
@@ -111,15 +112,7 @@ async def record_outcomes(
         return answer(imported.to_dict())
     if media != "application/json":
         return problem_response(UNSUPPORTED_MEDIA, "send application/json or application/x-ndjson")
-    try:
-        raw = await _read_capped(request, bodies.MAX_JSON_BODY_BYTES)
-    except bodies.BodyTooLarge:
-        return problem_response(
-            TOO_LARGE,
-            f"a JSON body is at most {bodies.MAX_JSON_BODY_BYTES} bytes: "
-            "stream larger imports as application/x-ndjson",
-        )
-    data = bodies.load_exact_json(raw)
+    data = bodies.load_exact_json(await request.body())  # capped by the edge
     if isinstance(data, dict):
         recorded = await run(
             outcomes.record, rt, batch_id, data, snapshot=snapshot, account=account
@@ -207,15 +200,6 @@ def list_failures(
         account=account,
     )
     return answer([item.to_dict() for item in found])
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise bodies.BodyTooLarge
-    return bytes(body)
 
 
 async def _ingest_stream(rt: Runtime, request: Request, batch_id: str, account: str | None) -> Any:

@@ -50,9 +50,9 @@ def _bearer_of(request: Request) -> Any:
     return HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
 
 
-def _metrics_access(request: Request) -> None:
+async def _metrics_access(request: Request) -> None:
     if not runtime_of(request).settings.metrics_public:
-        require("metrics")(request, _bearer_of(request))
+        await require("metrics")(request, _bearer_of(request))
 
 
 @router.get(
