@@ -7,12 +7,18 @@ The public Python surface::
     with Preflight() as pf:
         result = pf.check("nightly", need="500")
 
+and, for asyncio code, the same verbs on a preflight server (``preflight serve``)::
+
+    async with AsyncPreflight.remote(url, token) as pf:
+        result = await pf.check("nightly", need="500")
+
 Every name is resolved on first use, so that ``import preflight`` (and the CLI's
 start-up) loads neither SQLAlchemy nor httpx, nor any module a command does not use.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
         VendorRejectedError,
         VendorUnavailableError,
     )
+    from preflight.remote import AsyncPreflight
     from preflight.services.results import (
         AuditOutcome,
         BatchListing,
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
 _HOMES = {
     "Preflight": "preflight.api",
     "BatchRun": "preflight.api",
+    "AsyncPreflight": "preflight.remote",
     "Classification": "preflight.domain.classify",
     "Verdict": "preflight.domain.verdict",
     **dict.fromkeys(
@@ -96,6 +104,7 @@ _HOMES = {
 }
 
 __all__ = [
+    "AsyncPreflight",
     "AuditOutcome",
     "AuthError",
     "BatchListing",
@@ -135,7 +144,6 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'preflight' has no attribute {name!r}")
-    import importlib
 
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value  # resolved once

@@ -6,10 +6,12 @@ One POST per audit run that found something of the chosen kinds
     {"source": "preflight", "event": "audit_findings", "findings": [{"kind": ..., ...}]}
 
 Each finding has the same fields as ``preflight findings --format json``. Delivery is
-bounded: ``alert_attempts`` tries, each within ``alert_timeout`` seconds per phase, with
-exponential backoff between them, retrying only what can succeed later (transport
-errors, 5xx, 408, 429). A failure is logged as ``alert_failed`` and the audit goes on:
-the findings are stored either way and ``preflight findings`` lists them.
+bounded: ``alert_attempts`` tries, each within ``alert_timeout`` seconds per phase (and
+three times that in all, on the hardened transport of :mod:`preflight.transport`), with
+exponential backoff between them, or the receiver's ``Retry-After``, retrying only what
+can succeed later (transport errors, 5xx, 408, 429). A failure is logged as
+``alert_failed`` and the audit goes on: the findings are stored either way and
+``preflight findings`` lists them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import httpx
 from preflight.logs import get_logger
 from preflight.secret import scrub
 from preflight.settings import Settings
+from preflight.transport import RetryPolicy, build_client, describe, request_deadline, retry_after
 
 __all__ = ["send_alerts"]
 
@@ -32,6 +35,8 @@ log = get_logger("preflight.alerts")
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_MAX: Final = 4.0
 _RETRYABLE: Final = frozenset({408, 429})
+#: A request's phases (connect, send, answer), each within the timeout: its whole.
+_PHASES: Final = 3
 
 
 def _target(url: str) -> str:
@@ -56,19 +61,27 @@ def send_alerts(
     target = _target(url)
     error = "not attempted"
     attempt = 0
+    policy = RetryPolicy(
+        attempts=settings.alert_attempts,
+        deadline=settings.alert_timeout * _PHASES,
+        backoff_base=_BACKOFF_BASE,
+        backoff_max=_BACKOFF_MAX,
+        retry_after_max=settings.retry_after_max,
+    )
     try:
-        with httpx.Client(
-            timeout=httpx.Timeout(settings.alert_timeout),
-            follow_redirects=False,
-            transport=transport,
+        with build_client(
+            connect=settings.alert_timeout, read=settings.alert_timeout, transport=transport
         ) as client:
-            for attempt in range(1, settings.alert_attempts + 1):
+            delay = 0.0
+            for attempt in range(1, policy.attempts + 1):
                 if attempt > 1:
-                    sleep(min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (attempt - 2)))
+                    sleep(delay)
+                delay = policy.backoff(attempt)
                 try:
-                    response = client.post(url, json=body)
+                    with request_deadline(policy.deadline):
+                        response = client.post(url, json=body)
                 except httpx.HTTPError as exc:
-                    error = f"{type(exc).__name__}: {scrub(str(exc))[:200]}"
+                    error = describe(exc)
                     continue
                 if response.is_success:
                     log.info("alert_sent", target=target, findings=len(chosen), attempts=attempt)
@@ -76,6 +89,9 @@ def send_alerts(
                 error = f"HTTP {response.status_code}"
                 if response.status_code < 500 and response.status_code not in _RETRYABLE:
                     break  # the receiver refused this payload: sending it again will not help
+                # The receiver asked for a time: it replaces the backoff (capped).
+                asked = retry_after(response, policy.retry_after_max)
+                delay = delay if asked is None else asked
     except Exception as exc:  # never fatal: an alert is a courtesy, the finding is stored
         error = f"{type(exc).__name__}: {scrub(str(exc))[:200]}"
     log.warning("alert_failed", target=target, findings=len(chosen), attempts=attempt, error=error)

@@ -1,7 +1,8 @@
 """The Python API: the CLI's verbs for Python orchestrators, each one verb of
 :mod:`preflight.services` on the object's ``Runtime`` — or, in remote mode (``server_url``/
 ``server_token``, or ``PREFLIGHT_SERVER_URL``/``_TOKEN``), the same verb on a preflight
-server (:mod:`preflight.remote`), with the same results."""
+server (:mod:`preflight.remote`), with the same results. Which function runs a verb is
+declared once, in :mod:`preflight.verbs`."""
 
 from __future__ import annotations
 
@@ -11,21 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
+from preflight import verbs
 from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
-from preflight.lazy import (
-    audit,
-    batches,
-    checks,
-    forecasts,
-    outcomes,
-    profile,
-    remote,
-    reports,
-    results,
-)
 from preflight.services.check_result import CheckResult
 from preflight.services.runtime import Runtime, utcnow
 from preflight.settings import Settings, load_settings
@@ -35,15 +26,16 @@ if TYPE_CHECKING:
 
     from preflight.db.session import Database
     from preflight.domain.outcome import OutcomeInput
+    from preflight.remote import RemoteClient
     from preflight.secret import Secret
+    from preflight.services import results
     from preflight.services.profile import ProfileUpdate
     from preflight.vendor import VendorClient
 
 __all__ = ["BatchRun", "Preflight"]
 
 Amount = Decimal | str | int
-P = ParamSpec("P")
-T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -80,19 +72,23 @@ class Preflight:
     ) -> None:
         settings = settings or load_settings()
         self.runtime = Runtime(settings, database=database, http_factory=http_factory, clock=clock)
-        remote_mode = server_url or settings.server_url  # its client is imported only then
-        self._remote = remote.connect(settings, server_url, server_token) if remote_mode else None
+        self._remote: RemoteClient | None = None
+        if server_url or settings.server_url:
+            from preflight.remote import connect  # remote mode's client: only then
+
+            self._remote = connect(settings, server_url, server_token)
 
     @classmethod
     def remote(cls, server_url: str, server_token: str | Secret, **options: Any) -> Preflight:
         """The facade of a preflight server (``preflight serve``): the same verbs over HTTP."""
         return cls(server_url=server_url, server_token=server_token, **options)
 
-    def _do(self, verb: Callable[Concatenate[Runtime, P], T], *args: P.args, **kw: P.kwargs) -> T:
-        if self._remote is not None:
-            remote_verb: Callable[P, T] = getattr(self._remote, verb.__name__)
-            return remote_verb(*args, **kw)
-        return verb(self.runtime, *args, **kw)
+    def _do(self, verb: verbs.Verb[R], *args: Any, **kw: Any) -> R:
+        """Run ``verb`` (:mod:`preflight.verbs`): on the server in remote mode, else its
+        service function on this object's runtime."""
+        if self._remote is not None and verb.remote:
+            return cast(R, getattr(self._remote, verb.function)(*args, **kw))
+        return cast(R, verbs.local(verb.function)(self.runtime, *args, **kw))
 
     @property
     def settings(self) -> Settings:
@@ -134,19 +130,15 @@ class Preflight:
     ) -> CheckResult:
         """Snapshot the profile, store it keyed by ``batch_id`` and answer go / no-go. ``jobs``
         with ``estimate_from="K=V"`` estimates the need from history (``need_basis``)."""
+        options = {"meter": meter, "reserve": reserve, "fail_open": fail_open}
+        history = {
+            "jobs": jobs,
+            "estimate_from": estimate_from,
+            "estimate": estimate,
+            "min_history": min_history,
+        }
         return self._do(
-            checks.check,
-            batch_id,
-            need=need,
-            meter=meter,
-            reserve=reserve,
-            fail_open=fail_open,
-            account=account,
-            labels=labels,
-            jobs=jobs,
-            estimate_from=estimate_from,
-            estimate=estimate,
-            min_history=min_history,
+            verbs.CHECK, batch_id, need=need, account=account, labels=labels, **options, **history
         )
 
     @contextmanager
@@ -180,7 +172,7 @@ class Preflight:
         account: str | None = None,
     ) -> results.RecordResult:
         """Record one job outcome; idempotent on (batch, job, attempt)."""
-        return self._do(outcomes.record, batch_id, outcome, snapshot=snapshot, account=account)
+        return self._do(verbs.RECORD, batch_id, outcome, snapshot=snapshot, account=account)
 
     def record_many(
         self,
@@ -189,11 +181,11 @@ class Preflight:
         *,
         account: str | None = None,
         chunk_size: int | None = None,
-        progress: Callable[[outcomes.ImportProgress], None] | None = None,
+        progress: Callable[[results.ImportProgress], None] | None = None,
     ) -> results.ImportResult:
         """Record outcomes from JSON Lines; a bad line stops it, every line before is kept."""
         return self._do(
-            outcomes.record_many,
+            verbs.RECORD_MANY,
             batch_id,
             lines,
             account=account,
@@ -210,27 +202,27 @@ class Preflight:
     ) -> results.GuardResult:
         """Between two dispatches: continue, at_risk or stop, from a snapshot no older than
         ``max_age`` (default 60 s, else a recheck). ``exit_code(strict=)``: the CLI's."""
-        return self._do(forecasts.guard, batch_id, next_cost=next_cost, max_age=max_age)
+        return self._do(verbs.GUARD, batch_id, next_cost=next_cost, max_age=max_age)
 
     def finish(self, batch_id: str, *, snapshot: bool = True) -> results.FinishResult:
         """Take a ``finish`` snapshot, mark the batch finished, report foreign consumption."""
-        return self._do(batches.finish, batch_id, snapshot=snapshot)
+        return self._do(verbs.FINISH, batch_id, snapshot=snapshot)
 
     def classify(
         self, batch_id: str | None = None, *, only_inconclusive: bool = False
     ) -> dict[str, int]:
         """(Re)classify stored quota failures of one batch, or of every batch."""
-        return self._do(outcomes.classify, batch_id, only_inconclusive=only_inconclusive)
+        return self._do(verbs.CLASSIFY, batch_id, only_inconclusive=only_inconclusive)
 
     def show(self, batch_id: str) -> results.BatchReport:
         """One batch: snapshots in time order, outcome totals, tagged quota failures."""
-        return self._do(batches.show, batch_id)
+        return self._do(verbs.SHOW, batch_id)
 
     def failures(
         self, *, since: datetime | None = None, tag: str | None = None, account: str | None = None
     ) -> list[results.FailureView]:
         """Quota failures across batches, oldest first."""
-        return self._do(batches.failures, since=since, tag=tag, account=account)
+        return self._do(verbs.FAILURES, since=since, tag=tag, account=account)
 
     def batches(
         self,
@@ -240,21 +232,21 @@ class Preflight:
         account: str | None = None,
     ) -> list[results.BatchListing]:
         """Recent batches, newest first, with verdicts and outcome totals."""
-        return self._do(batches.batches, since=since, status=status, account=account)
+        return self._do(verbs.BATCHES, since=since, status=status, account=account)
 
     def findings(
         self, *, since: datetime | None = None, kind: str | None = None, account: str | None = None
     ) -> list[results.FindingView]:
         """Stored audit findings, oldest first."""
-        return self._do(batches.findings, since=since, kind=kind, account=account)
+        return self._do(verbs.FINDINGS, since=since, kind=kind, account=account)
 
-    def report(self, batch_id: str) -> reports.BatchTimeline:
+    def report(self, batch_id: str) -> results.BatchTimeline:
         """What ``preflight report BATCH_ID`` draws: show() and the timeline around it."""
-        return reports.batch_timeline(self.runtime, batch_id)
+        return self._do(verbs.BATCH_TIMELINE, batch_id)
 
-    def account_report(self, account: str | None, since: datetime) -> reports.AccountTimeline:
+    def account_report(self, account: str | None, since: datetime) -> results.AccountTimeline:
         """An account's balance, batches, findings, burn rate and runway since ``since``."""
-        return reports.account_timeline(self.runtime, account, since=since)
+        return self._do(verbs.ACCOUNT_TIMELINE, account, since=since)
 
     def audit(
         self,
@@ -267,7 +259,7 @@ class Preflight:
     ) -> list[results.AuditOutcome]:
         """One audit run per account for the current period (claimed once across replicas)."""
         return self._do(
-            audit.run_audit,
+            verbs.RUN_AUDIT,
             account=account,
             force=force,
             replica=replica,
@@ -277,10 +269,10 @@ class Preflight:
 
     def profile(self, account: str | None = None) -> results.ProfileReading:
         """Read the profile now and keep it as a ``manual`` snapshot."""
-        return self._do(profile.read_profile, account)
+        return self._do(verbs.READ_PROFILE, account)
 
     def update_profile(
         self, webhook_url: str, *, account: str | None = None, allow_http: bool = False
     ) -> ProfileUpdate:
         """Set the profile's ``webhookUrl``; kept apart from batch work."""
-        return self._do(profile.update_profile, webhook_url, account=account, allow_http=allow_http)
+        return self._do(verbs.UPDATE_PROFILE, webhook_url, account=account, allow_http=allow_http)

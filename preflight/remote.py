@@ -2,102 +2,89 @@
 
 With ``PREFLIGHT_SERVER_URL`` and ``PREFLIGHT_SERVER_TOKEN`` (or ``Preflight.remote(...)``),
 :class:`preflight.api.Preflight` hands its verbs to a :class:`RemoteClient` instead of the
-local services. Each method has the name and the parameters of the service verb it stands
-for (without the runtime) and returns the same result dataclass, rebuilt from the server's
-JSON, so that the CLI prints the same output and exits with the same codes.
+local services; :class:`AsyncPreflight` is the same client for asyncio code. Each verb has
+the name and the parameters of the service verb it stands for (without the runtime) and
+returns the same result dataclass, read back through :mod:`preflight.contract`, so that
+the CLI prints the same output and exits with the same codes.
+
+As in httpx, the logic is written once, without I/O (:class:`Requests`: each verb as a
+:class:`Call`, each answer read back, each problem made an error), and the two clients
+differ only in how they send: :class:`RemoteClient` blocks, :class:`AsyncRemoteClient`
+awaits.
 
 Errors: a problem+json answer becomes the :class:`PreflightError` subclass of its ``type``
-(the HTTP edge's own table, read backwards). A server that cannot be reached is a
-:class:`StorageError` (exit 3), except for ``check``: there it is the verdict
-``unavailable`` (exit 13, or 0 with fail-open), like a vendor that cannot be reached.
+(the contract's table). A server that cannot be reached is a :class:`StorageError`
+(exit 3), except for ``check``: there it is the verdict ``unavailable`` (exit 13, or 0
+with fail-open), like a vendor that cannot be reached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Concatenate, Final, Generic, ParamSpec, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 
-from preflight.domain.classify import (
-    Attributed,
-    Classification,
-    Evidence,
-    ForeignConsumption,
-    Reading,
-)
-from preflight.domain.forecast import Decision, Forecast, NeedBasis
+from preflight import contract
+from preflight.contract import ERROR_OF_TYPE, decode
 from preflight.domain.outcome import OutcomeInput, build_outcome
 from preflight.domain.verdict import Verdict
-from preflight.domain.vocabulary import BatchStatus, Tag
-from preflight.errors import (
-    AuthError,
-    BillingBlockedError,
-    ConfigError,
-    ConflictError,
-    NotFoundError,
-    PreflightError,
-    SchemaMissingError,
-    StorageError,
-    UsageError,
-    VendorError,
-    VendorRejectedError,
-    VendorUnavailableError,
-)
+from preflight.domain.vocabulary import BatchStatus
+from preflight.errors import ConfigError, PreflightError, StorageError, UsageError
 from preflight.secret import Secret, scrub
-from preflight.services.outcomes import ImportProgress
 from preflight.services.results import (
     AuditOutcome,
     BatchListing,
     BatchReport,
-    BatchView,
     CheckResult,
     FailureView,
     FindingView,
     FinishResult,
-    ForecastView,
     GuardResult,
+    ImportProgress,
     ImportResult,
-    LateOutcome,
-    OutcomeTotals,
     ProfileReading,
     RecordResult,
-    SnapshotView,
-    SpendSummary,
 )
-from preflight.settings import Settings
+from preflight.settings import Settings, load_settings
+from preflight.transport import (
+    RetryPolicy,
+    build_async_client,
+    build_client,
+    describe,
+    retry_after,
+)
 
-__all__ = ["RemoteClient", "connect"]
+__all__ = ["ERROR_OF_TYPE", "AsyncPreflight", "AsyncRemoteClient", "RemoteClient", "connect"]
 
-#: problem ``type`` → the error it stands for: the HTTP edge's table
-#: (:mod:`preflight.http.problems`) read backwards; tests/unit/test_http_problems.py holds
-#: the two together. (The facade may not import the HTTP edge, which sits above it.)
-ERROR_OF_TYPE: Final[dict[str, type[PreflightError]]] = {
-    "/problems/not-found": NotFoundError,
-    "/problems/conflict": ConflictError,
-    "/problems/server-config": ConfigError,
-    "/problems/bad-request": UsageError,
-    "/problems/no-go": UsageError,
-    "/problems/vendor-auth": AuthError,
-    "/problems/vendor-billing-blocked": BillingBlockedError,
-    "/problems/vendor-rejected": VendorRejectedError,
-    "/problems/vendor-unavailable": VendorUnavailableError,
-    "/problems/vendor-error": VendorError,
-    "/problems/schema-missing": SchemaMissingError,
-    "/problems/storage-unavailable": StorageError,
-    "/problems/validation": UsageError,
-    "/problems/too-large": UsageError,
-    "/problems/unsupported-media-type": UsageError,
-}
+T = TypeVar("T")
+P = ParamSpec("P")
+
 #: One JSON Lines upload chunk: lines are batched so the body is not thousands of tiny chunks.
 _CHUNK_BYTES: Final = 64 * 1024
 #: An audit runs every account, each with a vendor call and its retries.
 _AUDIT_TIMEOUT_FACTOR: Final = 5
+#: Answers to a read worth another try: the server (or a proxy before it) is busy.
+_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+
+Lines = Iterable[str | bytes]
 
 
 def connect(
@@ -107,14 +94,17 @@ def connect(
     url = server_url or settings.server_url
     if url is None:
         return None
-    token = server_token if server_token is not None else settings.server_token
+    return RemoteClient(url, _token(settings, server_token), settings)
+
+
+def _token(settings: Settings, token: str | Secret | None) -> Secret:
+    token = token if token is not None else settings.server_token
     if token is None:
         raise ConfigError(
             "PREFLIGHT_SERVER_URL is set but no token: set PREFLIGHT_SERVER_TOKEN or "
             "PREFLIGHT_SERVER_TOKEN_FILE"
         )
-    secret = token if isinstance(token, Secret) else Secret(token)
-    return RemoteClient(url, secret, settings)
+    return token if isinstance(token, Secret) else Secret(token)
 
 
 def _json_default(value: object) -> str:
@@ -125,38 +115,21 @@ def _json_default(value: object) -> str:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def _dumps(data: Any) -> bytes:
-    return json.dumps(data, default=_json_default, ensure_ascii=False).encode("utf-8")
-
-
 def _query_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return value if isinstance(value, str) else _json_default(value)
 
 
-def _amount(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
-
-
-def _time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def _when(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
 def _outcome_fields(outcome: OutcomeInput | Mapping[str, object]) -> dict[str, object]:
     if not isinstance(outcome, OutcomeInput):
         return dict(outcome)
-    expected = outcome.expected_cost
     return {
         "job_id": outcome.job_id,
         "status": outcome.status.value,
         "attempt": outcome.attempt,
         "cost": outcome.cost,
-        "expected_cost": expected,
+        "expected_cost": outcome.expected_cost,
         "http_status": outcome.http_status,
         "error": outcome.error,
         "quota_failure": outcome.marked_quota,
@@ -164,88 +137,110 @@ def _outcome_fields(outcome: OutcomeInput | Mapping[str, object]) -> dict[str, o
     }
 
 
-class RemoteClient:
-    """The verbs over HTTP, on one pooled httpx client with explicit timeouts."""
+def _batch_path(batch_id: str, verb: str = "") -> str:
+    return f"/v1/batches/{quote(batch_id, safe='')}{verb}"
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One verb as an HTTP request, and how to read its answer: no I/O."""
+
+    method: str
+    path: str
+    read: Callable[[Any], T]
+    body: Any = None
+    params: Mapping[str, object | None] = field(default_factory=dict)
+    timeout: httpx.Timeout | None = None
+    #: The answer when the server cannot be reached (None: the StorageError is raised).
+    unreachable: Callable[[StorageError], T] | None = None
+    #: A JSON Lines body, streamed (record_many): the lines and who hears the progress.
+    lines: Any = None
+    progress: Callable[[ImportProgress], None] | None = None
+
+    def query(self) -> dict[str, str]:
+        return {k: _query_value(v) for k, v in self.params.items() if v is not None}
+
+    def headers(self) -> dict[str, str]:
+        if self.lines is not None:
+            return {"Content-Type": "application/x-ndjson"}
+        return {"Content-Type": "application/json"} if self.body is not None else {}
+
+    def content(self) -> bytes | None:
+        if self.body is None:
+            return None
+        return json.dumps(self.body, default=_json_default, ensure_ascii=False).encode("utf-8")
+
+
+class _Chunker:
+    """JSON Lines into upload chunks of about :data:`_CHUNK_BYTES`, counting the lines."""
+
+    def __init__(self, progress: Callable[[ImportProgress], None] | None) -> None:
+        self.pending = bytearray()
+        self.sent = 0
+        self.progress = progress
+
+    def add(self, line: str | bytes) -> bytes | None:
+        raw = line.encode("utf-8") if isinstance(line, str) else line
+        self.pending += raw
+        if not raw.endswith(b"\n"):
+            self.pending += b"\n"
+        self.sent += 1
+        if len(self.pending) < _CHUNK_BYTES:
+            return None
+        chunk = bytes(self.pending)
+        self.pending.clear()
+        return chunk
+
+    def sent_chunk(self) -> None:
+        """After a full chunk went out: the lines sent so far (the server's counts come
+        with the result)."""
+        if self.progress is not None:
+            self.progress(ImportProgress(self.sent, 0, 0))
+
+    def rest(self) -> bytes | None:
+        return bytes(self.pending) if self.pending else None
+
+
+class Requests:
+    """The I/O-free core both clients share: the verbs as :class:`Call` values, the
+    answers read back through the contract, the problems made errors."""
 
     def __init__(
-        self,
-        base_url: str,
-        token: Secret,
-        settings: Settings,
-        *,
-        transport: httpx.BaseTransport | None = None,
+        self, base_url: str, settings: Settings, *, jitter: Callable[[], float] = random.random
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._settings = settings
+        self.settings = settings
+        self.policy = RetryPolicy.from_settings(settings)
+        self._jitter = jitter
+        self.connect = settings.connect_timeout
         # The server may itself wait for the vendor up to its deadline before answering.
-        read = settings.deadline + settings.read_timeout
-        self._timeout = httpx.Timeout(
-            connect=settings.connect_timeout,
-            read=read,
-            write=settings.read_timeout,
-            pool=settings.connect_timeout,
-        )
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=self._timeout,
-            headers={
-                "Authorization": f"Bearer {token.reveal()}",
-                "Accept": "application/json",
-            },
-            transport=transport,
-            follow_redirects=False,
+        self.read = settings.deadline + settings.read_timeout
+        self.write = settings.read_timeout
+        self.timeout = httpx.Timeout(
+            connect=self.connect, read=self.read, write=self.write, pool=self.connect
         )
 
-    def __repr__(self) -> str:
-        return f"RemoteClient(base_url={self.base_url!r})"
+    def headers(self, token: Secret) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token.reveal()}", "Accept": "application/json"}
 
-    def close(self) -> None:
-        self._http.close()
+    # ------------------------------------------------------------ answers and errors
 
-    # ------------------------------------------------------------ transport
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        content: Iterable[bytes] | None = None,
-        content_type: str = "application/json",
-        params: Mapping[str, object | None] | None = None,
-        timeout: httpx.Timeout | None = None,
-    ) -> Any:
-        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
-        headers = {"Content-Type": content_type} if body is not None or content is not None else {}
-        data = _dumps(body) if body is not None else content
+    def answer(self, call: Call[T], status: int, body: bytes) -> T:
+        """The verb's result from the server's answer, or the error it stands for."""
+        if status >= 400:
+            raise self.error(status, body)
         try:
-            response = self._http.request(
-                method,
-                path,
-                content=data,
-                params=query,
-                headers=headers,
-                timeout=timeout or self._timeout,
-            )
-        except httpx.HTTPError as exc:
-            raise StorageError(
-                f"preflight server {self.base_url} unreachable: "
-                f"{scrub(str(exc)) or type(exc).__name__}"
-            ) from exc
-        if response.status_code >= 400:
-            raise self._error(response)
-        try:
-            return response.json()
+            data = json.loads(body)
         except ValueError:
             raise StorageError(
-                f"preflight server {self.base_url} answered HTTP {response.status_code} "
+                f"preflight server {self.base_url} answered HTTP {status} "
                 "with a body that is not JSON"
             ) from None
+        return call.read(data)
 
-    def _error(self, response: httpx.Response) -> PreflightError:
-        status = response.status_code
+    def error(self, status: int, body: bytes) -> PreflightError:
         try:
-            data = response.json()
+            data = json.loads(body)
         except ValueError:
             data = None
         detail = data.get("detail") if isinstance(data, dict) else None
@@ -266,9 +261,25 @@ class RemoteClient:
             return StorageError(f"preflight server {self.base_url} unavailable: {message}")
         return UsageError(f"preflight server: {message}")
 
-    @staticmethod
-    def _batch_path(batch_id: str, verb: str = "") -> str:
-        return f"/v1/batches/{quote(batch_id, safe='')}{verb}"
+    def unreachable(self, exc: httpx.HTTPError) -> StorageError:
+        return StorageError(f"preflight server {self.base_url} unreachable: {describe(exc)}")
+
+    def retry_delay(
+        self, call: Call[Any], attempt: int, answer: httpx.Response | None
+    ) -> float | None:
+        """How long to wait before trying ``call`` again after ``attempt`` (its answer, or
+        None when the server could not be reached); None: not again. Only reads are
+        retried (a write may have been done before its answer was lost), as the settings'
+        retry policy says: backoff with full jitter, or the server's ``Retry-After``."""
+        if call.method != "GET" or attempt >= self.policy.attempts:
+            return None
+        if answer is not None:
+            if answer.status_code not in _RETRY_STATUSES:
+                return None
+            asked = retry_after(answer, self.policy.retry_after_max)
+            if asked is not None:
+                return asked
+        return self.policy.backoff(attempt) * self._jitter()
 
     # ------------------------------------------------------------ verbs
 
@@ -286,7 +297,8 @@ class RemoteClient:
         estimate_from: str | None = None,
         estimate: str | None = None,
         min_history: int | None = None,
-    ) -> CheckResult:
+    ) -> Call[CheckResult]:
+        """Snapshot the balance on the server and answer go / no-go."""
         body = {
             "need": None if need is None else str(need),
             "meter": meter,
@@ -299,24 +311,19 @@ class RemoteClient:
             "estimate": estimate,
             "min_history": min_history,
         }
-        try:
-            data = self._request(
-                "POST",
-                self._batch_path(batch_id, "/check"),
-                body={k: v for k, v in body.items() if v is not None},
-            )
-        except StorageError as exc:
+
+        def unavailable(exc: StorageError) -> CheckResult:
             # The server is the check's source of truth here: unreachable means unavailable.
-            opened = self._settings.fail_open if fail_open is None else fail_open
+            opened = self.settings.fail_open if fail_open is None else fail_open
             return CheckResult(
                 batch_id=batch_id,
-                account=account or self._settings.account,
+                account=account or self.settings.account,
                 verdict=Verdict.UNAVAILABLE,
                 reason=str(exc),
                 meter=None,
                 balance=None,
-                need=_amount(None if need is None else str(need)),
-                reserve=Decimal(str(reserve)) if reserve is not None else self._settings.reserve,
+                need=None if need is None else Decimal(str(need)),
+                reserve=Decimal(str(reserve)) if reserve is not None else self.settings.reserve,
                 outstanding_other=None,
                 snapshot_id=None,
                 snapshot_kind=None,
@@ -326,7 +333,14 @@ class RemoteClient:
                 fail_open=opened,
                 labels=dict(labels or {}),
             )
-        return check_result(data)
+
+        return Call(
+            "POST",
+            _batch_path(batch_id, "/check"),
+            lambda data: decode(contract.CHECK, data),
+            body={k: v for k, v in body.items() if v is not None},
+            unreachable=unavailable,
+        )
 
     def record(
         self,
@@ -335,34 +349,266 @@ class RemoteClient:
         *,
         snapshot: bool = True,
         account: str | None = None,
-    ) -> RecordResult:
+    ) -> Call[RecordResult]:
+        """Record one outcome (idempotent on batch, job, attempt)."""
         item = outcome if isinstance(outcome, OutcomeInput) else build_outcome(outcome)
-        fields = {k: v for k, v in _outcome_fields(outcome).items() if v is not None}
-        data = self._request(
+        return Call(
             "POST",
-            self._batch_path(batch_id, "/outcomes"),
-            body=fields,
+            _batch_path(batch_id, "/outcomes"),
+            lambda data: decode(contract.RECORD, data, outcome=item),
+            body={k: v for k, v in _outcome_fields(outcome).items() if v is not None},
             params={"snapshot": snapshot, "account": account},
-        )
-        tag = (
-            Classification(Tag(data["tag"]), data["reason"] or "", Evidence())
-            if data["tag"]
-            else None
-        )
-        return RecordResult(
-            batch_id=data["batch_id"],
-            outcome=item,
-            created=data["created"],
-            tag=tag,
-            snapshot_id=data["snapshot_id"],
-            snapshot_error=data["snapshot_error"],
-            warnings=tuple(data["warnings"]),
         )
 
     def record_many(
         self,
         batch_id: str,
-        lines: Iterable[str | bytes],
+        lines: Any,
+        *,
+        account: str | None = None,
+        chunk_size: int | None = None,
+        progress: Callable[[ImportProgress], None] | None = None,
+    ) -> Call[ImportResult]:
+        """Outcomes as JSON Lines, streamed (``chunk_size`` is the server's own)."""
+        return Call(
+            "POST",
+            _batch_path(batch_id, "/outcomes"),
+            lambda data: decode(contract.IMPORT, data),
+            params={"account": account},
+            lines=lines,
+            progress=progress,
+        )
+
+    def guard(
+        self,
+        batch_id: str,
+        *,
+        next_cost: Decimal | str | int | None = None,
+        max_age: timedelta | None = None,
+    ) -> Call[GuardResult]:
+        """Between two dispatches: continue, at_risk or stop, answered by the server."""
+        body: dict[str, object] = {}
+        if next_cost is not None:
+            body["next_cost"] = str(next_cost)
+        if max_age is not None:
+            body["max_age"] = f"{max_age.total_seconds():.6f}s"
+        return Call(
+            "POST",
+            _batch_path(batch_id, "/guard"),
+            lambda data: decode(contract.GUARD, data),
+            body=body,
+        )
+
+    def finish(self, batch_id: str, *, snapshot: bool = True) -> Call[FinishResult]:
+        """Take a finish snapshot and report the foreign consumption."""
+        return Call(
+            "POST",
+            _batch_path(batch_id, "/finish"),
+            lambda data: decode(contract.FINISH, data),
+            params={"snapshot": snapshot},
+        )
+
+    def classify(
+        self, batch_id: str | None = None, *, only_inconclusive: bool = False
+    ) -> Call[dict[str, int]]:
+        """Rerun the classifier over stored quota failures (one batch, or all)."""
+        body: dict[str, object] = {"only_inconclusive": only_inconclusive}
+        if batch_id is not None:
+            body["batch_id"] = batch_id
+        return Call("POST", "/v1/classify", lambda data: dict(data["tags"]), body=body)
+
+    def show(self, batch_id: str) -> Call[BatchReport]:
+        """One batch: snapshots, outcome totals, tagged quota failures."""
+        return Call("GET", _batch_path(batch_id), lambda data: decode(contract.REPORT, data))
+
+    def failures(
+        self, *, since: datetime | None = None, tag: str | None = None, account: str | None = None
+    ) -> Call[list[FailureView]]:
+        """Quota failures across batches, oldest first."""
+        return Call(
+            "GET",
+            "/v1/failures",
+            lambda data: [decode(contract.FAILURE, item) for item in data],
+            params={"since": since, "tag": tag, "account": account},
+        )
+
+    def batches(
+        self,
+        *,
+        since: datetime | None = None,
+        status: str | None = None,
+        account: str | None = None,
+    ) -> Call[list[BatchListing]]:
+        """Recent batches, newest first."""
+        return Call(
+            "GET",
+            "/v1/batches",
+            lambda data: [decode(contract.LISTING, item) for item in data],
+            params={"since": since, "status": status, "account": account},
+        )
+
+    def findings(
+        self, *, since: datetime | None = None, kind: str | None = None, account: str | None = None
+    ) -> Call[list[FindingView]]:
+        """Stored audit findings, oldest first."""
+        return Call(
+            "GET",
+            "/v1/findings",
+            lambda data: [decode(contract.FINDING, item) for item in data],
+            params={"since": since, "kind": kind, "account": account},
+        )
+
+    def run_audit(
+        self,
+        *,
+        account: str | None = None,
+        force: bool = False,
+        replica: str | None = None,
+        stop: threading.Event | None = None,
+        log_findings: bool = True,
+    ) -> Call[list[AuditOutcome]]:
+        """One audit run on the server (``replica``, ``stop`` and logging are the server's)."""
+        body: dict[str, object] = {"force": force}
+        if account is not None:
+            body["account"] = account
+        read = self.timeout.read
+        return Call(
+            "POST",
+            "/v1/audit",
+            lambda data: [decode(contract.AUDIT, item) for item in data],
+            body=body,
+            timeout=httpx.Timeout(
+                read * _AUDIT_TIMEOUT_FACTOR if read else None, connect=self.timeout.connect
+            ),
+        )
+
+    def read_profile(self, account: str | None = None) -> Call[ProfileReading]:
+        """Read the vendor profile on the server (kept there as a manual snapshot)."""
+        name = account or self.settings.account
+        return Call(
+            "GET",
+            f"/v1/accounts/{quote(name, safe='')}/profile",
+            lambda data: decode(contract.PROFILE, data),
+        )
+
+    def update_profile(self, /, webhook_url: str, **_options: object) -> Call[Any]:
+        raise UsageError(
+            "a profile update is not served by the preflight server: "
+            "unset PREFLIGHT_SERVER_URL to run it with the vendor token locally"
+        )
+
+
+# ---------------------------------------------------------------- the two kinds of I/O
+
+
+def _blocking(
+    verb: Callable[Concatenate[Requests, P], Call[T]],
+) -> Callable[Concatenate[RemoteClient, P], T]:
+    def method(self: RemoteClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.send(verb(self.requests, *args, **kwargs))
+
+    method.__name__, method.__doc__ = verb.__name__, verb.__doc__
+    return method
+
+
+def _awaiting(
+    verb: Callable[Concatenate[Requests, P], Call[T]],
+) -> Callable[Concatenate[AsyncRemoteClient, P], Awaitable[T]]:
+    async def method(self: AsyncRemoteClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.send(verb(self.requests, *args, **kwargs))
+
+    method.__name__, method.__doc__ = verb.__name__, verb.__doc__
+    return method
+
+
+class RemoteClient:
+    """The verbs over HTTP, blocking, on one pooled httpx client with explicit timeouts."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Secret,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.requests = Requests(base_url, settings)
+        self.base_url = self.requests.base_url
+        self._http = build_client(
+            base_url=self.base_url,
+            connect=self.requests.connect,
+            read=self.requests.read,
+            write=self.requests.write,
+            headers=self.requests.headers(token),
+            transport=transport,
+        )
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"RemoteClient(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def send(self, call: Call[T]) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            content: bytes | Iterator[bytes] | None = call.content()
+            if call.lines is not None:
+                content = self._stream(call.lines, _Chunker(call.progress))
+            try:
+                response = self._http.request(
+                    call.method,
+                    call.path,
+                    content=content,
+                    params=call.query(),
+                    headers=call.headers(),
+                    timeout=call.timeout or self.requests.timeout,
+                )
+            except httpx.HTTPError as exc:
+                delay = self.requests.retry_delay(call, attempt, None)
+                if delay is not None:
+                    self._sleep(delay)
+                    continue
+                error = self.requests.unreachable(exc)
+                if call.unreachable is None:
+                    raise error from exc
+                return call.unreachable(error)
+            delay = self.requests.retry_delay(call, attempt, response)
+            if delay is None:
+                return self.requests.answer(call, response.status_code, response.content)
+            self._sleep(delay)
+
+    @staticmethod
+    def _stream(lines: Lines, chunker: _Chunker) -> Iterator[bytes]:
+        for line in lines:
+            chunk = chunker.add(line)
+            if chunk is not None:
+                yield chunk
+                chunker.sent_chunk()
+        rest = chunker.rest()
+        if rest is not None:
+            yield rest
+
+    check = _blocking(Requests.check)
+    guard = _blocking(Requests.guard)
+    record = _blocking(Requests.record)
+    finish = _blocking(Requests.finish)
+    classify = _blocking(Requests.classify)
+    show = _blocking(Requests.show)
+    failures = _blocking(Requests.failures)
+    batches = _blocking(Requests.batches)
+    findings = _blocking(Requests.findings)
+    run_audit = _blocking(Requests.run_audit)
+    read_profile = _blocking(Requests.read_profile)
+    update_profile = _blocking(Requests.update_profile)
+
+    def record_many(
+        self,
+        batch_id: str,
+        lines: Lines,
         *,
         account: str | None = None,
         chunk_size: int | None = None,
@@ -373,367 +619,157 @@ class RemoteClient:
         ``progress`` hears the lines sent so far, after each chunk (what the server has
         recorded of them is in the result; ``chunk_size`` is the server's own).
         """
-        sent = 0
-
-        def body() -> Iterator[bytes]:
-            pending = bytearray()
-            for line in lines:
-                raw = line.encode("utf-8") if isinstance(line, str) else line
-                pending += raw
-                if not raw.endswith(b"\n"):
-                    pending += b"\n"
-                nonlocal sent
-                sent += 1
-                if len(pending) >= _CHUNK_BYTES:
-                    yield bytes(pending)
-                    pending.clear()
-                    if progress is not None:
-                        progress(ImportProgress(sent, 0, 0))
-            if pending:
-                yield bytes(pending)
-
-        data = self._request(
-            "POST",
-            self._batch_path(batch_id, "/outcomes"),
-            content=body(),
-            content_type="application/x-ndjson",
-            params={"account": account},
-        )
-        return ImportResult(
-            batch_id=data["batch_id"],
-            lines=data["lines"],
-            inserted=data["inserted"],
-            duplicates=data["duplicates"],
-            tags=dict(data["tags"]),
-            warnings=tuple(data["warnings"]),
+        return self.send(
+            self.requests.record_many(
+                batch_id, lines, account=account, chunk_size=chunk_size, progress=progress
+            )
         )
 
-    def guard(
+
+class AsyncRemoteClient:
+    """The verbs over HTTP, awaited, on one pooled ``httpx.AsyncClient``: the same calls,
+    answers and errors as :class:`RemoteClient`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Secret,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.requests = Requests(base_url, settings)
+        self.base_url = self.requests.base_url
+        self._http = build_async_client(
+            base_url=self.base_url,
+            connect=self.requests.connect,
+            read=self.requests.read,
+            write=self.requests.write,
+            headers=self.requests.headers(token),
+            transport=transport,
+        )
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def send(self, call: Call[T]) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            content: bytes | AsyncIterator[bytes] | None = call.content()
+            if call.lines is not None:
+                content = self._stream(call.lines, _Chunker(call.progress))
+            try:
+                response = await self._http.request(
+                    call.method,
+                    call.path,
+                    content=content,
+                    params=call.query(),
+                    headers=call.headers(),
+                    timeout=call.timeout or self.requests.timeout,
+                )
+            except httpx.HTTPError as exc:
+                delay = self.requests.retry_delay(call, attempt, None)
+                if delay is not None:
+                    await self._sleep(delay)
+                    continue
+                error = self.requests.unreachable(exc)
+                if call.unreachable is None:
+                    raise error from exc
+                return call.unreachable(error)
+            delay = self.requests.retry_delay(call, attempt, response)
+            if delay is None:
+                return self.requests.answer(call, response.status_code, response.content)
+            await self._sleep(delay)
+
+    @staticmethod
+    async def _stream(
+        lines: AsyncIterable[str | bytes] | Lines, chunker: _Chunker
+    ) -> AsyncIterator[bytes]:
+        async for line in _each(lines):
+            chunk = chunker.add(line)
+            if chunk is not None:
+                yield chunk
+                chunker.sent_chunk()
+        rest = chunker.rest()
+        if rest is not None:
+            yield rest
+
+    check = _awaiting(Requests.check)
+    guard = _awaiting(Requests.guard)
+    record = _awaiting(Requests.record)
+    finish = _awaiting(Requests.finish)
+    classify = _awaiting(Requests.classify)
+    show = _awaiting(Requests.show)
+    failures = _awaiting(Requests.failures)
+    batches = _awaiting(Requests.batches)
+    findings = _awaiting(Requests.findings)
+    run_audit = _awaiting(Requests.run_audit)
+    read_profile = _awaiting(Requests.read_profile)
+
+    async def record_many(
         self,
         batch_id: str,
-        *,
-        next_cost: Decimal | str | int | None = None,
-        max_age: timedelta | None = None,
-    ) -> GuardResult:
-        body: dict[str, object] = {}
-        if next_cost is not None:
-            body["next_cost"] = str(next_cost)
-        if max_age is not None:
-            body["max_age"] = f"{max_age.total_seconds():.6f}s"
-        return guard_result(self._request("POST", self._batch_path(batch_id, "/guard"), body=body))
-
-    def finish(self, batch_id: str, *, snapshot: bool = True) -> FinishResult:
-        data = self._request(
-            "POST", self._batch_path(batch_id, "/finish"), params={"snapshot": snapshot}
-        )
-        return finish_result(data)
-
-    def classify(
-        self, batch_id: str | None = None, *, only_inconclusive: bool = False
-    ) -> dict[str, int]:
-        body: dict[str, object] = {"only_inconclusive": only_inconclusive}
-        if batch_id is not None:
-            body["batch_id"] = batch_id
-        data = self._request("POST", "/v1/classify", body=body)
-        return dict(data["tags"])
-
-    def show(self, batch_id: str) -> BatchReport:
-        data = self._request("GET", self._batch_path(batch_id))
-        return BatchReport(
-            batch=batch_view(data),
-            snapshots=[snapshot_view(s) for s in data["snapshots"]],
-            outcomes=totals(data["outcomes"]),
-            late_outcomes=[
-                LateOutcome(o["job_id"], o["attempt"], o["status"], _when(o["recorded_at"]))
-                for o in data["late_outcomes"]
-            ],
-            quota_failures=[failure_view(f) for f in data["quota_failures"]],
-            forecast=forecast_view(data.get("forecast")),
-        )
-
-    def failures(
-        self, *, since: datetime | None = None, tag: str | None = None, account: str | None = None
-    ) -> list[FailureView]:
-        params = {"since": since, "tag": tag, "account": account}
-        return [failure_view(f) for f in self._request("GET", "/v1/failures", params=params)]
-
-    def batches(
-        self,
-        *,
-        since: datetime | None = None,
-        status: str | None = None,
-        account: str | None = None,
-    ) -> list[BatchListing]:
-        params = {"since": since, "status": status, "account": account}
-        return [
-            BatchListing(batch_view(b), totals(b["outcomes"]))
-            for b in self._request("GET", "/v1/batches", params=params)
-        ]
-
-    def findings(
-        self, *, since: datetime | None = None, kind: str | None = None, account: str | None = None
-    ) -> list[FindingView]:
-        params = {"since": since, "kind": kind, "account": account}
-        return [finding_view(f) for f in self._request("GET", "/v1/findings", params=params)]
-
-    def run_audit(
-        self,
+        lines: AsyncIterable[str | bytes] | Lines,
         *,
         account: str | None = None,
-        force: bool = False,
-        replica: str | None = None,
-        stop: threading.Event | None = None,
-        log_findings: bool = True,
-    ) -> list[AuditOutcome]:
-        """One audit run on the server (``replica``, ``stop`` and logging are the server's)."""
-        body: dict[str, object] = {"force": force}
-        if account is not None:
-            body["account"] = account
-        timeout = httpx.Timeout(
-            self._timeout.read * _AUDIT_TIMEOUT_FACTOR if self._timeout.read else None,
-            connect=self._timeout.connect,
-        )
-        data = self._request("POST", "/v1/audit", body=body, timeout=timeout)
-        return [audit_outcome(item) for item in data]
-
-    def read_profile(self, account: str | None = None) -> ProfileReading:
-        from preflight.vendor import Profile
-
-        name = account or self._settings.account
-        data = self._request("GET", f"/v1/accounts/{quote(name, safe='')}/profile")
-        profile = Profile(
-            raw=data["raw"],
-            user_id=data["user_id"],
-            tier=data["tier"],
-            credits=_amount(data["credits"]),
-            api_quota_remaining=_amount(data["api_quota_remaining"]),
-            http_status=200,
-            latency_ms=data["latency_ms"],
-            attempts=1,
-            **_meters_of_profile(data),
-        )
-        return ProfileReading(
-            data["account"], data["snapshot_id"], _when(data["taken_at"]), profile
-        )
-
-    def update_profile(self, webhook_url: str, **_options: object) -> Any:
-        raise UsageError(
-            "a profile update is not served by the preflight server: "
-            "unset PREFLIGHT_SERVER_URL to run it with the vendor token locally"
+        chunk_size: int | None = None,
+        progress: Callable[[ImportProgress], None] | None = None,
+    ) -> ImportResult:
+        """Stream ``lines`` (an async iterable, or a plain one) as application/x-ndjson,
+        chunk by chunk as they come: never held whole in memory."""
+        return await self.send(
+            self.requests.record_many(
+                batch_id, lines, account=account, chunk_size=chunk_size, progress=progress
+            )
         )
 
 
-# ---------------------------------------------------------------- JSON → results
+async def _each(lines: AsyncIterable[str | bytes] | Lines) -> AsyncIterator[str | bytes]:
+    if isinstance(lines, AsyncIterable):
+        async for line in lines:
+            yield line
+    else:
+        for line in lines:
+            yield line
 
 
-def check_result(data: Mapping[str, Any]) -> CheckResult:
-    return CheckResult(
-        batch_id=data["batch_id"],
-        account=data["account"],
-        verdict=Verdict(data["verdict"]),
-        reason=data["reason"],
-        meter=data["meter"],
-        balance=_amount(data["balance"]),
-        need=_amount(data["need"]),
-        reserve=Decimal(data["reserve"]),
-        outstanding_other=_amount(data["outstanding_other"]),
-        snapshot_id=data["snapshot_id"],
-        snapshot_kind=data["snapshot_kind"],
-        checked_at=_when(data["checked_at"]),
-        status=data["status"],
-        verified=data["verified"],
-        fail_open=data["fail_open"],
-        labels=dict(data["labels"]),
-        need_basis=need_basis(data.get("need_basis")),
-    )
+class AsyncPreflight(AsyncRemoteClient):
+    """The facade's verbs for asyncio code, on a preflight server (``preflight serve``)::
 
+        async with AsyncPreflight.remote(url, token) as pf:
+            result = await pf.check("nightly", need="500")
 
-def need_basis(data: Mapping[str, Any] | None) -> NeedBasis | None:
-    if data is None:
-        return None
-    return NeedBasis(
-        jobs=data["jobs"],
-        statistic=data["statistic"],
-        per_job=Decimal(data["per_job"]),
-        sample_jobs=data["sample_jobs"],
-        sample_batches=data["sample_batches"],
-        label=data["label"],
-    )
+    Every verb is awaited and returns what ``Preflight.remote(...)`` returns, raising the
+    same errors; ``record_many`` streams an async iterable of JSON Lines. (Local mode's
+    services are synchronous: an async caller reaches them through a server.)
+    """
 
+    @classmethod
+    def remote(
+        cls,
+        server_url: str,
+        server_token: str | Secret,
+        *,
+        settings: Settings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> AsyncPreflight:
+        """The async facade of the server at ``server_url``, with an API token."""
+        settings = settings or load_settings()
+        token = _token(settings, server_token)
+        return cls(server_url, token, settings, transport=transport, sleep=sleep)
 
-def forecast_of(data: Mapping[str, Any]) -> Forecast:
-    """The projection as the server wrote it: its rounded minutes and rates read back print
-    the same strings."""
-    return Forecast(
-        balance=Decimal(data["balance"]),
-        remaining_need=_amount(data["remaining_need"]),
-        affordable_jobs=data["affordable_jobs"],
-        own_burn_per_minute=_amount(data["own_burn_per_minute"]),
-        foreign_burn_per_minute=_amount(data["foreign_burn_per_minute"]),
-        minutes_to_empty=_amount(data["minutes_to_empty"]),
-        minutes_to_finish=_amount(data["minutes_to_finish"]),
-        runs_out_first=data["runs_out_first"],
-    )
-
-
-def forecast_view(data: Mapping[str, Any] | None) -> ForecastView | None:
-    if data is None:
-        return None
-    return ForecastView(
-        decision=None if data["decision"] is None else Decision(data["decision"]),
-        reason=data["reason"],
-        forecast=forecast_of(data),
-        outstanding_other=Decimal(data["outstanding_other"]),
-        snapshot_id=data["snapshot_id"],
-        snapshot_age_seconds=data["snapshot_age_seconds"],
-    )
-
-
-def guard_result(data: Mapping[str, Any]) -> GuardResult:
-    return GuardResult(
-        batch_id=data["batch_id"],
-        decision=Decision(data["decision"]),
-        reason=data["reason"],
-        forecast=forecast_of(data),
-        outstanding_other=Decimal(data["outstanding_other"]),
-        snapshot_id=data["snapshot_id"],
-        snapshot_age_seconds=data["snapshot_age_seconds"],
-    )
-
-
-def finish_result(data: Mapping[str, Any]) -> FinishResult:
-    finished_at = _when(data["finished_at"])
-
-    def reading(key: str) -> Reading | None:
-        balance = _amount(data[key])
-        return None if balance is None else Reading(0, finished_at, balance)
-
-    start, end = reading("preflight_balance"), reading("finish_balance")
-    foreign = None
-    if data["foreign_consumption"] is not None and end is not None:
-        foreign = ForeignConsumption(
-            amount=Decimal(data["foreign_consumption"]),
-            end=end,
-            topups=((0, 0),) if data["foreign_is_lower_bound"] else (),
-            snapshot_ids=tuple(data["snapshot_ids"]),
-        )
-    summary = SpendSummary(data["meter"], Decimal(data["own_cost"]), start, end, foreign)
-    return FinishResult(
-        data["batch_id"],
-        finished_at,
-        summary,
-        data["snapshot_error"],
-        already_finished=data["already_finished"],
-    )
-
-
-def batch_view(data: Mapping[str, Any]) -> BatchView:
-    return BatchView(
-        batch_id=data["batch_id"],
-        account=data["account"],
-        status=data["status"],
-        verdict=data["verdict"],
-        verified=data["verified"],
-        meter=data["meter"],
-        need=_amount(data["need"]),
-        reserve=Decimal(data["reserve"]),
-        labels=dict(data["labels"]),
-        created_at=_when(data["created_at"]),
-        checked_at=_time(data["checked_at"]),
-        finished_at=_time(data["finished_at"]),
-    )
-
-
-def totals(data: Mapping[str, Any]) -> OutcomeTotals:
-    return OutcomeTotals(
-        total=data["total"],
-        succeeded=data["succeeded"],
-        failed=data["failed"],
-        quota_failures=data["quota_failures"],
-        late=data["late"],
-        cost=Decimal(data["cost"]),
-    )
-
-
-def _extra_meters(data: Mapping[str, Any]) -> dict[str, Decimal] | None:
-    """The meters other than the first vendor's two, from a ``meters`` object (if any)."""
-    meters = data.get("meters") or {}
-    extra = {
-        name: Decimal(value)
-        for name, value in meters.items()
-        if name not in ("credits", "api_quota_remaining") and value is not None
-    }
-    return extra or None
-
-
-def _meters_of_profile(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The Profile fields that name another vendor's meters (none for the first vendor)."""
-    meters = data.get("meters")
-    if not meters:
-        return {}
-    return {
-        "extra_meters": _extra_meters(data) or {},
-        "meter_names": tuple(meters),
-    }
-
-
-def snapshot_view(data: Mapping[str, Any]) -> SnapshotView:
-    return SnapshotView(
-        id=data["id"],
-        kind=data["kind"],
-        taken_at=_when(data["taken_at"]),
-        credits=_amount(data["credits"]),
-        api_quota_remaining=_amount(data["api_quota_remaining"]),
-        balance=_amount(data["balance"]),
-        extra_meters=_extra_meters(data),
-    )
-
-
-def failure_view(data: Mapping[str, Any]) -> FailureView:
-    return FailureView(
-        batch_id=data["batch_id"],
-        job_id=data["job_id"],
-        attempt=data["attempt"],
-        failed_at=_when(data["failed_at"]),
-        http_status=data["http_status"],
-        error=data["error"],
-        tag=data["tag"],
-        reason=data["reason"],
-        evidence=dict(data["evidence"]),
-        attribution=tuple(
-            Attributed(item["batch_id"], Decimal(item["cost"])) for item in data["attribution"]
-        ),
-        unattributed=_amount(data["unattributed"]),
-        classifier_version=data["classifier_version"],
-        classified_at=_time(data["classified_at"]),
-    )
-
-
-def finding_view(data: Mapping[str, Any]) -> FindingView:
-    return FindingView(
-        id=data["id"],
-        kind=data["kind"],
-        account=data["account"],
-        amount=_amount(data["amount"]),
-        window_start=_when(data["window_start"]),
-        window_end=_when(data["window_end"]),
-        batches=tuple(data["batches"]),
-        audit_run_id=data["audit_run_id"],
-        detail=dict(data["detail"]),
-        created_at=_when(data["created_at"]),
-    )
-
-
-def audit_outcome(data: Mapping[str, Any]) -> AuditOutcome:
-    return AuditOutcome(
-        account=data["account"],
-        period_start=_when(data["period_start"]),
-        skipped=data["skipped"],
-        reason=data["reason"],
-        audit_run_id=data["audit_run_id"],
-        snapshot_id=data["snapshot_id"],
-        status=data["status"],
-        takeover=data["takeover"],
-        steps=dict(data["steps"]),
-        findings=tuple(finding_view(f) for f in data["findings"]),
-    )
+    audit = AsyncRemoteClient.run_audit
+    profile = AsyncRemoteClient.read_profile

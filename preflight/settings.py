@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from preflight.adapters import (
     ADAPTER_NAMES,
@@ -144,6 +145,7 @@ MAX_DURATION: Final = timedelta(days=36500)
 def parse_since(value: str, field: str = "since") -> datetime:
     """A ``since`` filter: a duration back from now (``24h``, ``7d``) or an ISO 8601 time;
     a ``UsageError`` naming ``field`` otherwise."""
+    # The outcome parser's (and its json): settings load for every command, this rarely.
     from preflight.domain.outcome import EARLIEST_TIME, LATEST_TIME, parse_timestamp
 
     try:
@@ -303,7 +305,6 @@ def _crontab(text: Any) -> str:
 
 
 def _http_url(text: Any) -> str:
-    from urllib.parse import urlsplit
 
     url = str(text).strip()
     try:

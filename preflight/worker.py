@@ -33,6 +33,12 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import start_http_server
+
+from preflight import metrics
 from preflight.errors import PreflightError
 from preflight.logs import get_logger
 from preflight.services.audit import accounts_to_audit, current_period, replica_id, run_audit
@@ -52,8 +58,6 @@ _POLL_SECONDS: Final = 0.2
 
 def build_trigger(settings: Settings, now: datetime) -> Any:
     """The APScheduler trigger for the settings: the crontab if set, else the interval."""
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
 
     if settings.audit_cron:
         return CronTrigger.from_crontab(settings.audit_cron, timezone=UTC)
@@ -95,7 +99,6 @@ def run_worker(
     ``announce`` hears one line when the worker has started and one when it stopped,
     whatever the log level (the CLI prints them on stderr).
     """
-    from apscheduler.schedulers.background import BackgroundScheduler
 
     settings = rt.settings
     stop = stop_event or threading.Event()
@@ -138,9 +141,6 @@ def run_worker(
 
     if settings.metrics_port is not None:
         # The same registry `preflight serve` exposes on /metrics (audits, vendor calls).
-        from prometheus_client import start_http_server
-
-        from preflight import metrics
 
         start_http_server(settings.metrics_port, registry=metrics.registry())
         log.info("metrics_serving", port=settings.metrics_port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -28,7 +29,8 @@ def demo(database_url: str | None, output_format: str) -> int:
     the first one spends it (concurrent_consumption). Uses its own database, never
     the one in PREFLIGHT_DATABASE_URL.
     """
-    from dataclasses import replace
+
+    from dataclasses import replace  # the demo's, like the rest: not --help's
 
     from preflight.demo import default_demo_database, run_demo
 
@@ -175,10 +177,11 @@ def simulate(
 
 
 def _optional_amount(text: str, option: str) -> Decimal | None:
-    from preflight.settings import parse_amount
 
     if text.strip().lower() == "none":
         return None
+    from preflight.settings import parse_amount  # the settings: not for `--help`
+
     try:
         return parse_amount(text)
     except ValueError as exc:
@@ -188,8 +191,7 @@ def _optional_amount(text: str, option: str) -> Decimal | None:
 def _program() -> str:
     """How to run preflight again from this shell: ``preflight`` if that is what PATH finds,
     else the path this one was started by (an inactive virtual environment)."""
-    import shutil
-    import sys
+    import shutil  # here, with pathlib: `preflight --help` loads neither
     from pathlib import Path
 
     started = Path(sys.argv[0]).resolve()

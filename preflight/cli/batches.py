@@ -105,7 +105,8 @@ def check(
       unavailable     13   vendor down or unusable after retries (0 with --fail-open)
       usage error      2
     """
-    from preflight.domain.verdict import exit_code
+    # The contract's exit codes and words: loaded by the check's result anyway, not by --help.
+    from preflight.contract import ADVISORY, exit_code
 
     label_map = _parse_labels(labels)
     with open_app() as app:
@@ -145,8 +146,6 @@ def check(
                 f"snapshot {result.snapshot_id} ({result.snapshot_kind}) at "
                 f"{result.checked_at.isoformat()}"
             )
-        from preflight.services.check_result import ADVISORY  # loaded by the check already
-
         click.echo(ADVISORY)
     return exit_code(result.verdict, strict=strict, fail_open=result.fail_open)
 
@@ -244,11 +243,12 @@ def record(
     if source is not None:
         if job_id or status:
             raise click.UsageError("give either JOB_ID with --status, or --from, not both")
-        from preflight.domain.outcome import MAX_LINE_BYTES
 
         shown = ImportProgressLine()
         try:
             with open_app() as app, source as stream:
+                from preflight.domain.outcome import MAX_LINE_BYTES  # record's, not --help's
+
                 lines = bounded_lines(stream, MAX_LINE_BYTES)
                 result = app.record_many(batch_id, lines, account=account, progress=shown)
         finally:

@@ -1,7 +1,8 @@
 """Exit codes of the CLI, in one table (README, "Exit codes").
 
 Errors carry no exit code: each edge maps the error tree to its own codes, the CLI here,
-the HTTP app to statuses. A verdict's code comes from :func:`preflight.domain.verdict.exit_code`.
+the HTTP app to statuses. A verdict's code comes from :func:`preflight.contract.exit_code`
+(the table the HTTP check answer shares).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ _BY_ERROR: Final[tuple[tuple[type[PreflightError], int], ...]] = (
 def exit_code_of(error: PreflightError) -> int:
     """The documented exit code of ``error``."""
     if isinstance(error, NoGoError):
-        from preflight.domain.verdict import Verdict, exit_code
+        # The contract's table (and the domain it reads): a no-go's, never `--help`'s.
+        from preflight.contract import exit_code
+        from preflight.domain.verdict import Verdict
 
         return exit_code(Verdict(error.verdict), strict=error.strict)
     return next((code for kind, code in _BY_ERROR if isinstance(error, kind)), INTERNAL)

@@ -8,6 +8,7 @@ Heavy imports (SQLAlchemy, httpx) happen inside commands so ``--help`` stays fas
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Final, NoReturn
@@ -50,7 +51,7 @@ def cli(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand not in _SERVING:
         # A one-shot command has no /metrics for anyone to scrape: it records nothing.
-        from preflight import metrics
+        from preflight import metrics  # a command's, not --help's (it loads logging)
 
         metrics.stop_recording()
 
@@ -113,7 +114,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _log_internal_error(error: Exception) -> None:
-    import os
 
     from preflight.logs import defer_logging, get_logger, logging_set_up
 

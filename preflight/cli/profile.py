@@ -32,7 +32,7 @@ def profile_show(account: str | None, output_format: str) -> int:
         for key, value in meters.items():
             click.echo(f"{key:<20} {value if value is not None else '-'}")
         click.echo(f"{'snapshot':<20} {reading.snapshot_id} at {reading.taken_at.isoformat()}")
-        click.echo(f"{'raw':<20} {reading.profile.raw}")
+        click.echo(f"{'raw':<20} {reading.raw}")
     return 0
 
 

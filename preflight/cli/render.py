@@ -16,7 +16,7 @@ import click
 from preflight.cli.support import emit_json
 
 if TYPE_CHECKING:
-    from preflight.services.outcomes import ImportProgress
+    from preflight.services.results import ImportProgress
 
 #: A table column: a key of the row's JSON form, or (header, how to get the cell).
 Column = str | tuple[str, Callable[[Mapping[str, Any]], Any]]

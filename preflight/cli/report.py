@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from preflight.cli.support import open_app, parse_since
+from preflight.errors import UsageError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -90,10 +91,8 @@ def report(batch_id: str | None, account: str | None, since: str | None, output:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, then rename it over ``path``."""
-    import tempfile
+    import tempfile  # the report's (see above)
     from pathlib import Path
-
-    from preflight.errors import UsageError
 
     directory = path.parent if str(path.parent) else Path()
     try:

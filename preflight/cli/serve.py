@@ -37,7 +37,8 @@ def serve(host: str, port: int) -> int:
         raise click.UsageError(
             f"the HTTP API needs the server extra: pip install 'preflight[server]' ({exc.name})"
         ) from None
-    import logging
+
+    import logging  # serve's alone: `preflight --help` loads no logging
 
     from preflight.services.runtime import Runtime
 

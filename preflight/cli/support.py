@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
+from preflight.errors import UsageError
+
 if TYPE_CHECKING:
     from preflight.api import Preflight
     from preflight.settings import Settings
@@ -27,7 +29,7 @@ FORMAT_OPTION = click.option(
 
 
 def _json_default(value: object) -> str:
-    from decimal import Decimal
+    from decimal import Decimal  # a --format json command's, with json
 
     if isinstance(value, Decimal):
         return format(value, "f")
@@ -37,7 +39,7 @@ def _json_default(value: object) -> str:
 
 
 def emit_json(data: Any) -> None:
-    import json
+    import json  # a --format json command's: `preflight --help` and a text check skip it
 
     click.echo(json.dumps(data, default=_json_default, ensure_ascii=False))
 
@@ -81,7 +83,6 @@ SINCE_OPTION = click.option(
 
 def parse_since(value: str | None) -> datetime | None:
     """``--since`` as an aware UTC time: an ISO 8601 time, or a duration back from now."""
-    from preflight.errors import UsageError
     from preflight.settings import parse_since as parse
 
     if value is None:

@@ -1,6 +1,7 @@
 """Preflight verdicts: go / no-go from a balance, a need and what other batches still hold.
 
-The check is advisory, not a reservation: it reads the balance at one instant.
+The check is advisory, not a reservation: it reads the balance at one instant. A verdict's
+exit code is an edge's business (:mod:`preflight.contract`), not the domain's.
 """
 
 from __future__ import annotations
@@ -23,29 +24,10 @@ class Verdict(StrEnum):
     UNAVAILABLE = "unavailable"
 
 
-EXIT_CODES: Final[dict[Verdict, int]] = {
-    Verdict.GO: 0,
-    Verdict.AT_RISK: 0,
-    Verdict.INSUFFICIENT: 10,
-    Verdict.AUTH_FAILED: 11,
-    Verdict.BILLING_BLOCKED: 12,
-    Verdict.UNAVAILABLE: 13,
-}
-STRICT_AT_RISK_EXIT: Final = 14
-
 #: Verdicts after which the orchestrator should not dispatch.
 NO_GO: Final = frozenset(
     {Verdict.INSUFFICIENT, Verdict.AUTH_FAILED, Verdict.BILLING_BLOCKED, Verdict.UNAVAILABLE}
 )
-
-
-def exit_code(verdict: Verdict, *, strict: bool = False, fail_open: bool = False) -> int:
-    """The CLI exit code of a verdict, as the design's table says."""
-    if verdict is Verdict.AT_RISK and strict:
-        return STRICT_AT_RISK_EXIT
-    if verdict is Verdict.UNAVAILABLE and fail_open:
-        return 0
-    return EXIT_CODES[verdict]
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The OpenAPI document, finished by hand where the framework cannot know.
 
+- the results' answers are the contract's shapes (:func:`preflight.contract.components`);
 - every 4xx/5xx answer is ``application/problem+json`` with the ``Problem`` schema;
 - the outcomes route takes a JSON object, a JSON array, or ``application/x-ndjson``
   (it parses its body itself, to keep numbers exact and to stream);
@@ -14,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from preflight import contract
 from preflight.http import schemas
 from preflight.http.problems import PROBLEM_JSON
 
@@ -32,9 +34,10 @@ def _links(**targets: tuple[str, dict[str, str]]) -> dict[str, Any]:
 
 def _finish(document: dict[str, Any]) -> dict[str, Any]:
     components = document.setdefault("components", {}).setdefault("schemas", {})
-    components["OutcomeIn"] = schemas.OutcomeIn.model_json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
+    components.update(contract.components())
+    outcome = schemas.OutcomeIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(outcome.pop("$defs", {}))
+    components["OutcomeIn"] = outcome
     operations: dict[str, dict[str, Any]] = {}
     for item in document["paths"].values():
         for operation in item.values():

@@ -2,8 +2,9 @@
 
 Like :mod:`preflight.cli.exit_codes` for exit codes, this is the only place that decides
 a status. Every error body is ``application/problem+json`` with a stable ``type`` per
-error class; the ``detail`` is the error's one-line message (tokens scrubbed), never a
-stack trace.
+error class (the contract's table, :data:`preflight.contract.PROBLEM_TYPES`, which the
+remote clients read back); the ``detail`` is the error's one-line message (tokens
+scrubbed), never a stack trace.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from preflight.contract import PROBLEM_TYPES, TYPE_BASE
 from preflight.errors import (
     AuthError,
     BillingBlockedError,
@@ -29,8 +31,6 @@ from preflight.errors import (
 from preflight.secret import scrub
 
 PROBLEM_JSON: Final = "application/problem+json"
-#: ``type`` URIs are relative references to the API's own docs: stable identifiers.
-TYPE_BASE: Final = "/problems/"
 
 
 @dataclass(frozen=True)
@@ -46,21 +46,26 @@ class Kind:
         return TYPE_BASE + self.slug
 
 
-#: Most specific first: the first class an error is an instance of gives its problem.
-BY_ERROR: Final[tuple[tuple[type[PreflightError], Kind], ...]] = (
-    (NotFoundError, Kind(404, "not-found", "Not found")),
-    (ConflictError, Kind(409, "conflict", "Conflicts with what is stored")),
+#: The status and title of each error's problem; its ``type`` is the contract's.
+_STATUS: Final[dict[type[PreflightError], tuple[int, str]]] = {
+    NotFoundError: (404, "Not found"),
+    ConflictError: (409, "Conflicts with what is stored"),
     # Settings are the server's: a request cannot fix them (e.g. an account without token).
-    (ConfigError, Kind(503, "server-config", "The server's settings cannot serve this")),
-    (UsageError, Kind(400, "bad-request", "Bad request")),
-    (NoGoError, Kind(409, "no-go", "The batch may not start")),
-    (AuthError, Kind(502, "vendor-auth", "The vendor rejected the token")),
-    (BillingBlockedError, Kind(502, "vendor-billing-blocked", "The vendor blocks billing")),
-    (VendorRejectedError, Kind(502, "vendor-rejected", "The vendor rejected the request")),
-    (VendorUnavailableError, Kind(503, "vendor-unavailable", "The vendor is unavailable")),
-    (VendorError, Kind(502, "vendor-error", "The vendor failed")),
-    (SchemaMissingError, Kind(503, "schema-missing", "The database schema is not at head")),
-    (StorageError, Kind(503, "storage-unavailable", "The database is unavailable")),
+    ConfigError: (503, "The server's settings cannot serve this"),
+    UsageError: (400, "Bad request"),
+    NoGoError: (409, "The batch may not start"),
+    AuthError: (502, "The vendor rejected the token"),
+    BillingBlockedError: (502, "The vendor blocks billing"),
+    VendorRejectedError: (502, "The vendor rejected the request"),
+    VendorUnavailableError: (503, "The vendor is unavailable"),
+    VendorError: (502, "The vendor failed"),
+    SchemaMissingError: (503, "The database schema is not at head"),
+    StorageError: (503, "The database is unavailable"),
+}
+#: Most specific first (the contract's order): the first class an error is an instance of
+#: gives its problem.
+BY_ERROR: Final[tuple[tuple[type[PreflightError], Kind], ...]] = tuple(
+    (cls, Kind(_STATUS[cls][0], slug, _STATUS[cls][1])) for cls, slug in PROBLEM_TYPES
 )
 INTERNAL: Final = Kind(500, "internal", "Internal error")
 VALIDATION: Final = Kind(422, "validation", "The request does not match the API's schema")

@@ -1,43 +1,57 @@
-"""The JSON the HTTP API takes and gives, as Pydantic models, for the OpenAPI document.
+"""The JSON the HTTP API takes, as Pydantic models, for validation and the OpenAPI document.
 
-Responses are the results' own ``to_dict()`` (the JSON form every interface prints),
-sent as they are; the models below describe them, field for field, so that the OpenAPI
-document is exact and schemathesis can hold the server to it. Amounts are decimal
-strings, times ISO 8601 UTC.
+The answers of the verbs are the results' ``to_dict()``, described by their shapes in
+:mod:`preflight.contract` (one declaration each, which the remote clients read back with);
+this module keeps the requests, the problem body and the operations' own small answers.
+Amounts are decimal strings, times ISO 8601 UTC; the id patterns are the domain's.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-#: A batch id as the domain accepts it (domain/batch.py).
-BATCH_ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,200}$"
-#: A non-negative decimal within the amount bound (40 digits before the point, 20 after).
-AMOUNT_IN_PATTERN = r"^[0-9]{1,40}(\.[0-9]{1,20})?$"
+from preflight import contract
+from preflight.domain.vocabulary import OutcomeStatus
+
 ACCOUNT_PATTERN = r"^[A-Za-z0-9._:@-]{1,100}$"
 
-AmountIn = Annotated[str, Field(pattern=AMOUNT_IN_PATTERN, examples=["60", "12.5"])]
-AmountOut = Annotated[str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["1200.50"])]
+AmountIn = Annotated[str, Field(pattern=contract.AMOUNT_IN, examples=["60", "12.5"])]
 Account = Annotated[str, Field(pattern=ACCOUNT_PATTERN)]
-LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]
-LabelValue = Annotated[str, Field(pattern=r"^[ -~]{0,200}$")]
-#: A vendor adapter's meter (credits, api_quota_remaining, characters, usd, ...).
-MeterName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", examples=["credits"])]
-#: Spelled out for the type checker; tests/unit/test_http_schemas.py holds them to the enums.
+LABEL_KEY: Final = r"^[A-Za-z0-9._:/-]{1,64}$"
+LABEL_VALUE: Final = r"^[ -~]{0,200}$"
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY)]
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE)]
+#: Up to 50 labels. (Pydantic writes the key pattern as patternProperties, which leaves
+#: any other key free: the document says propertyNames, which is what is validated.)
+LABELS: Final[dict[str, Any]] = {
+    "type": "object",
+    "maxProperties": 50,
+    "propertyNames": {"pattern": LABEL_KEY},
+    "additionalProperties": {"type": "string", "pattern": LABEL_VALUE},
+}
 
-VerdictName = Literal[
-    "go", "at_risk", "insufficient", "auth_failed", "billing_blocked", "unavailable"
-]
-StatusName = Literal["open", "blocked", "finished"]
-EstimateName = Literal["mean", "p50", "p90", "p95", "max"]
-DecisionName = Literal["continue", "at_risk", "stop"]
-TagName = Literal["pre_existing_low_balance", "concurrent_consumption", "inconclusive"]
-FindingKindName = Literal[
-    "unexplained_consumption", "low_balance", "stale_batch", "projected_shortfall"
-]
+#: A time the API takes: ISO 8601 (RFC 3339 here), from 1970 up to 9000 in UTC. The pattern
+#: keeps to the years 1971-8999, which no offset can move out of the bound.
+TIME_IN: Final[dict[str, Any]] = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^(197[1-9]|19[89][0-9]|[2-8][0-9]{3})-",
+    "maxLength": 64,
+}
+#: A duration back from now, at most 36500 days: 90, 90s, 15m, 6h, 2d (the digits kept
+#: within the bound for each unit).
+DURATION: Final = r"^([0-9]{1,9}s?|[0-9]{1,7}m|[0-9]{1,5}h|[0-9]{1,4}d)$"
+#: ``since``: a duration back from now, or a time.
+SINCE: Final[dict[str, Any]] = {
+    "anyOf": [{"type": "string", "pattern": DURATION}, TIME_IN],
+}
+#: A job id: 1-200 printable characters. JSON Schema has no Unicode categories: the pattern
+#: refuses the control characters; the other unprintable ones (format, private use,
+#: unassigned, separators but the space, lone surrogates) are refused by the API with a
+#: 400 naming ``job_id`` (docs/http.md, "What the schema cannot say").
+JOB_ID: Final = r"^[^\x00-\x1f\x7f-\x9f]{1,200}$"
 
 
 class _In(BaseModel):
@@ -71,7 +85,9 @@ class CheckIn(_In):
     account: Account | None = Field(
         default=None, description="A configured account (default: default)."
     )
-    labels: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=50)
+    labels: Annotated[dict[LabelKey, LabelValue], WithJsonSchema(LABELS)] | None = Field(
+        default=None, max_length=50
+    )
     jobs: Annotated[int, Field(ge=1, le=10**9)] | None = Field(
         default=None, description="Instead of need: the number of jobs, priced from history."
     )
@@ -81,7 +97,7 @@ class CheckIn(_In):
         default=None,
         description="KEY=VALUE: the label of the finished batches the need is estimated from.",
     )
-    estimate: EstimateName | None = Field(
+    estimate: Literal["mean", "p50", "p90", "p95", "max"] | None = Field(
         default=None, description="The statistic per job (default mean; quantiles nearest-rank)."
     )
     min_history: Annotated[int, Field(ge=1, le=10**9)] | None = Field(
@@ -105,13 +121,15 @@ class OutcomeIn(BaseModel):
     """One outcome, as a JSON Lines record of ``preflight record --from``."""
 
     model_config = ConfigDict(extra="forbid")
-    job_id: Annotated[str, Field(pattern=r"^[ -~]{1,200}$")]
-    status: Literal["succeeded", "failed"]
+    job_id: Annotated[str, Field(pattern=JOB_ID)]
+    status: OutcomeStatus
     cost: AmountIn | None = None
     expected_cost: AmountIn | None = None
     http_status: Annotated[int, Field(ge=100, le=599)] | None = None
     attempt: Annotated[int, Field(ge=1, le=1_000_000)] = 1
-    at: datetime | None = Field(default=None, description="ISO 8601, 1970 to 9000; default now.")
+    at: Annotated[str, WithJsonSchema(TIME_IN)] | None = Field(
+        default=None, description="ISO 8601, 1970 to 9000; default now."
+    )
     error: Annotated[str, Field(max_length=4000)] | None = None
     quota_failure: bool = False
 
@@ -124,243 +142,13 @@ class AuditIn(_In):
 
 
 class ClassifyIn(_In):
-    batch_id: Annotated[str, Field(pattern=BATCH_ID_PATTERN)] | None = None
+    batch_id: Annotated[str, Field(pattern=contract.BATCH_ID)] | None = None
     only_inconclusive: bool = False
 
 
 # ---------------------------------------------------------------- responses
-
-
-class NeedBasisOut(_Out):
-    """How ``need`` was estimated: ``jobs`` × ``per_job``, the ``statistic`` of the consumed
-    cost of ``sample_jobs`` succeeded jobs in ``sample_batches`` finished batches."""
-
-    jobs: int
-    statistic: EstimateName
-    per_job: AmountOut
-    sample_jobs: int
-    sample_batches: int
-    label: str
-
-
-class CheckOut(_Out):
-    batch_id: str
-    account: str
-    verdict: VerdictName
-    exit_code: int = Field(description="The CLI's exit code for this verdict, strict and fail_open")
-    reason: str
-    meter: MeterName | None
-    balance: AmountOut | None
-    need: AmountOut | None
-    need_basis: NeedBasisOut | None
-    reserve: AmountOut
-    outstanding_other: AmountOut | None
-    snapshot_id: int | None
-    snapshot_kind: str | None
-    checked_at: datetime
-    status: StatusName
-    verified: bool
-    fail_open: bool
-    labels: dict[str, str]
-    advisory: str
-
-
-class ForecastOut(_Out):
-    """The projection from one stored snapshot; ``decision`` None when the batch declared
-    no need. Minutes are decimal strings rounded to 0.1, amounts exact."""
-
-    decision: DecisionName | None
-    reason: str | None
-    balance: AmountOut
-    remaining_need: AmountOut | None
-    outstanding_other: AmountOut
-    affordable_jobs: int | None
-    own_burn_per_minute: AmountOut | None
-    foreign_burn_per_minute: AmountOut | None
-    minutes_to_empty: AmountOut | None
-    minutes_to_finish: AmountOut | None
-    runs_out_first: bool
-    snapshot_id: int
-    snapshot_age_seconds: int
-
-
-class GuardOut(_Out):
-    """``guard``'s answer: minutes are decimal strings rounded to 0.1, amounts exact."""
-
-    batch_id: str
-    decision: DecisionName
-    exit_code: int = Field(description="The CLI's exit code: 15 stop, 14 at_risk with strict")
-    reason: str
-    balance: AmountOut
-    remaining_need: AmountOut | None
-    outstanding_other: AmountOut
-    affordable_jobs: int | None
-    own_burn_per_minute: AmountOut | None
-    foreign_burn_per_minute: AmountOut | None
-    minutes_to_empty: AmountOut | None
-    minutes_to_finish: AmountOut | None
-    runs_out_first: bool
-    snapshot_id: int
-    snapshot_age_seconds: int
-
-
-class RecordOut(_Out):
-    batch_id: str
-    job_id: str
-    attempt: int
-    status: Literal["succeeded", "failed"]
-    created: bool
-    quota_failure: bool
-    tag: TagName | None
-    reason: str | None
-    snapshot_id: int | None
-    snapshot_error: str | None
-    warnings: list[str]
-
-
-class ImportOut(_Out):
-    batch_id: str
-    lines: int
-    inserted: int
-    duplicates: int
-    tags: dict[str, int]
-    warnings: list[str]
-
-
-class FinishOut(_Out):
-    batch_id: str
-    status: Literal["finished"]
-    finished_at: datetime
-    meter: MeterName | None
-    own_cost: AmountOut
-    preflight_balance: AmountOut | None
-    finish_balance: AmountOut | None
-    balance_drop: AmountOut | None
-    foreign_consumption: AmountOut | None
-    foreign_is_lower_bound: bool
-    snapshot_ids: list[int]
-    snapshot_error: str | None
-    already_finished: bool
-
-
-class Totals(_Out):
-    total: int
-    succeeded: int
-    failed: int
-    quota_failures: int
-    late: int
-    cost: AmountOut
-
-
-class SnapshotOut(_Out):
-    id: int
-    kind: str
-    taken_at: datetime
-    credits: AmountOut | None
-    api_quota_remaining: AmountOut | None
-    balance: AmountOut | None
-    meters: dict[str, AmountOut | None] | None = Field(
-        default=None, description="Every meter by name, for a vendor with other meters."
-    )
-
-
-class LateOut(_Out):
-    job_id: str
-    attempt: int
-    status: str
-    recorded_at: datetime
-
-
-class Attributed(_Out):
-    batch_id: str
-    cost: AmountOut
-
-
-class FailureOut(_Out):
-    batch_id: str
-    job_id: str
-    attempt: int
-    failed_at: datetime
-    http_status: int | None
-    error: str | None
-    tag: TagName | None
-    reason: str
-    evidence: dict[str, Any]
-    attribution: list[Attributed]
-    unattributed: AmountOut | None
-    classifier_version: str | None
-    classified_at: datetime | None
-
-
-class BatchOut(_Out):
-    batch_id: str
-    account: str
-    status: StatusName
-    verdict: VerdictName | None
-    verified: bool
-    meter: MeterName | None
-    need: AmountOut | None
-    reserve: AmountOut
-    labels: dict[str, Any]
-    created_at: datetime
-    checked_at: datetime | None
-    finished_at: datetime | None
-
-
-class ReportOut(BatchOut):
-    snapshots: list[SnapshotOut]
-    outcomes: Totals
-    late_outcomes: list[LateOut]
-    quota_failures: list[FailureOut]
-    overlapping_batches: list[str]
-    forecast: ForecastOut | None = Field(
-        description="An open batch's projection from stored snapshots (the guard's fields)."
-    )
-
-
-class ListingOut(BatchOut):
-    outcomes: Totals
-
-
-class FindingOut(_Out):
-    id: int
-    kind: FindingKindName
-    account: str
-    amount: AmountOut | None
-    window_start: datetime
-    window_end: datetime
-    batches: list[str]
-    audit_run_id: int
-    detail: dict[str, Any]
-    created_at: datetime
-
-
-class AuditOut(_Out):
-    account: str
-    period_start: datetime
-    skipped: bool
-    reason: str | None
-    audit_run_id: int | None
-    snapshot_id: int | None
-    status: str | None
-    takeover: bool
-    steps: dict[str, Any]
-    findings: list[FindingOut]
-
-
-class ProfileOut(_Out):
-    account: str
-    snapshot_id: int
-    taken_at: datetime
-    user_id: str | None
-    tier: str | None
-    credits: AmountOut | None
-    api_quota_remaining: AmountOut | None
-    meters: dict[str, AmountOut | None] | None = Field(
-        default=None, description="Every meter by name, for a vendor with other meters."
-    )
-    latency_ms: int
-    raw: str = Field(description="The vendor's body as received (tokens it echoed: redacted).")
+# The results' answers are the contract's shapes (preflight/contract.py), in the document's
+# components by name; what is left here answers no verb of the services.
 
 
 class ClassifyOut(_Out):

@@ -150,7 +150,7 @@ def wait_for_balance(
                 _log.warning("balance_unavailable", error=str(exc))
             else:
                 readings += 1
-                meters = reading.profile.meters
+                meters = reading.meters
                 name = choose_meter(meter or "auto", meters)
                 last = meters.get(name) if name is not None else None
                 if last is not None and last >= wanted:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from preflight import metrics
 from preflight.adapters import DEFAULT_ADAPTER
+from preflight.alerts import send_alerts
 from preflight.db import audit as store
 from preflight.db import forecast as forecast_rows
 from preflight.domain.audit import (
@@ -638,8 +639,6 @@ class _AccountRun:
                 batches=list(finding.batches),
             )
         if findings:
-            from preflight.alerts import send_alerts
-
             send_alerts(self.settings, [finding.to_dict() for finding in findings])
         return AuditOutcome(
             account=self.account,

@@ -11,21 +11,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING
 
+from preflight import contract
+from preflight.contract import ADVISORY, Wire
 from preflight.domain.verdict import NO_GO, Verdict
-from preflight.domain.wire import amount_text
 
 if TYPE_CHECKING:
     from preflight.domain.forecast import NeedBasis
 
 __all__ = ["ADVISORY", "CheckResult"]
 
-ADVISORY: Final = "advisory: the balance was read, not reserved; other workers may still spend it"
 
-
+@contract.CHECK.binds
 @dataclass(frozen=True)
-class CheckResult:
+class CheckResult(Wire):
     """The answer to "may batch B, needing N, be dispatched now?"."""
 
     batch_id: str
@@ -51,25 +51,3 @@ class CheckResult:
     def go(self) -> bool:
         """True when the orchestrator may dispatch (go, at_risk, or unavailable with fail-open)."""
         return self.verdict not in NO_GO or (self.verdict is Verdict.UNAVAILABLE and self.fail_open)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch_id": self.batch_id,
-            "account": self.account,
-            "verdict": self.verdict.value,
-            "reason": self.reason,
-            "meter": self.meter,
-            "balance": amount_text(self.balance),
-            "need": amount_text(self.need),
-            "need_basis": None if self.need_basis is None else self.need_basis.to_dict(),
-            "reserve": amount_text(self.reserve),
-            "outstanding_other": amount_text(self.outstanding_other),
-            "snapshot_id": self.snapshot_id,
-            "snapshot_kind": self.snapshot_kind,
-            "checked_at": self.checked_at.isoformat(),
-            "status": self.status,
-            "verified": self.verified,
-            "fail_open": self.fail_open,
-            "labels": dict(self.labels),
-            "advisory": ADVISORY,
-        }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from preflight import metrics
@@ -27,7 +27,7 @@ from preflight.domain.outcome import (
 from preflight.domain.vocabulary import OutcomeStatus, SnapshotKind, Tag
 from preflight.errors import ConfigError, ConflictError, NotFoundError, UsageError, VendorError
 from preflight.logs import get_logger
-from preflight.services.results import ImportResult, RecordResult
+from preflight.services.results import ImportProgress, ImportResult, RecordResult
 from preflight.services.runtime import Runtime
 from preflight.services.snapshots import take_snapshot
 
@@ -39,15 +39,6 @@ if TYPE_CHECKING:
 log = get_logger("preflight")
 
 _FAILED = OutcomeStatus.FAILED.value
-
-
-@dataclass(frozen=True)
-class ImportProgress:
-    """How far a bulk import is: lines read, outcomes recorded, repeats already recorded."""
-
-    lines: int
-    inserted: int
-    duplicates: int
 
 
 def record(

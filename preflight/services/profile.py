@@ -20,7 +20,17 @@ def read_profile(rt: Runtime, account: str | None = None) -> ProfileReading:
     """Read the profile now and keep it as a ``manual`` snapshot."""
     name = rt.account_name(account)
     taken = take_snapshot(rt, name, SnapshotKind.MANUAL)
-    return ProfileReading(name, taken.snapshot_id, taken.taken_at, taken.profile)
+    profile = taken.profile
+    return ProfileReading(
+        account=name,
+        snapshot_id=taken.snapshot_id,
+        taken_at=taken.taken_at,
+        user_id=profile.user_id,
+        tier=profile.tier,
+        meters=profile.meters,
+        latency_ms=profile.latency_ms,
+        raw=profile.raw,
+    )
 
 
 @dataclass(frozen=True)

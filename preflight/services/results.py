@@ -1,6 +1,7 @@
 """Typed results and read models of the verbs: frozen dataclasses holding ``Decimal`` and
 ``datetime``. ``to_dict()`` is their JSON form, shared by every interface: amounts as
-decimal strings, times ISO 8601 UTC (:mod:`preflight.domain.wire`)."""
+decimal strings, times ISO 8601 UTC. Each one's JSON is declared once, by its shape in
+:mod:`preflight.contract` (which also reads it back, for remote mode)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,40 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from preflight import contract
+from preflight.contract import Wire
 from preflight.domain.exact import exact
-from preflight.domain.vocabulary import BatchStatus
-from preflight.domain.wire import amount_text, meters_text, time_text
+from preflight.domain.timeline import cited_snapshots
+from preflight.domain.wire import time_text
 
 # The check's answer has a module of its own (a cold `preflight check` imports only it, not
 # the sixteen other read models); it is one of the results all the same.
 from preflight.services.check_result import ADVISORY as ADVISORY
 from preflight.services.check_result import CheckResult as CheckResult
+
+__all__ = [
+    "ADVISORY",
+    "AccountTimeline",
+    "AuditOutcome",
+    "BatchListing",
+    "BatchReport",
+    "BatchTimeline",
+    "BatchView",
+    "CheckResult",
+    "FailureView",
+    "FindingView",
+    "FinishResult",
+    "ForecastView",
+    "GuardResult",
+    "ImportProgress",
+    "ImportResult",
+    "LateOutcome",
+    "OutcomeTotals",
+    "ProfileReading",
+    "RecordResult",
+    "SnapshotView",
+    "SpendSummary",
+]
 
 if TYPE_CHECKING:
     from preflight.domain.classify import (
@@ -29,39 +56,46 @@ if TYPE_CHECKING:
     from preflight.domain.forecast import Decision, Forecast
     from preflight.domain.outcome import OutcomeInput
     from preflight.domain.timeline import BatchSpan, Burn, DropSplit, Rise, TimelineSnapshot
-    from preflight.vendor import Profile
-
-# The check's answer has a module of its own: a cold `preflight check` imports only it,
-# not the sixteen other read models (a dataclass costs ~1 ms to create at import).
 
 
 @dataclass(frozen=True)
-class ProfileReading:
-    """A profile fetched on demand and stored as a snapshot."""
+class ImportProgress:
+    """How far a bulk import is: lines read, outcomes recorded, repeats already recorded.
+
+    (Here, among the results, so that remote mode reports progress without the services.)"""
+
+    lines: int
+    inserted: int
+    duplicates: int
+
+
+@contract.PROFILE.binds
+@dataclass(frozen=True)
+class ProfileReading(Wire):
+    """A profile fetched on demand and stored as a snapshot: the vendor's meters by name
+    (in its adapter's order of preference), its user and tier, and its body as received."""
 
     account: str
     snapshot_id: int
     taken_at: datetime
-    profile: Profile
+    user_id: str | None
+    tier: str | None
+    meters: Mapping[str, Decimal | None]
+    latency_ms: int
+    raw: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "account": self.account,
-            "snapshot_id": self.snapshot_id,
-            "taken_at": self.taken_at.isoformat(),
-            "user_id": self.profile.user_id,
-            "tier": self.profile.tier,
-            "credits": amount_text(self.profile.credits),
-            "api_quota_remaining": amount_text(self.profile.api_quota_remaining),
-            # Every meter by name, for a vendor with others than the first vendor's two.
-            **({"meters": meters_text(self.profile.meters)} if self.profile.extra_meters else {}),
-            "latency_ms": self.profile.latency_ms,
-            "raw": self.profile.raw,
-        }
+    @property
+    def credits(self) -> Decimal | None:
+        return self.meters.get("credits")
+
+    @property
+    def api_quota_remaining(self) -> Decimal | None:
+        return self.meters.get("api_quota_remaining")
 
 
+@contract.RECORD.binds
 @dataclass(frozen=True)
-class RecordResult:
+class RecordResult(Wire):
     """One recorded outcome, and the tag when it was a quota failure."""
 
     batch_id: str
@@ -72,24 +106,10 @@ class RecordResult:
     snapshot_error: str | None
     warnings: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch_id": self.batch_id,
-            "job_id": self.outcome.job_id,
-            "attempt": self.outcome.attempt,
-            "status": self.outcome.status.value,
-            "created": self.created,
-            "quota_failure": self.outcome.quota_failure,
-            "tag": self.tag.tag.value if self.tag else None,
-            "reason": self.tag.reason if self.tag else None,
-            "snapshot_id": self.snapshot_id,
-            "snapshot_error": self.snapshot_error,
-            "warnings": list(self.warnings),
-        }
 
-
+@contract.IMPORT.binds
 @dataclass(frozen=True)
-class ImportResult:
+class ImportResult(Wire):
     """What a JSON Lines import stored."""
 
     batch_id: str
@@ -99,19 +119,10 @@ class ImportResult:
     tags: Mapping[str, int]
     warnings: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch_id": self.batch_id,
-            "lines": self.lines,
-            "inserted": self.inserted,
-            "duplicates": self.duplicates,
-            "tags": dict(self.tags),
-            "warnings": list(self.warnings),
-        }
 
-
+@contract.SUMMARY.binds
 @dataclass(frozen=True)
-class SpendSummary:
+class SpendSummary(Wire):
     """A batch's own consumed cost against the balance drop between two of its snapshots."""
 
     meter: str | None
@@ -129,21 +140,10 @@ class SpendSummary:
             return None
         return self.start.balance - self.end.balance
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "meter": self.meter,
-            "own_cost": amount_text(self.own_cost),
-            "preflight_balance": amount_text(self.start.balance) if self.start else None,
-            "finish_balance": amount_text(self.end.balance) if self.end else None,
-            "balance_drop": amount_text(self.drop),
-            "foreign_consumption": amount_text(self.foreign.amount) if self.foreign else None,
-            "foreign_is_lower_bound": self.foreign.is_lower_bound if self.foreign else False,
-            "snapshot_ids": list(self.foreign.snapshot_ids) if self.foreign else [],
-        }
 
-
+@contract.FINISH.binds
 @dataclass(frozen=True)
-class FinishResult:
+class FinishResult(Wire):
     """A finished batch: its own consumed cost against the balance drop during it."""
 
     batch_id: str
@@ -152,22 +152,13 @@ class FinishResult:
     snapshot_error: str | None
     already_finished: bool = False  # a repeated finish: the first one's numbers
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch_id": self.batch_id,
-            "status": BatchStatus.FINISHED.value,
-            "finished_at": self.finished_at.isoformat(),
-            **self.summary.to_dict(),
-            "snapshot_error": self.snapshot_error,
-            "already_finished": self.already_finished,
-        }
-
 
 # ---------------------------------------------------------------- post-mortem read models
 
 
+@contract.BATCH.binds
 @dataclass(frozen=True)
-class BatchView:
+class BatchView(Wire):
     batch_id: str
     account: str
     status: str
@@ -181,25 +172,10 @@ class BatchView:
     checked_at: datetime | None
     finished_at: datetime | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch_id": self.batch_id,
-            "account": self.account,
-            "status": self.status,
-            "verdict": self.verdict,
-            "verified": self.verified,
-            "meter": self.meter,
-            "need": amount_text(self.need),
-            "reserve": amount_text(self.reserve),
-            "labels": dict(self.labels),
-            "created_at": time_text(self.created_at),
-            "checked_at": time_text(self.checked_at),
-            "finished_at": time_text(self.finished_at),
-        }
 
-
+@contract.TOTALS.binds
 @dataclass(frozen=True)
-class OutcomeTotals:
+class OutcomeTotals(Wire):
     """Counts of a batch's outcomes; ``cost`` is consumed cost (quota failures: none)."""
 
     total: int = 0
@@ -209,19 +185,10 @@ class OutcomeTotals:
     late: int = 0  # recorded after the batch was finished
     cost: Decimal = Decimal(0)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "quota_failures": self.quota_failures,
-            "late": self.late,
-            "cost": amount_text(self.cost),
-        }
 
-
+@contract.SNAPSHOT.binds
 @dataclass(frozen=True)
-class SnapshotView:
+class SnapshotView(Wire):
     id: int
     kind: str
     taken_at: datetime
@@ -231,36 +198,19 @@ class SnapshotView:
     # Any other vendor's meters by name (None: there is none).
     extra_meters: Mapping[str, Decimal] | None = field(default=None, hash=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "taken_at": time_text(self.taken_at),
-            "credits": amount_text(self.credits),
-            "api_quota_remaining": amount_text(self.api_quota_remaining),
-            "balance": amount_text(self.balance),
-            **({"meters": meters_text(self.extra_meters)} if self.extra_meters else {}),
-        }
 
-
+@contract.LATE.binds
 @dataclass(frozen=True)
-class LateOutcome:
+class LateOutcome(Wire):
     job_id: str
     attempt: int
     status: str
     recorded_at: datetime
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "attempt": self.attempt,
-            "status": self.status,
-            "recorded_at": time_text(self.recorded_at),
-        }
 
-
+@contract.FAILURE.binds
 @dataclass(frozen=True)
-class FailureView:
+class FailureView(Wire):
     """One quota failure with its stored tag (``tag`` None: not classified yet)."""
 
     batch_id: str
@@ -277,28 +227,10 @@ class FailureView:
     classifier_version: str | None
     classified_at: datetime | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch_id": self.batch_id,
-            "job_id": self.job_id,
-            "attempt": self.attempt,
-            "failed_at": time_text(self.failed_at),
-            "http_status": self.http_status,
-            "error": self.error,
-            "tag": self.tag,
-            "reason": self.reason,
-            "evidence": dict(self.evidence),
-            "attribution": [
-                {"batch_id": a.batch_id, "cost": amount_text(a.cost)} for a in self.attribution
-            ],
-            "unattributed": amount_text(self.unattributed),
-            "classifier_version": self.classifier_version,
-            "classified_at": time_text(self.classified_at),
-        }
 
-
+@contract.REPORT.binds
 @dataclass(frozen=True)
-class BatchReport:
+class BatchReport(Wire):
     """Everything a post-mortem of one batch needs, in time order."""
 
     batch: BatchView
@@ -314,31 +246,19 @@ class BatchReport:
         """Other batches that a tag attributes foreign consumption to."""
         return sorted({a.batch_id for f in self.quota_failures for a in f.attribution})
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.batch.to_dict(),
-            "snapshots": [s.to_dict() for s in self.snapshots],
-            "outcomes": self.outcomes.to_dict(),
-            "late_outcomes": [o.to_dict() for o in self.late_outcomes],
-            "quota_failures": [f.to_dict() for f in self.quota_failures],
-            "overlapping_batches": self.overlapping_batches,
-            "forecast": None if self.forecast is None else self.forecast.to_dict(),
-        }
 
-
+@contract.LISTING.binds
 @dataclass(frozen=True)
-class BatchListing:
+class BatchListing(Wire):
     """One row of ``batches``: the batch and its outcome totals."""
 
     batch: BatchView
     outcomes: OutcomeTotals
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.batch.to_dict(), "outcomes": self.outcomes.to_dict()}
 
-
+@contract.FINDING.binds
 @dataclass(frozen=True)
-class FindingView:
+class FindingView(Wire):
     """A stored audit finding."""
 
     id: int
@@ -352,23 +272,10 @@ class FindingView:
     detail: Mapping[str, Any]
     created_at: datetime
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "account": self.account,
-            "amount": amount_text(self.amount),
-            "window_start": self.window_start.isoformat(),
-            "window_end": self.window_end.isoformat(),
-            "batches": list(self.batches),
-            "audit_run_id": self.audit_run_id,
-            "detail": dict(self.detail),
-            "created_at": self.created_at.isoformat(),
-        }
 
-
+@contract.AUDIT.binds
 @dataclass(frozen=True)
-class AuditOutcome:
+class AuditOutcome(Wire):
     """What one account's audit did in one period (or why it did nothing)."""
 
     account: str
@@ -381,20 +288,6 @@ class AuditOutcome:
     takeover: bool = False
     steps: Mapping[str, Any] = field(default_factory=dict)
     findings: tuple[FindingView, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "account": self.account,
-            "period_start": self.period_start.isoformat(),
-            "skipped": self.skipped,
-            "reason": self.reason,
-            "audit_run_id": self.audit_run_id,
-            "snapshot_id": self.snapshot_id,
-            "status": self.status,
-            "takeover": self.takeover,
-            "steps": dict(self.steps),
-            "findings": [f.to_dict() for f in self.findings],
-        }
 
 
 # ---------------------------------------------------------------- report read models
@@ -431,7 +324,6 @@ class BatchTimeline:
     @property
     def cited(self) -> set[int]:
         """Snapshots that the quota failures' evidence cites."""
-        from preflight.domain.timeline import cited_snapshots  # the report's, not a check's
 
         return cited_snapshots([f.evidence for f in self.report.quota_failures])
 
@@ -480,7 +372,6 @@ class AccountTimeline:
     @property
     def cited(self) -> set[int]:
         """Snapshots that the failures' evidence and the findings' details cite."""
-        from preflight.domain.timeline import cited_snapshots  # the report's, not a check's
 
         return cited_snapshots(
             [f.evidence for f in self.failures] + [f.detail for f in self.findings]
@@ -501,8 +392,9 @@ class AccountTimeline:
         }
 
 
+@contract.FORECAST.binds
 @dataclass(frozen=True)
-class ForecastView:
+class ForecastView(Wire):
     """The guard's fields on one stored snapshot: the decision (None when the batch
     declared no need and no next cost was given), the projection, and its snapshot."""
 
@@ -513,27 +405,10 @@ class ForecastView:
     snapshot_id: int
     snapshot_age_seconds: int
 
-    def to_dict(self) -> dict[str, Any]:
-        projection = self.forecast.to_dict()
-        return {
-            "decision": None if self.decision is None else self.decision.value,
-            "reason": self.reason,
-            "balance": projection["balance"],
-            "remaining_need": projection["remaining_need"],
-            "outstanding_other": amount_text(self.outstanding_other),
-            "affordable_jobs": projection["affordable_jobs"],
-            "own_burn_per_minute": projection["own_burn_per_minute"],
-            "foreign_burn_per_minute": projection["foreign_burn_per_minute"],
-            "minutes_to_empty": projection["minutes_to_empty"],
-            "minutes_to_finish": projection["minutes_to_finish"],
-            "runs_out_first": projection["runs_out_first"],
-            "snapshot_id": self.snapshot_id,
-            "snapshot_age_seconds": self.snapshot_age_seconds,
-        }
 
-
+@contract.GUARD.binds
 @dataclass(frozen=True)
-class GuardResult:
+class GuardResult(Wire):
     """``guard``'s answer between two dispatches: continue, at_risk or stop, and why."""
 
     batch_id: str
@@ -547,14 +422,3 @@ class GuardResult:
     def exit_code(self, *, strict: bool = False) -> int:
         """0, 14 (``at_risk`` with ``strict``) or 15 (``stop``): the CLI's exit code."""
         return self.decision.exit_code(strict=strict)
-
-    def to_dict(self) -> dict[str, Any]:
-        view = ForecastView(
-            self.decision,
-            self.reason,
-            self.forecast,
-            self.outstanding_other,
-            self.snapshot_id,
-            self.snapshot_age_seconds,
-        )
-        return {"batch_id": self.batch_id, **view.to_dict()}

@@ -8,6 +8,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.e2e.conftest import Cli
 
 PROGRAM = (
@@ -68,3 +70,67 @@ def test_a_cold_check_on_postgresql_loads_no_orm(
         run = _check(cli_env, batch_id, "--need", "1")
         assert run.returncode == 0, run.stderr
         assert run.stderr == "loaded: sqlalchemy\n"
+
+
+# ---------------------------------------------------------------- declared cold paths
+
+_HEAVY = ("sqlalchemy", "alembic", "fastapi", "uvicorn", "structlog", "prometheus_client")
+#: Modules a remote caller never needs: the database layer and the services that run verbs.
+_LOCAL_ONLY = (
+    "preflight.db",
+    "preflight.services.runtime",
+    "preflight.services.checks",
+    "preflight.services.outcomes",
+    "preflight.services.batches",
+)
+_UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing answers
+
+#: Each entry point and what it may not load. (`preflight check` itself: the tests above,
+#: on an SQLite file and on PostgreSQL.)
+COLD_PATHS = {
+    "import preflight": ("import preflight", (*_HEAVY, "httpx", "preflight.api")),
+    # --help costs what click costs (docs/performance.md, P2): not even the settings.
+    "preflight --help": (
+        "from preflight.cli.main import cli\ncli.main(['--help'], standalone_mode=False)",
+        (*_HEAVY, "httpx", "preflight.api", "preflight.settings", "preflight.contract", "json"),
+    ),
+    "import preflight.remote": ("import preflight.remote", (*_HEAVY, *_LOCAL_ONLY)),
+    "Preflight.remote(...).check(...)": (
+        "from preflight import Preflight\n"
+        f"result = Preflight.remote({_UNREACHABLE!r}, 'pft_x').check('b', need='1')\n"
+        "assert result.verdict == 'unavailable', result",
+        (*_HEAVY, "preflight.db", "preflight.services.checks", "preflight.services.outcomes"),
+    ),
+    "AsyncPreflight.remote(...)": (
+        "import asyncio\n"
+        "from preflight import AsyncPreflight\n"
+        "async def main():\n"
+        f"    async with AsyncPreflight.remote({_UNREACHABLE!r}, 'pft_x') as pf:\n"
+        "        return await pf.check('b', need='1')\n"
+        "assert asyncio.run(main()).verdict == 'unavailable'",
+        (*_HEAVY, *_LOCAL_ONLY),
+    ),
+}
+
+
+@pytest.mark.parametrize("entry_point", list(COLD_PATHS))
+def test_each_entry_point_loads_only_what_it_uses(
+    entry_point: str, cli_env: dict[str, str]
+) -> None:
+    program, forbidden = COLD_PATHS[entry_point]
+    probe = (
+        "import atexit, sys\n"
+        f"forbidden = {forbidden!r}\n"
+        "atexit.register(lambda: print('loaded:', *[m for m in forbidden if m in sys.modules],"
+        " file=sys.stderr))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe + program],
+        env={**cli_env, "PREFLIGHT_CONNECT_TIMEOUT": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.splitlines()[-1] == "loaded:", run.stderr

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import typing
-
 import pytest
 
+from preflight import contract
 from preflight.domain import errors
 from preflight.domain.verdict import Verdict
 from preflight.domain.vocabulary import FINDING_KINDS, BatchStatus, Tag
@@ -13,7 +12,7 @@ from preflight.errors import PreflightError
 
 pytest.importorskip("fastapi")
 
-from preflight.http import bodies, problems, schemas
+from preflight.http import bodies, problems
 from preflight.remote import ERROR_OF_TYPE
 
 
@@ -51,16 +50,20 @@ def test_problem_details_scrub_bearer_credentials() -> None:
 
 
 @pytest.mark.parametrize(
-    ("literal", "values"),
+    ("shape", "key", "values"),
     [
-        (schemas.VerdictName, [v.value for v in Verdict]),
-        (schemas.StatusName, [s.value for s in BatchStatus]),
-        (schemas.TagName, [t.value for t in Tag]),
-        (schemas.FindingKindName, list(FINDING_KINDS)),
+        (contract.CHECK, "verdict", [v.value for v in Verdict]),
+        (contract.BATCH, "status", [s.value for s in BatchStatus]),
+        (contract.FAILURE, "tag", [t.value for t in Tag]),
+        (contract.FINDING, "kind", list(FINDING_KINDS)),
     ],
 )
-def test_the_schema_literals_are_the_vocabulary(literal: object, values: list[str]) -> None:
-    assert list(typing.get_args(literal)) == values
+def test_the_answers_words_are_the_vocabulary(
+    shape: contract.Shape[object], key: str, values: list[str]
+) -> None:
+    schema = contract.json_schema(shape)["properties"][key]
+    enum = schema.get("enum") or next(s["enum"] for s in schema["anyOf"] if "enum" in s)
+    assert enum == values
 
 
 def test_lines_are_split_across_chunks_and_a_long_line_is_cut() -> None:
@@ -80,3 +83,21 @@ def test_exact_json_keeps_decimals_and_refuses_nan() -> None:
     assert list(bodies.as_lines(data)) == ['{"cost": "0.1"}']  # type: ignore[arg-type]
     with pytest.raises(errors.UsageError, match="NaN"):
         bodies.load_exact_json(b'{"cost": NaN}')
+
+
+def test_the_edge_finds_each_route_itself_before_the_app_dispatches() -> None:
+    # The routers' routes are the app's own (not behind include_router's matcher), so the
+    # edge names a refused request's route and sees which route streams its body.
+    from preflight.http.app import create_app
+    from preflight.http.edge import _endpoint
+    from preflight.services.runtime import Runtime
+    from preflight.settings import load_settings
+
+    app = create_app(Runtime(load_settings({"PREFLIGHT_DATABASE_URL": "sqlite://"})))
+    for path, name in (
+        ("/v1/batches/b/check", "check_batch"),
+        ("/v1/batches/b/outcomes", "record_outcomes"),
+    ):
+        scope = {"type": "http", "path": path, "method": "POST", "app": app, "headers": []}
+        assert _endpoint(scope).__name__ == name
+    assert getattr(_endpoint({**scope}), "__preflight_streams_body__", False)

@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 
 from preflight.cli.exit_codes import exit_code_of
-from preflight.domain.verdict import Verdict, exit_code
+from preflight.contract import exit_code
+from preflight.domain.verdict import Verdict
 from preflight.errors import NoGoError
 from preflight.integrations.gate import (
     AtRisk,

@@ -10,6 +10,7 @@ import pytest
 import preflight
 
 PUBLIC = {
+    "AsyncPreflight",
     "AuditOutcome",
     "AuthError",
     "BatchListing",

@@ -4,8 +4,9 @@ from decimal import Decimal as D
 
 import pytest
 
+from preflight.contract import exit_code
 from preflight.domain.batch import Meter, choose_meter, validate_batch_id
-from preflight.domain.verdict import Verdict, assess, exit_code, outstanding_need
+from preflight.domain.verdict import Verdict, assess, outstanding_need
 from preflight.errors import UsageError
 
 

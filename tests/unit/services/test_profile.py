@@ -33,7 +33,7 @@ def test_read_profile_keeps_a_manual_snapshot(
     reading = profile.read_profile(rt, account)
 
     assert (reading.account, reading.taken_at) == (account or "default", clock.now)
-    assert (reading.profile.credits, reading.profile.user_id, reading.profile.tier) == (
+    assert (reading.credits, reading.user_id, reading.tier) == (
         credits,
         user_id,
         "pro",

@@ -1,0 +1,163 @@
+"""AsyncPreflight against a live `preflight serve`: the sync remote client's results and
+errors, every line of a bulk import streamed from an async iterable as it comes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from preflight import AsyncPreflight, Preflight, PreflightError, StorageError, UsageError
+from preflight.errors import NotFoundError
+from preflight.services.results import ImportProgress
+from tests.http_support import LiveServer, free_port
+
+_VOLATILE = {"id", "snapshot_id", "snapshot_ids", "audit_run_id", "batch_id", "t0", "ta"}
+#: Enough JSON Lines for several 64 KiB upload chunks.
+LINES = 2500
+
+
+def _stable(data: Any) -> Any:
+    """JSON without what differs between two batches of one story: ids and times."""
+    if isinstance(data, dict):
+        return {
+            key: "*" if key in _VOLATILE or key.endswith("_at") else _stable(value)
+            for key, value in data.items()
+        }
+    if isinstance(data, list):
+        return [_stable(item) for item in data]
+    return data
+
+
+def _line(number: int) -> str:
+    failed = number % 500 == 0
+    return json.dumps(
+        {
+            "job_id": f"bulk-{number:05d}",
+            "status": "failed" if failed else "succeeded",
+            "cost": "0.01",
+            **({"http_status": 402} if failed else {}),
+        }
+    )
+
+
+def _sync_story(pf: Preflight, batch_id: str) -> list[Any]:
+    return [
+        pf.check(batch_id, need="60", labels={"team": "a"}),
+        pf.record(batch_id, {"job_id": "one", "status": "succeeded", "cost": "5"}),
+        pf.record_many(batch_id, (_line(n) for n in range(LINES))),
+        pf.finish(batch_id),
+        pf.show(batch_id),
+    ]
+
+
+async def _async_story(
+    pf: AsyncPreflight, batch_id: str, heard: list[tuple[int, int]]
+) -> list[Any]:
+    yielded = 0
+
+    async def lines() -> AsyncIterator[str]:
+        nonlocal yielded
+        for number in range(LINES):
+            yielded += 1
+            yield _line(number)
+
+    def progress(seen: ImportProgress) -> None:
+        heard.append((seen.lines, yielded))
+
+    return [
+        await pf.check(batch_id, need="60", labels={"team": "a"}),
+        await pf.record(batch_id, {"job_id": "one", "status": "succeeded", "cost": "5"}),
+        await pf.record_many(batch_id, lines(), progress=progress),
+        await pf.finish(batch_id),
+        await pf.show(batch_id),
+    ]
+
+
+def test_the_async_client_gives_the_sync_clients_results(server: LiveServer) -> None:
+    token = server.token("async")
+    with Preflight.remote(server.url, token) as pf:
+        # Each story meets the same story finished before it (other batches' holds count).
+        _sync_story(pf, "prelude")
+        expected = _sync_story(pf, "sync-story")
+
+    heard: list[tuple[int, int]] = []
+
+    async def story() -> tuple[list[Any], list[Any]]:
+        async with AsyncPreflight.remote(server.url, token) as apf:
+            results = await _async_story(apf, "async-story", heard)
+            return results, [await apf.batches(), await apf.failures(), await apf.findings()]
+
+    got, listed_async = asyncio.run(story())
+    assert [type(r) for r in got] == [type(r) for r in expected]
+    assert [_stable(r.to_dict()) for r in got] == [_stable(r.to_dict()) for r in expected]
+    assert got[2].lines == LINES
+    assert got[2].inserted == LINES
+    assert got[4].outcomes.total == LINES + 1
+    # Every batch is listed, newest first.
+    assert [b.batch.batch_id for b in listed_async[0]] == ["async-story", "sync-story", "prelude"]
+    assert len(listed_async[1]) == 3 * len([1 for n in range(LINES) if n % 500 == 0])
+    with Preflight.remote(server.url, token) as pf:
+        listed = [pf.batches(), pf.failures(), pf.findings()]
+    assert [[x.to_dict() for x in rows] for rows in listed_async] == [
+        [x.to_dict() for x in rows] for rows in listed
+    ]
+    assert [[type(x) for x in rows] for rows in listed_async] == [
+        [type(x) for x in rows] for rows in listed
+    ]
+    # Streamed: the first chunk went out while the async iterable still had lines to give.
+    assert heard, "no chunk was sent before the last line"
+    sent, yielded = heard[0]
+    assert sent < LINES
+    assert yielded < LINES
+
+
+def test_the_async_client_raises_the_sync_clients_errors(server: LiveServer) -> None:
+    token = server.token("async")
+
+    def sync_error(call: Any) -> BaseException:
+        with Preflight.remote(server.url, token) as pf, pytest.raises(PreflightError) as caught:
+            call(pf)
+        return caught.value
+
+    async def async_error(call: Any) -> BaseException:
+        async with AsyncPreflight.remote(server.url, token) as apf:
+            with pytest.raises(PreflightError) as caught:
+                await call(apf)
+            return caught.value
+
+    cases = [
+        (lambda pf: pf.show("nope"), NotFoundError),
+        (lambda pf: pf.check("bad id!", need="1"), UsageError),
+        (lambda pf: pf.record("nope", {"job_id": "j", "status": "maybe"}), UsageError),
+    ]
+    for call, kind in cases:
+        expected, got = sync_error(call), asyncio.run(async_error(call))
+        assert type(got) is type(expected)
+        assert isinstance(got, kind)
+        assert str(got) == str(expected)
+
+
+def test_an_unreachable_server_is_the_same_verdict_and_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+
+    async def run() -> tuple[Any, BaseException]:
+        async with AsyncPreflight.remote(url, "pft_not-a-real-token") as apf:
+            verdict = await apf.check("B", need="1")
+            with pytest.raises(StorageError) as caught:
+                await apf.show("B")
+            return verdict, caught.value
+
+    verdict, error = asyncio.run(run())
+    with Preflight.remote(url, "pft_not-a-real-token") as pf:
+        assert pf.check("B", need="1").verdict is verdict.verdict
+        with pytest.raises(StorageError) as sync_caught:
+            pf.show("B")
+    assert verdict.verdict.value == "unavailable"
+    # (The reason after the colon is the socket library's own words, which differ.)
+    assert str(error).split(": ")[0] == str(sync_caught.value).split(": ")[0]
+    assert str(error).startswith(f"preflight server {url} unreachable")
+    assert "pft_not-a-real-token" not in str(error)

@@ -1,0 +1,253 @@
+"""The wire contract: one shape per result writes it, reads it back and describes it."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from typing import Any
+
+import jsonschema_rs
+import pytest
+
+from preflight import contract
+from preflight.domain import verdict as domain_verdict
+from preflight.domain.batch import BATCH_ID_PATTERN
+from preflight.domain.classify import (
+    Attributed,
+    Classification,
+    Evidence,
+    ForeignConsumption,
+    Reading,
+)
+from preflight.domain.outcome import build_outcome
+from preflight.domain.verdict import Verdict
+from preflight.domain.vocabulary import Tag
+from preflight.errors import NoGoError, UsageError
+from preflight.services import results
+from preflight.services.results import (
+    AuditOutcome,
+    BatchListing,
+    BatchReport,
+    BatchView,
+    CheckResult,
+    FailureView,
+    FindingView,
+    FinishResult,
+    ImportResult,
+    LateOutcome,
+    OutcomeTotals,
+    ProfileReading,
+    RecordResult,
+    SnapshotView,
+    SpendSummary,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+T1 = datetime(2026, 3, 1, 13, 30, 15, 250000, tzinfo=UTC)
+
+BATCH = BatchView(
+    "nightly:2026-03-01/a",
+    "default",
+    "finished",
+    "at_risk",
+    True,
+    "credits",
+    D("60.5"),
+    D("0"),
+    {"team": "a", "n": 3},
+    T0,
+    T0,
+    T1,
+)
+TOTALS = OutcomeTotals(4, 2, 2, 1, 1, D("20.125"))
+FAILURE = FailureView(
+    "nightly",
+    "job-1",
+    2,
+    T1,
+    402,
+    "quota",
+    "concurrent_consumption",
+    "others spent 40",
+    {"b0": "100", "t0": T0.isoformat()},
+    (Attributed("other", D("12.5")),),
+    D("0.25"),
+    "2",
+    T1,
+)
+FINDING = FindingView(
+    7, "low_balance", "default", None, T0, T1, ("a", "b"), 3, {"balance": "5"}, T1
+)
+
+EXAMPLES: list[tuple[contract.Shape[Any], Any]] = [
+    (
+        contract.CHECK,
+        CheckResult(
+            "b1",
+            "default",
+            Verdict.INSUFFICIENT,
+            "balance 5 is below need 60 + reserve 0",
+            "credits",
+            D("5.000"),
+            D("60"),
+            D("0"),
+            D("1E+1"),
+            11,
+            "preflight",
+            T0,
+            "blocked",
+            True,
+            False,
+            {"team": "a"},
+        ),
+    ),
+    (
+        contract.RECORD,
+        RecordResult(
+            "b1",
+            build_outcome({"job_id": "jöb-é", "status": "failed", "http_status": 402}),
+            True,
+            Classification(Tag.INCONCLUSIVE, "no snapshot", Evidence()),
+            12,
+            None,
+            ("late",),
+        ),
+    ),
+    (contract.IMPORT, ImportResult("b1", 3, 2, 1, {"inconclusive": 1}, ())),
+    (
+        contract.FINISH,
+        FinishResult(
+            "b1",
+            T1,
+            SpendSummary(
+                "credits",
+                D("20"),
+                Reading(1, T0, D("100")),
+                Reading(2, T1, D("40")),
+                ForeignConsumption(D("40"), Reading(2, T1, D("40")), ((1, 2),), (1, 2)),
+            ),
+            None,
+            already_finished=True,
+        ),
+    ),
+    (contract.FINISH, FinishResult("b2", T1, SpendSummary(None, D(0), None, None, None), "down")),
+    (
+        contract.REPORT,
+        BatchReport(
+            BATCH,
+            [
+                SnapshotView(1, "preflight", T0, D("100"), None, D("100")),
+                SnapshotView(2, "finish", T1, None, None, None, {"characters": D("5")}),
+            ],
+            TOTALS,
+            [LateOutcome("late", 1, "succeeded", T1)],
+            [FAILURE],
+        ),
+    ),
+    (contract.LISTING, BatchListing(BATCH, TOTALS)),
+    (contract.FAILURE, FAILURE),
+    (contract.FINDING, FINDING),
+    (
+        contract.AUDIT,
+        AuditOutcome("default", T0, False, None, 3, 9, "done", True, {"a": 1}, (FINDING,)),
+    ),
+    (contract.AUDIT, AuditOutcome("default", T0, True, "claimed elsewhere")),
+    (
+        contract.PROFILE,
+        ProfileReading(
+            "default",
+            4,
+            T0,
+            "u1",
+            "pro",
+            {"credits": D("1200.50"), "api_quota_remaining": None},
+            31,
+            '{"credits": 1200.50}',
+        ),
+    ),
+    (
+        contract.PROFILE,
+        ProfileReading("eleven", 5, T0, None, None, {"characters": D("10000")}, 8, "{}"),
+    ),
+]
+
+
+def _through_the_wire(data: dict[str, Any]) -> Any:
+    return json.loads(json.dumps(data))
+
+
+def _validator(shape: contract.Shape[Any]) -> Any:
+    return jsonschema_rs.validator_for(
+        {
+            "$ref": f"#/components/schemas/{shape.name}",
+            "components": {"schemas": contract.components()},
+        }
+    )
+
+
+@pytest.mark.parametrize(("shape", "model"), EXAMPLES, ids=lambda x: getattr(x, "name", ""))
+def test_a_result_read_back_writes_the_same_json(shape: contract.Shape[Any], model: Any) -> None:
+    sent = model.to_dict()
+    assert sent == contract.encode(shape, model)
+    context = {"outcome": model.outcome} if shape is contract.RECORD else {}
+    back = contract.decode(shape, _through_the_wire(sent), **context)
+    assert type(back) is type(model)
+    assert back.to_dict() == sent
+
+
+@pytest.mark.parametrize(("shape", "model"), EXAMPLES, ids=lambda x: getattr(x, "name", ""))
+def test_what_a_result_writes_is_what_its_schema_says(
+    shape: contract.Shape[Any], model: Any
+) -> None:
+    _validator(shape).validate(_through_the_wire(model.to_dict()))
+
+
+def test_the_check_answer_is_the_result_and_its_exit_code() -> None:
+    _shape, result = EXAMPLES[0]
+    answer = {**result.to_dict(), "exit_code": 10}
+    _validator(contract.CHECK_ANSWER).validate(_through_the_wire(answer))
+    assert not _validator(contract.CHECK_ANSWER).is_valid({**answer, "exit_code": 3})
+    assert not _validator(contract.CHECK).is_valid(answer)  # extra keys are refused
+
+
+def test_amounts_and_values_stay_exact_through_the_wire() -> None:
+    _shape, result = EXAMPLES[0]
+    back = contract.decode(contract.CHECK, _through_the_wire(result.to_dict()))
+    assert back == result
+    assert str(back.balance) == "5.000"
+
+
+def test_every_read_model_has_one_shape_and_no_json_of_its_own() -> None:
+    models = [
+        cls
+        for _name, cls in inspect.getmembers(results, inspect.isclass)
+        if issubclass(cls, contract.Wire) and cls is not contract.Wire
+    ]
+    shapes = {shape.name: shape for shape in contract.SHAPES}
+    assert len(models) == 15
+    for cls in models:
+        assert shapes[cls.shape.name] is cls.shape
+        assert cls.shape.model is cls
+        assert "to_dict" not in vars(cls), cls  # the shape writes it, nothing else
+
+
+def test_a_shape_binds_one_model() -> None:
+    with pytest.raises(TypeError, match="already bound"):
+        contract.CHECK.binds(CheckResult)
+
+
+def test_the_domain_holds_no_exit_codes() -> None:
+    assert not {"exit_code", "EXIT_CODES", "STRICT_AT_RISK_EXIT"} & set(vars(domain_verdict))
+
+
+def test_the_batch_id_pattern_is_the_domains() -> None:
+    assert f"^{BATCH_ID_PATTERN.pattern}$" == contract.BATCH_ID
+
+
+def test_the_problem_types_read_back_as_their_errors() -> None:
+    for cls, slug in contract.PROBLEM_TYPES:
+        back = contract.ERROR_OF_TYPE[contract.problem_type(slug)]
+        # A no-go carries no verdict to rebuild a NoGoError from: a usage error (exit 2).
+        assert back is (UsageError if cls is NoGoError else cls)
