@@ -36,16 +36,12 @@ from preflight.domain.classify import (
     Reading,
 )
 from preflight.domain.forecast import (
-    DECISION_EXIT,
     ESTIMATE_STATISTICS,
     Decision,
     Forecast,
     NeedBasis,
     minutes_text,
     rate_text,
-)
-from preflight.domain.forecast import (
-    STRICT_AT_RISK_EXIT as GUARD_STRICT_AT_RISK_EXIT,
 )
 from preflight.domain.verdict import Verdict
 from preflight.domain.vocabulary import (
@@ -131,6 +127,22 @@ def exit_code(verdict: Verdict, *, strict: bool = False, fail_open: bool = False
     if verdict is Verdict.UNAVAILABLE and fail_open:
         return 0
     return EXIT_CODES[verdict]
+
+
+#: The CLI's exit code of each guard decision (README, "Exit codes"); the HTTP guard answer
+#: carries it as ``exit_code``. ``at_risk`` with ``strict`` is 14, as a check's.
+GUARD_EXIT_CODES: Final[Mapping[Decision, int]] = {
+    Decision.CONTINUE: 0,
+    Decision.AT_RISK: 0,
+    Decision.STOP: 15,
+}
+
+
+def guard_exit_code(decision: Decision, *, strict: bool = False) -> int:
+    """The exit code of a guard decision: ``strict`` makes at_risk 14."""
+    if decision is Decision.AT_RISK and strict:
+        return STRICT_AT_RISK_EXIT
+    return GUARD_EXIT_CODES[decision]
 
 
 # ---------------------------------------------------------------- problem types of errors
@@ -689,7 +701,7 @@ GUARD_ANSWER: Final[Shape[GuardResult]] = Shape(
     *GUARD.fields,
     Field(
         "exit_code",
-        words_int(sorted({*DECISION_EXIT.values(), GUARD_STRICT_AT_RISK_EXIT})),
+        words_int(sorted({*GUARD_EXIT_CODES.values(), STRICT_AT_RISK_EXIT})),
         read=False,
     ),
 )

@@ -391,7 +391,9 @@ class Requests:
         if next_cost is not None:
             body["next_cost"] = str(next_cost)
         if max_age is not None:
-            body["max_age"] = f"{max_age.total_seconds():.6f}s"
+            # Whole seconds, as the API takes a duration: a fraction is dropped (the
+            # stricter age: a recheck a little sooner, never a staler snapshot).
+            body["max_age"] = f"{int(max_age.total_seconds())}s"
         return Call(
             "POST",
             _batch_path(batch_id, "/guard"),

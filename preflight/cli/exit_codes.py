@@ -25,7 +25,7 @@ INTERNAL: Final = 1
 USAGE: Final = 2
 STORAGE: Final = 3
 #: ``guard`` said ``stop`` (its ``at_risk`` with ``--strict`` is 14, as a check's); a
-#: decision's code comes from :meth:`preflight.domain.forecast.Decision.exit_code`.
+#: decision's code comes from :func:`preflight.contract.guard_exit_code`.
 GUARD_STOP: Final = 15
 INTERRUPTED: Final = 130
 

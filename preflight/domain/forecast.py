@@ -50,20 +50,14 @@ MINUTE_STEP: Final = Decimal("0.1")
 RATE_STEP: Final = Decimal("0.000001")
 ESTIMATE_STATISTICS: Final = ("mean", "p50", "p90", "p95", "max")
 _QUANTILES: Final = {"p50": Decimal("0.5"), "p90": Decimal("0.9"), "p95": Decimal("0.95")}
-DECISION_EXIT: Final = {"continue": 0, "at_risk": 0, "stop": 15}
-STRICT_AT_RISK_EXIT: Final = 14
 
 
 class Decision(StrEnum):
+    """The guard's answer (its exit codes are the contract's: :mod:`preflight.contract`)."""
+
     CONTINUE = "continue"
     AT_RISK = "at_risk"
     STOP = "stop"
-
-    def exit_code(self, *, strict: bool = False) -> int:
-        """The CLI's code: 15 for ``stop``, 14 for ``at_risk`` with ``strict``, else 0."""
-        if self is Decision.AT_RISK and strict:
-            return STRICT_AT_RISK_EXIT
-        return DECISION_EXIT[self.value]
 
 
 def minutes_text(value: Decimal | None) -> str | None:

@@ -109,7 +109,7 @@ class GuardIn(_In):
     next_cost: AmountIn | None = Field(
         default=None, description="What the next job will cost: stop when it is not covered."
     )
-    max_age: Annotated[str, Field(pattern=r"^[0-9]{1,10}(\.[0-9]{1,6})?[smhd]?$")] | None = Field(
+    max_age: Annotated[str, Field(pattern=DURATION)] | None = Field(
         default=None,
         description="Take a recheck snapshot when the latest one is older (default 60s).",
         examples=["60s", "5m"],

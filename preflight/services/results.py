@@ -421,4 +421,4 @@ class GuardResult(Wire):
 
     def exit_code(self, *, strict: bool = False) -> int:
         """0, 14 (``at_risk`` with ``strict``) or 15 (``stop``): the CLI's exit code."""
-        return self.decision.exit_code(strict=strict)
+        return contract.guard_exit_code(self.decision, strict=strict)

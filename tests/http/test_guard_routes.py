@@ -3,14 +3,17 @@ SQLite and PostgreSQL: the same answers as the Python API and the CLI on the sam
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
 
+from preflight import AsyncPreflight
 from preflight.api import Preflight
 from preflight.domain.forecast import Decision
 from preflight.errors import UsageError
@@ -65,6 +68,13 @@ def test_http_remote_python_and_cli_agree(
             assert remote.guard("B", max_age=timedelta(minutes=5)).to_dict() == remote_data
             with pytest.raises(UsageError, match="next_cost"):
                 remote.guard("B", next_cost="-1")
+
+    # The async client: the same answer (the recheck stored by then, 0 s old).
+    async def guarded() -> dict[str, Any]:
+        async with AsyncPreflight.remote(clocked_server.url, token, settings=settings) as pf:
+            return (await pf.guard("B")).to_dict()
+
+    assert asyncio.run(guarded()) == remote_data
     response = post_guard(clocked_server, token, "B", strict=True)
     assert response.status_code == 200
     assert response.json() == {**remote_data, "exit_code": 15}

@@ -52,6 +52,16 @@ def _meter_of_another_vendor(case: Any) -> bool:
     return meter is not None and meter != "auto" and meter not in METERS
 
 
+def _need_from_history(case: Any) -> bool:
+    return isinstance(case.body, dict) and any(
+        key in case.body for key in ("jobs", "estimate_from", "estimate", "min_history")
+    )
+
+
+def _guard(case: Any) -> bool:
+    return str(case.path).endswith("/guard")
+
+
 #: What JSON Schema cannot say, by name (docs/http.md, "What the schema cannot say"): a case
 #: that meets one of these is schema-valid and still refused with a 400 naming the field,
 #: which is the contract; for it alone the "schema-valid data is accepted" check is not
@@ -66,6 +76,10 @@ UNSAYABLE: dict[str, Callable[[Any], bool]] = {
     "a job_id that is not printable": _unprintable_job_id,
     # The meters are those of the account's vendor: the server's settings, not the API's.
     "a meter the account's vendor does not have": _meter_of_another_vendor,
+    # Whether the account's finished batches hold enough jobs is the database's to say.
+    "a need estimated from history": _need_from_history,
+    # A guard reads the batch as stored: finished, never checked, or without a need.
+    "a guard of a batch that cannot be guarded": _guard,
 }
 
 

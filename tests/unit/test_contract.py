@@ -12,6 +12,7 @@ import jsonschema_rs
 import pytest
 
 from preflight import contract
+from preflight.cli.exit_codes import GUARD_STOP
 from preflight.domain import verdict as domain_verdict
 from preflight.domain.batch import BATCH_ID_PATTERN
 from preflight.domain.classify import (
@@ -21,6 +22,7 @@ from preflight.domain.classify import (
     ForeignConsumption,
     Reading,
 )
+from preflight.domain.forecast import Decision, Forecast, NeedBasis
 from preflight.domain.outcome import build_outcome
 from preflight.domain.verdict import Verdict
 from preflight.domain.vocabulary import Tag
@@ -35,6 +37,8 @@ from preflight.services.results import (
     FailureView,
     FindingView,
     FinishResult,
+    ForecastView,
+    GuardResult,
     ImportResult,
     LateOutcome,
     OutcomeTotals,
@@ -80,6 +84,13 @@ FAILURE = FailureView(
 FINDING = FindingView(
     7, "low_balance", "default", None, T0, T1, ("a", "b"), 3, {"balance": "5"}, T1
 )
+
+#: The issue's example, as the guard projects it (rates and minutes in their wire forms).
+PROJECTION = Forecast(D("40"), D("60"), 4, D("10.0"), D("30.0"), D("1.0"), D("6.0"), True)
+QUIET = Forecast(D("100"), None, None, None, None, None, None, False)
+GUARD = GuardResult("B", Decision.STOP, "balance 40 is below the remaining need 60", PROJECTION,
+                    D("0"), 7, 12)  # fmt: skip
+BASIS = NeedBasis(10, "p90", D("9"), 6, 2, "kind=nightly")
 
 EXAMPLES: list[tuple[contract.Shape[Any], Any]] = [
     (
@@ -144,6 +155,7 @@ EXAMPLES: list[tuple[contract.Shape[Any], Any]] = [
             TOTALS,
             [LateOutcome("late", 1, "succeeded", T1)],
             [FAILURE],
+            ForecastView(Decision.STOP, "short", PROJECTION, D("0"), 2, 5),
         ),
     ),
     (contract.LISTING, BatchListing(BATCH, TOTALS)),
@@ -170,6 +182,30 @@ EXAMPLES: list[tuple[contract.Shape[Any], Any]] = [
     (
         contract.PROFILE,
         ProfileReading("eleven", 5, T0, None, None, {"characters": D("10000")}, 8, "{}"),
+    ),
+    (contract.GUARD, GUARD),
+    (contract.FORECAST, ForecastView(None, None, QUIET, D("12.5"), 3, 0)),
+    (
+        contract.CHECK,
+        CheckResult(
+            "b2",
+            "default",
+            Verdict.GO,
+            "covers",
+            "credits",
+            D("100"),
+            D("90"),
+            D("0"),
+            D("0"),
+            12,
+            "preflight",
+            T0,
+            "open",
+            True,
+            False,
+            {"kind": "nightly"},
+            BASIS,
+        ),
     ),
 ]
 
@@ -226,7 +262,7 @@ def test_every_read_model_has_one_shape_and_no_json_of_its_own() -> None:
         if issubclass(cls, contract.Wire) and cls is not contract.Wire
     ]
     shapes = {shape.name: shape for shape in contract.SHAPES}
-    assert len(models) == 15
+    assert len(models) == 17
     for cls in models:
         assert shapes[cls.shape.name] is cls.shape
         assert cls.shape.model is cls
@@ -251,3 +287,26 @@ def test_the_problem_types_read_back_as_their_errors() -> None:
         back = contract.ERROR_OF_TYPE[contract.problem_type(slug)]
         # A no-go carries no verdict to rebuild a NoGoError from: a usage error (exit 2).
         assert back is (UsageError if cls is NoGoError else cls)
+
+
+@pytest.mark.parametrize(
+    ("decision", "strict", "code"),
+    [
+        (Decision.CONTINUE, False, 0),
+        (Decision.CONTINUE, True, 0),
+        (Decision.AT_RISK, False, 0),
+        (Decision.AT_RISK, True, 14),
+        (Decision.STOP, False, 15),
+        (Decision.STOP, True, 15),
+    ],
+)
+def test_the_guards_exit_codes(decision: Decision, strict: bool, code: int) -> None:
+    assert contract.guard_exit_code(decision, strict=strict) == code
+    assert contract.guard_exit_code(Decision.STOP) == GUARD_STOP
+
+
+def test_the_domain_of_the_guard_holds_no_exit_codes() -> None:
+    from preflight.domain import forecast as domain_forecast
+
+    assert not {"exit_code", "DECISION_EXIT", "STRICT_AT_RISK_EXIT"} & set(vars(domain_forecast))
+    assert not hasattr(Decision, "exit_code")

@@ -55,7 +55,6 @@ def test_the_issues_example_stops_and_runs_out_first() -> None:
     answer = decide(result.balance, result.remaining_need, D(0))
 
     assert answer.decision is Decision.STOP
-    assert answer.decision.exit_code() == 15
     assert result.to_dict() == {
         "balance": "40",
         "remaining_need": "60",
@@ -122,21 +121,6 @@ def test_decision_table(
 def test_no_need_and_no_next_cost_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="next_cost"):
         decide(D(100), None, D(0), None)
-
-
-@pytest.mark.parametrize(
-    ("decision", "strict", "code"),
-    [
-        (Decision.CONTINUE, False, 0),
-        (Decision.CONTINUE, True, 0),
-        (Decision.AT_RISK, False, 0),
-        (Decision.AT_RISK, True, 14),
-        (Decision.STOP, False, 15),
-        (Decision.STOP, True, 15),
-    ],
-)
-def test_exit_codes(decision: Decision, strict: bool, code: int) -> None:
-    assert decision.exit_code(strict=strict) == code
 
 
 amounts = st.decimals(min_value=0, max_value=10**6, places=2, allow_nan=False)
