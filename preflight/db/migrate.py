@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 #: from Alembic's script directory would import Alembic (~0.1 s) on every start-up;
 #: tests/integration/test_migrations.py pins it to Alembic's actual head. (SQLAlchemy is
 #: imported where it is used: the embedded check reads this without it.)
-SCHEMA_HEAD: Final = "0006"
+SCHEMA_HEAD: Final = "0007"
 
 
 def migrations_dir() -> Path:

@@ -13,8 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: A batch id as the domain accepts it (domain/batch.py).
-BATCH_ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,200}$"
+from preflight.domain.batch import BATCH_ID_PATTERN as _BATCH_ID
+
+#: A batch id as the domain accepts it: its one pattern (domain/batch.py), anchored.
+BATCH_ID_PATTERN = f"^{_BATCH_ID.pattern}$"
 #: A non-negative decimal within the amount bound (40 digits before the point, 20 after).
 AMOUNT_IN_PATTERN = r"^[0-9]{1,40}(\.[0-9]{1,20})?$"
 ACCOUNT_PATTERN = r"^[A-Za-z0-9._:@-]{1,100}$"
