@@ -215,6 +215,16 @@ def connect(
 
 
 @pytest.fixture
+def local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, vendor: SandboxServer) -> Preflight:
+    """Local mode only, for the tests that call an operator's methods directly."""
+    url = f"sqlite:///{tmp_path / 'preflight.db'}"
+    for name, value in _preflight_env(url, vendor, DEFAULT_TOKEN).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AIRFLOW_CONN_PREFLIGHT_DEFAULT", json.dumps({"conn_type": "preflight"}))
+    return Preflight("local", url, vendor)
+
+
+@pytest.fixture
 def vendor() -> Iterator[SandboxServer]:
     """The sandbox vendor with 1000 credits (and no second meter)."""
     with SandboxServer(credits=Decimal(1000), quota=None) as server:
