@@ -70,7 +70,6 @@ class PreflightBalanceSensor(BaseSensorOperator):
             timedelta(seconds=float(self.timeout)), datetime.now(UTC)
         )
         self.defer(trigger=self._trigger(deadline), method_name="execute_complete")
-        return None  # not reached: defer() raises
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
         """Resumed from the trigger: its ``sufficient`` event is the sensor's value."""
