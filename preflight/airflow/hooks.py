@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
@@ -89,8 +89,9 @@ class PreflightHook(BaseHook):
     Sync ``check``, ``record``, ``finish``, ``show`` and ``profile`` run on one
     :class:`~preflight.Preflight` facade per hook (close it with :meth:`close`). Their
     async twins (``acheck``, ...) never block the event loop: remote mode awaits
-    ``AsyncPreflight`` where the verb has an async form, and local mode (SQLite or
-    PostgreSQL through SQLAlchemy, which is sync) runs the sync facade in a worker thread.
+    ``preflight.AsyncPreflight`` (where this preflight has it, and the verb), and local mode
+    (SQLite or PostgreSQL through SQLAlchemy, which is sync) runs the sync facade in a
+    worker thread.
     Results and errors are the facade's own.
     """
 
@@ -98,9 +99,6 @@ class PreflightHook(BaseHook):
     default_conn_name = "preflight_default"
     conn_type = "preflight"
     hook_name = "preflight"
-
-    #: Verbs the async client has (preflight.AsyncPreflight); others go to a thread.
-    _ASYNC_VERBS: ClassVar[frozenset[str]] = frozenset({"check", "record", "finish", "show"})
 
     def __init__(self, preflight_conn_id: str = default_conn_name) -> None:
         super().__init__()
@@ -213,8 +211,8 @@ class PreflightHook(BaseHook):
 
     async def _averb(self, verb: str, *args: Any, **kw: Any) -> Any:
         target = await self.atarget()
-        client = _async_client() if target.remote and verb in self._ASYNC_VERBS else None
-        if client is None:
+        client = _async_client() if target.remote else None
+        if client is None or not hasattr(client, verb):
             facade = await asyncio.to_thread(self._facade, target)
             return await asyncio.to_thread(getattr(facade, verb), *args, **kw)
         async with client.remote(target.url, target.token) as pf:

@@ -64,12 +64,12 @@ class PreflightBalanceSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         """Poke (or reschedule) as any sensor; deferrable: hand the wait to the triggerer."""
-        if not self.deferrable:
-            return super().execute(context)
-        deadline = PreflightBalanceTrigger.deadline_after(
-            timedelta(seconds=float(self.timeout)), datetime.now(UTC)
-        )
-        self.defer(trigger=self._trigger(deadline), method_name="execute_complete")
+        if self.deferrable:
+            deadline = PreflightBalanceTrigger.deadline_after(
+                timedelta(seconds=float(self.timeout)), datetime.now(UTC)
+            )
+            self.defer(trigger=self._trigger(deadline), method_name="execute_complete")
+        return super().execute(context)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
         """Resumed from the trigger: its ``sufficient`` event is the sensor's value."""
