@@ -208,6 +208,7 @@ class PreflightCheckOperator(BaseOperator):
                         preflight_conn_id=self.preflight_conn_id,
                         poll_interval=self.poll_interval.total_seconds(),
                         deadline=deadline.isoformat(),
+                        at_risk_covers=self.on_at_risk != "wait",
                     ),
                     method_name="execute_complete",
                     kwargs={"deadline": deadline.isoformat()},

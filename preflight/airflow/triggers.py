@@ -37,9 +37,10 @@ class PreflightBalanceTrigger(BaseTrigger):
 
     With a ``batch_id`` each poll is a preflight check of that batch (a ``recheck``
     snapshot, the verdict the check operator acts on, counting what other open batches
-    still hold); without one, a balance reading of the account compared with ``need`` +
-    ``reserve`` (the sensor's case). Polls go through :class:`PreflightHook`'s async twins,
-    so nothing here blocks the triggerer's event loop.
+    still hold), covered at ``go`` (and ``at_risk``, unless ``at_risk_covers`` is False:
+    an operator that waits out ``at_risk`` too); without one, a balance reading of the
+    account compared with ``need`` + ``reserve`` (the sensor's case). Polls go through
+    :class:`PreflightHook`'s async twins, so nothing here blocks the triggerer's event loop.
 
     Yields one event and ends:
 
@@ -63,6 +64,7 @@ class PreflightBalanceTrigger(BaseTrigger):
         preflight_conn_id: str = PreflightHook.default_conn_name,
         poll_interval: float = 300.0,
         deadline: str | None = None,
+        at_risk_covers: bool = True,
     ) -> None:
         super().__init__()
         self.need = str(need)
@@ -74,6 +76,7 @@ class PreflightBalanceTrigger(BaseTrigger):
         self.preflight_conn_id = preflight_conn_id
         self.poll_interval = float(poll_interval)
         self.deadline = deadline
+        self.at_risk_covers = at_risk_covers
         # Seams for tests (not serialised): the clock and the sleep between polls.
         self.clock: Callable[[], datetime] = _utcnow
         self.sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
@@ -92,6 +95,7 @@ class PreflightBalanceTrigger(BaseTrigger):
                 "preflight_conn_id": self.preflight_conn_id,
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
+                "at_risk_covers": self.at_risk_covers,
             },
         )
 
@@ -160,7 +164,8 @@ class PreflightBalanceTrigger(BaseTrigger):
         verdict = result.verdict.value
         if verdict in _HOPELESS:
             return {"status": "error", "verdict": verdict, "message": result.reason}
-        if result.verdict in (Verdict.GO, Verdict.AT_RISK):
+        covered = (Verdict.GO, Verdict.AT_RISK) if self.at_risk_covers else (Verdict.GO,)
+        if result.verdict in covered:
             return {
                 "status": "sufficient",
                 "verdict": verdict,

@@ -58,6 +58,13 @@ def test_go_returns_the_checks_answer(local: Preflight) -> None:
     }
 
 
+def test_waiting_out_at_risk_waits_for_go(local: Preflight) -> None:
+    at_risk(local)
+    with pytest.raises(TaskDeferred) as deferred:
+        check_op(on_at_risk="wait", deferrable=True).execute({})
+    assert deferred.value.trigger.serialize()[1]["at_risk_covers"] is False
+
+
 @pytest.mark.parametrize(
     ("on_at_risk", "raised"),
     [("skip", AirflowSkipException), ("fail", AirflowFailException), ("wait", TaskDeferred)],
@@ -107,6 +114,7 @@ def test_insufficient_with_wait_defers_to_the_balance_trigger(local: Preflight) 
         "preflight_conn_id": "preflight_default",
         "poll_interval": 30.0,
         "deadline": deadline,
+        "at_risk_covers": True,
     }
     assert (deferred.value.method_name, deferred.value.kwargs) == (
         "execute_complete",

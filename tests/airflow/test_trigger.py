@@ -118,6 +118,26 @@ def test_a_refused_vendor_token_ends_it_with_an_error(
     assert [(e["status"], e["verdict"]) for e in events] == [("error", "auth_failed")]
 
 
+def test_waiting_out_at_risk_it_fires_at_go_only(connect: Connect, vendor: SandboxServer) -> None:
+    pf = connect(vendor)
+    vendor.set_balance(credits=Decimal(100))
+    with pf.ledger() as ledger:
+        ledger.check("other", need="60")  # holds 60 of the 100
+        assert ledger.check("mine", need="50").verdict.value == "at_risk"
+
+    def others_finish(n: int) -> None:
+        if n == 2:
+            with pf.ledger() as ledger:
+                ledger.finish("other")
+
+    trigger = PreflightBalanceTrigger(
+        batch_id="mine", need="50", poll_interval=60, at_risk_covers=False
+    )
+    events, sleeps, _ = run_trigger(trigger, others_finish)
+    assert len(sleeps) == 2
+    assert [(e["status"], e["verdict"]) for e in events] == [("sufficient", "go")]
+
+
 def test_without_a_batch_it_compares_the_accounts_balance(
     connect: Connect, vendor: SandboxServer
 ) -> None:
@@ -142,6 +162,7 @@ def test_serialize_round_trips_through_its_class_path_and_airflows_serde() -> No
         preflight_conn_id="other",
         poll_interval=42.5,
         deadline=PreflightBalanceTrigger.deadline_after(timedelta(hours=6), T0),
+        at_risk_covers=False,
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "preflight.airflow.triggers.PreflightBalanceTrigger"
