@@ -268,7 +268,8 @@ class PreflightHook(BaseHook):
 
     async def aclose(self) -> None:
         """:meth:`close` in a worker thread (an engine's dispose may wait on the database)."""
-        await asyncio.to_thread(self.close)
+        if self._app is not None:
+            await asyncio.to_thread(self.close)
 
 
 def _check_options(
