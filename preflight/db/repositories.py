@@ -3,7 +3,8 @@ commits: a service opens the transaction and commits at the edge of its verb."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -263,12 +264,18 @@ def load_quota_failures(
     *,
     staleness_window: timedelta,
     tolerance: Decimal,
-) -> list[QuotaFailure]:
-    """The classifier's inputs for failures of one batch, loaded with a handful of queries."""
-    from preflight.domain.classify import QuotaFailure, Spend
+) -> Iterator[QuotaFailure]:
+    """The classifier's inputs for failures of one batch, one failure at a time (the
+    caller consumes them inside its session), loaded with a handful of queries.
+
+    Each failure gets the account's rows up to its own horizon (the end of its staleness
+    window, or its live snapshot when later), never up to another failure's: the same
+    evidence whatever other failures of the batch are loaded with it.
+    """
+    from preflight.domain.classify import QuotaFailure, Spend, evidence_horizon
 
     if not failures:
-        return []
+        return iter(())
     start = preflight_snapshot(session, batch)
     meter = batch.meter
     live = {
@@ -277,10 +284,11 @@ def load_quota_failures(
             select(Snapshot).where(Snapshot.outcome_id.in_([f.id for f in failures]))
         )
     }
-    horizon = max(
-        [f.occurred_at + staleness_window for f in failures]
-        + [reading.taken_at for reading in live.values()]
-    )
+    horizons = {
+        f.id: evidence_horizon(f.occurred_at, staleness_window, live.get(f.id)) for f in failures
+    }
+    # One query per kind of row, up to the furthest horizon; each failure takes its prefix.
+    horizon = max(horizons.values())
     timeline: list[Reading] = []
     own: list[Spend] = []
     others: list[Spend] = []
@@ -301,9 +309,9 @@ def load_quota_failures(
         own = [
             Spend(batch.batch_id, at, cost, status == "succeeded")
             for at, cost, status in session.execute(
-                select(Outcome.occurred_at, Outcome.cost, Outcome.status).where(
-                    Outcome.batch_pk == batch.id, *window
-                )
+                select(Outcome.occurred_at, Outcome.cost, Outcome.status)
+                .where(Outcome.batch_pk == batch.id, *window)
+                .order_by(Outcome.occurred_at, Outcome.id)
             )
         ]
         others = [
@@ -318,24 +326,31 @@ def load_quota_failures(
                     Outcome.cost.is_not(None),
                     *window,
                 )
+                .order_by(Outcome.occurred_at, Outcome.id)
             )
         ]
-    return [
-        QuotaFailure(
+    preflight = _reading(start, meter) if start is not None else None
+    taken = [reading.taken_at for reading in timeline]
+    own_at = [spend.at for spend in own]
+    others_at = [spend.at for spend in others]
+
+    def case(failure: Outcome) -> QuotaFailure:
+        until = horizons[failure.id]
+        return QuotaFailure(
             batch_id=batch.batch_id,
             failed_at=failure.occurred_at,
-            preflight=_reading(start, meter) if start is not None else None,
-            timeline=timeline,
-            own=own,
-            others=others,
+            preflight=preflight,
+            timeline=timeline[: bisect_right(taken, until)],
+            own=own[: bisect_right(own_at, until)],
+            others=others[: bisect_right(others_at, until)],
             declared_cost=failure.expected_cost,
             live=live.get(failure.id),
             meter=meter or "the meter",
             staleness_window=staleness_window,
             tolerance=tolerance,
         )
-        for failure in failures
-    ]
+
+    return (case(failure) for failure in failures)
 
 
 def save_tag(session: Session, outcome: Outcome, result: Classification, *, now: datetime) -> bool:

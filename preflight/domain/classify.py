@@ -6,11 +6,16 @@ For a quota failure of batch B at time tf, on B's meter (docs/classification.md)
   preflight evidence and is ``inconclusive``.
 - ba at ta: the snapshot that *measures* the failure: the failure snapshot taken live
   when the 402 was recorded; else the first snapshot at or after tf within the
-  staleness window; else the latest one in (t0, tf], and F is then a lower bound.
+  staleness window; else (none in the window, whether or not staler ones came later)
+  the latest one in (t0, tf], and F is then a lower bound.
+- The failure's horizon (:func:`evidence_horizon`): the end of its staleness window, or
+  its live snapshot when that was taken later. Nothing after it changes the answer:
+  not later snapshots, not another failure of the batch, not later jobs.
 - own(t0, t]: B's consumed cost in (t0, t]. A quota failure consumed nothing: the
   cost it declares is its expected cost (normalised in :mod:`preflight.domain.outcome`
   before anything is stored), so the ``cost`` of a :class:`Spend` is consumption.
-- c: the failed job's expected cost (declared, else B's mean per succeeded job, else 0).
+- c: the failed job's expected cost (declared, else B's mean per succeeded job
+  recorded up to the horizon, else 0).
 - F: foreign consumption from t0 to ta, segment by segment over the account's
   timeline: each segment's drop minus B's own cost in it, never below zero. A segment
   whose balance rose is a top-up (or a period reset): it contributes nothing and makes
@@ -50,10 +55,14 @@ __all__ = [
     "Spend",
     "Tag",
     "classify",
+    "evidence_horizon",
     "foreign_consumption",
 ]
 
-CLASSIFIER_VERSION: Final = "2"
+#: Stored with every tag; tags of another version are reclassified. 3: with no snapshot in
+#: the staleness window, the latest one before the failure measures it even when staler
+#: ones came later, and nothing after the failure's horizon changes its answer.
+CLASSIFIER_VERSION: Final = "3"
 ZERO: Final = Decimal(0)
 
 
@@ -77,9 +86,25 @@ class Spend:
     succeeded: bool = True
 
 
+def evidence_horizon(
+    failed_at: datetime, staleness_window: timedelta, live: Reading | None = None
+) -> datetime:
+    """The last instant whose rows can change a failure's answer: the end of its staleness
+    window, or its live snapshot when that was taken later (a failure recorded late).
+
+    Rows after it never reach the answer, so one failure's answer is the same whatever
+    other failures of its batch exist, and stays put once the window has passed.
+    """
+    end = failed_at + staleness_window
+    return end if live is None else max(end, live.taken_at)
+
+
 @dataclass(frozen=True)
 class QuotaFailure:
-    """Everything the classifier reads, already loaded from the database."""
+    """Everything the classifier reads, already loaded from the database.
+
+    Rows after :attr:`horizon` may be given; they never change the answer.
+    """
 
     batch_id: str
     failed_at: datetime
@@ -93,6 +118,11 @@ class QuotaFailure:
     meter: str = "the meter"
     staleness_window: timedelta = timedelta(hours=1)
     tolerance: Decimal = ZERO
+
+    @property
+    def horizon(self) -> datetime:
+        """This failure's :func:`evidence_horizon`."""
+        return evidence_horizon(self.failed_at, self.staleness_window, self.live)
 
 
 @dataclass(frozen=True)
@@ -169,7 +199,8 @@ def _sum_costs(spends: Iterable[Spend], start: datetime, end: datetime) -> Decim
 def _expected_cost(failure: QuotaFailure) -> tuple[Decimal, str]:
     if failure.declared_cost is not None:
         return failure.declared_cost, "declared"
-    paid = [s.cost for s in failure.own if s.succeeded and s.cost is not None]
+    horizon = failure.horizon
+    paid = [s.cost for s in failure.own if s.succeeded and s.cost is not None and s.at <= horizon]
     if paid:
         total = sum(paid, ZERO)
         # An estimate: the usual 28 digits, not the 200 that keep sums exact.
@@ -244,19 +275,10 @@ def _measuring(failure: QuotaFailure, start: Reading) -> _Measure | None:
     after = [r for r in others if tf <= r.taken_at <= tf + failure.staleness_window]
     if after:
         return _Measure(after[0], before_failure=False)
-    if any(r.taken_at >= tf for r in others):
-        # Later snapshots exist, all too stale to measure: a reading before the failure
-        # is a fallback only for a failure that nothing has measured yet.
-        return None
+    # Snapshots after the window, if any, are too stale to say anything about this
+    # failure: they never take its measure from the reading before it.
     before = [r for r in others if start.taken_at < r.taken_at < tf]
     return _Measure(before[-1], before_failure=True) if before else None
-
-
-def _any_after(failure: QuotaFailure, start: Reading) -> bool:
-    return any(
-        r.taken_at >= failure.failed_at and r.snapshot_id != start.snapshot_id
-        for r in failure.timeline
-    )
 
 
 @exact
@@ -350,8 +372,7 @@ def classify(failure: QuotaFailure) -> Classification:
         return result(
             Tag.INCONCLUSIVE,
             "no usable snapshot after the check "
-            f"(none at or after the failure within {failure.staleness_window}"
-            f"{'; later ones are too stale' if _any_after(failure, start) else ''})",
+            f"(none at or after the failure within {failure.staleness_window})",
         )
     if not measurable:
         return result(

@@ -53,7 +53,7 @@ def test_a_402_declaring_its_cost_consumed_nothing(cli_any_db: Cli, sandbox: San
     assert (evidence["expected_cost"], evidence["expected_cost_source"]) == ("100", "declared")
     assert evidence["foreign"] == "750"
     assert (failure["attribution"], failure["unattributed"]) == ([], "750")
-    assert failure["classifier_version"] == "2"
+    assert failure["classifier_version"] == "3"
     listed = as_json(cli_any_db("batches", "--format", "json"))
     assert [b["outcomes"]["cost"] for b in listed if b["batch_id"] == "B"] == ["200"]
 

@@ -149,7 +149,7 @@ def test_a_late_failure_is_reclassified_when_a_snapshot_arrives(
     assert evidence["snapshot_ids"] == [check.snapshot_id, reading.snapshot_id]
     assert (evidence["b0"], evidence["ba"], evidence["foreign"]) == ("100", "40", "60")
     assert failure_row["unattributed"] == "60"
-    assert failure_row["classifier_version"] == CLASSIFIER_VERSION == "2"
+    assert failure_row["classifier_version"] == CLASSIFIER_VERSION == "3"
 
 
 def test_classify_twice_stores_the_same_tags(

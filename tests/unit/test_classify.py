@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
@@ -174,13 +175,69 @@ CASES = {
         [],
         "70",
     ),
-    # Only a snapshot outside the staleness window: not evidence.
+    # Only a snapshot outside the staleness window, none before the failure: no evidence.
     "later snapshot too stale": (
         failure(own=[own(1, "10")], timeline=[snap(2, 200, "0", "audit")]),
         Tag.INCONCLUSIVE,
         {"t0": CHECKED_AT, "ba": None, "foreign": None, "snapshot_ids": [1]},
         [],
         None,
+    ),
+    # ---- which snapshot measures, and what own() covers ----
+    # The FIRST snapshot at or after tf within the window measures, not a later one in it:
+    # 100 → 60 at 20 min (own 10, foreign 30) → 30 at 40 min (A spends 30 in between).
+    "the first snapshot in the window measures, not a later one": (
+        failure(
+            own=[own(1, "10")],
+            others=[other("A", 30, "30")],
+            timeline=[snap(2, 20, "60"), snap(3, 40, "30")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {
+            "ba": "60",
+            "ta": "2026-11-24T12:20:00+00:00",
+            "foreign": "30",
+            "before_failure": False,
+            "foreign_is_lower_bound": False,
+            "snapshot_ids": [1, 2],
+        },
+        [],
+        "30",
+    ),
+    # own(t0, tf] ends at the failure: a job of the batch that succeeded after it (40 at
+    # 12 min, before the measuring snapshot) is not in the pre-existing test. 100 covered
+    # own 40 + expected 30; counting the later job (80 + 30 > 100) would say the balance
+    # was already too low. The segment walk still takes both own jobs out of F.
+    "own spend after the failure is not in own(t0, tf]": (
+        failure(
+            own=[own(1, "40"), own(12, "40")],
+            declared_cost=D("30"),
+            timeline=[snap(2, 20, "5")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"b0": "100", "own": "40", "expected_cost": "30", "ba": "5", "foreign": "15"},
+        [],
+        "15",
+    ),
+    # Nothing in [tf, tf + window]: the latest snapshot in (t0, tf] measures, and F is a
+    # lower bound, although staler snapshots came later (here a later 402's live snapshot,
+    # 71 min after this failure). Those say nothing about this failure.
+    "no snapshot in the window: the one before the failure measures, stale ones or not": (
+        failure(
+            own=[own(1, "10"), own(80, "0", ok=False)],
+            timeline=[snap(2, 5, "60"), snap(3, 81, "20", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {
+            "ba": "60",
+            "ta": "2026-11-24T12:05:00+00:00",
+            "foreign": "30",
+            "before_failure": True,
+            "foreign_is_lower_bound": True,
+            "snapshot_ids": [1, 2],
+        },
+        [],
+        "30",
     ),
     # A top-up between the check and the failure is never negative consumption:
     # 100 → 90 (own 10) → topped up to 190 → 20 after the failure (own 10, foreign 160).
@@ -345,6 +402,15 @@ CASES = {
         [],
         "30",
     ),
+    # The horizon is closed too: a job of the batch recorded exactly at the end of the
+    # window counts in the mean c (10 and 30: 20), one after it would not.
+    "a job at the end of the window counts in the mean cost": (
+        failure(own=[own(1, "10"), own(70, "30")], timeline=[snap(2, 20, "50")]),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"own": "10", "expected_cost": "20", "expected_cost_source": "mean_succeeded"},
+        [],
+        "40",
+    ),
     # Attribution covers (t0, ta]: A's spend at the check is already in b0, C's at the
     # measuring snapshot is in ba.
     "attribution covers (t0, ta]": (
@@ -468,6 +534,20 @@ CASES = {
         [],
         "70",
     ),
+    # ... and its live snapshot ends the failure's horizon: the batch's job of 30 that
+    # succeeded after the window but before the 402 was recorded counts in the mean c.
+    "a live snapshot taken late extends the horizon": (
+        failure(
+            own=[own(1, "10"), own(100, "30")],
+            others=[other("A", 200, "15")],
+            live=snap(9, 300, "45", "failure"),
+            timeline=[snap(9, 300, "45", "failure")],
+        ),
+        Tag.CONCURRENT_CONSUMPTION,
+        {"own": "10", "expected_cost": "20", "expected_cost_source": "mean_succeeded"},
+        [Attributed("A", D("15"))],
+        "0",
+    ),
     # 5. A 402 recorded ten minutes before the batch's check: no preflight evidence.
     "ex5: failure before the check": (
         failure(
@@ -548,8 +628,7 @@ REASONS = {
         "credits is absent from snapshot 7, which would measure the failure"
     ),
     "later snapshot too stale": (
-        "no usable snapshot after the check "
-        "(none at or after the failure within 1:00:00; later ones are too stale)"
+        "no usable snapshot after the check (none at or after the failure within 1:00:00)"
     ),
     "snapshots at or before the check measure nothing": (
         "no usable snapshot after the check (none at or after the failure within 1:00:00)"
@@ -609,6 +688,42 @@ def test_classification_table(
     assert result.reason
 
 
+def after_the_window(case: QuotaFailure) -> datetime:
+    """An instant after everything that can measure ``case``: the end of its staleness
+    window, and its live snapshot, which may have been taken later (recorded late)."""
+    ends = [case.failed_at + case.staleness_window]
+    if case.live is not None:
+        ends.append(case.live.taken_at)
+    return max(ends) + timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_rows_after_the_window_never_change_the_answer(name: str) -> None:
+    # Once the staleness window has passed, nothing later changes a failure's answer:
+    # not later snapshots (another 402's live one, an audit's, one reading another meter
+    # level), not the batch's later jobs (their costs would move the mean c), not other
+    # batches' later spend, and not later failures of the batch.
+    case = CASES[name][0]
+    later = after_the_window(case)
+    extended = replace(
+        case,
+        timeline=[
+            *case.timeline,
+            Reading(97, later, D("0"), "failure"),
+            Reading(98, later + timedelta(minutes=5), D("1000"), "audit"),
+            Reading(99, later + timedelta(hours=3), None, "manual"),
+        ],
+        own=[
+            *case.own,
+            Spend("B", later, D("1000")),
+            Spend("B", later, None),
+            Spend("B", later + timedelta(minutes=1), D("0"), succeeded=False),
+        ],
+        others=[*case.others, Spend("Z", later, D("500"))],
+    )
+    assert classify(extended) == classify(case)
+
+
 def test_evidence_names_the_snapshots_used() -> None:
     result = classify(CASES["top-up between check and failure"][0])
     assert result.evidence.snapshot_ids == (1, 2, 3, 4)
@@ -632,9 +747,11 @@ def test_a_rise_is_split_out_and_the_reading_before_the_failure_bounds_what_came
     assert result.evidence.snapshot_ids == (1, 2, 3, 4)
 
 
-def test_version_two_is_stored_with_each_tag() -> None:
-    assert CLASSIFIER_VERSION == "2"
-    assert classify(CASES["unrecorded spend"][0]).version == "2"
+def test_version_three_is_stored_with_each_tag() -> None:
+    # 3: the measuring snapshot's fallback and the failure's horizon changed the answers
+    # some version-2 tags hold, so those are reclassified.
+    assert CLASSIFIER_VERSION == "3"
+    assert classify(CASES["unrecorded spend"][0]).version == "3"
 
 
 def test_a_402_declaring_a_different_cost_and_expected_cost_is_refused() -> None:

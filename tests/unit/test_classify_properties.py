@@ -5,15 +5,18 @@ spend that nobody records, earlier 402s of any batch (declaring their cost as ``
 as ``expected_cost`` or not at all), snapshots at random moments (so flat balances and
 snapshots between any two events), own jobs the vendor bills only after the next
 snapshot (recorded "late" relative to the balance), and top-ups. Then the batch's jobs
-run until one gets a 402, which is measured by a live failure snapshot, by a later
-audit snapshot, or by nothing after it. Every outcome goes through the same validation
-as real input, so the consumption rule (a quota failure consumed nothing) is exercised.
+run until one gets a 402, recorded with its live failure snapshot or without one. After
+it, life goes on: the batch's own jobs still in flight succeed, others spend, snapshots
+are taken (several, or none), time passes beyond the staleness window (so later
+snapshots are stale), and more 402s of the batch are recorded with their live snapshots
+or without. Every outcome goes through the same validation as real input, so the
+consumption rule (a quota failure consumed nothing) is exercised.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -36,7 +39,20 @@ event = st.one_of(
     st.tuples(st.just("other_402"), st.sampled_from(["A", "C"]), declaration, amounts),
 )
 late_event = st.tuples(st.just("own_billed_late"), amounts)
-measures = st.sampled_from(["live", "audit_later", "none"])
+measures = st.sampled_from(["live", "none"])
+#: Staleness windows in seconds; the waits land a snapshot just inside, at and just
+#: after the end of each (every event after a wait takes one more second).
+windows = st.sampled_from([0, 60, 3600])
+waits = st.sampled_from([1, 57, 58, 59, 60, 600, 3597, 3598, 3599, 3600, 7200])
+after_event = st.one_of(
+    # A job of the batch still in flight succeeds (small: the balance is nearly spent).
+    st.tuples(st.just("own"), st.integers(min_value=1, max_value=3).map(Decimal)),
+    st.tuples(st.just("other"), st.sampled_from(["A", "C"]), amounts),
+    st.tuples(st.just("unrecorded"), amounts),
+    st.tuples(st.just("snapshot")),
+    st.tuples(st.just("wait"), waits),
+    st.tuples(st.just("own_402"), st.booleans()),  # another 402 of B, live snapshot or not
+)
 
 
 def quota_fields(how: str, cost: Decimal) -> dict[str, object]:
@@ -76,7 +92,8 @@ class Ledger:
         self.balance -= cost
         if batch:
             self.record(batch, when, status="succeeded", cost=str(cost))
-        self.foreign_log.append((when, batch, cost))
+        if batch != "B":  # consumption by anyone but the batch
+            self.foreign_log.append((when, batch, cost))
 
 
 @dataclass
@@ -91,10 +108,14 @@ def play(
     last: Decimal,
     how: str,
     measure: str,
-    after: list[tuple[str | None, Decimal]],
+    after: list[tuple[object, ...]],
     topups: frozenset[int] = frozenset(),
+    window: timedelta = timedelta(hours=1),
+    live_after: int = 0,
 ) -> Played:
-    """Play the events, then the batch's own jobs of ``last`` until one gets a 402."""
+    """Play the events, then the batch's own jobs of ``last`` until one gets a 402, then
+    ``after``. With ``measure`` "live", the 402 is recorded with its live snapshot once
+    ``live_after`` of the later events have happened (a worker that records it late)."""
     ledger = Ledger(b0)
     start = ledger.snapshot("preflight")
     for index, (kind, *args) in enumerate(events):
@@ -130,13 +151,23 @@ def play(
     failed = build_outcome({"job_id": "failed", "status": "failed", "http_status": 402, **fields})
     ledger.record("B", failed_at, status="failed", http_status=402, **fields)
     live = None
-    if measure == "live":
-        live = ledger.snapshot("failure")
-    for batch, cost in after:
-        if cost <= ledger.balance - ledger.unbilled:
-            ledger.spend(batch, cost)
-    if measure == "audit_later":
-        ledger.snapshot("audit")
+    for index, (kind, *args) in enumerate([*after, ("end",)]):
+        if measure == "live" and live is None and (index >= live_after or kind == "end"):
+            live = ledger.snapshot("failure")
+        if kind == "end":
+            break
+        if kind == "snapshot":
+            ledger.snapshot()
+        elif kind == "wait":
+            ledger.now += int(args[0])  # type: ignore[call-overload]
+        elif kind == "own_402":
+            ledger.record("B", ledger.tick(), status="failed", http_status=402)
+            if args[0]:
+                ledger.snapshot("failure")
+        else:
+            cost = args[-1]  # type: ignore[assignment]
+            if cost <= ledger.balance - ledger.unbilled:
+                ledger.spend({"own": "B", "other": str(args[0])}.get(kind), cost)
     return Played(
         ledger,
         QuotaFailure(
@@ -148,14 +179,24 @@ def play(
             others=ledger.others,
             declared_cost=failed.expected_cost,
             live=live,
+            staleness_window=window,
         ),
     )
+
+
+def truth_horizon(case: QuotaFailure) -> datetime:
+    """Where the failure's evidence ends: its window, or its live snapshot if later."""
+    end = case.failed_at + case.staleness_window
+    return max(end, case.live.taken_at) if case.live is not None else end
 
 
 def truth_c(played: Played) -> Decimal:
     if played.failure.declared_cost is not None:
         return played.failure.declared_cost
-    paid = [s.cost for s in played.ledger.own if s.succeeded and s.cost is not None]
+    horizon = truth_horizon(played.failure)
+    paid = [
+        s.cost for s in played.ledger.own if s.succeeded and s.cost is not None and s.at <= horizon
+    ]
     return sum(paid, ZERO) / len(paid) if paid else ZERO
 
 
@@ -163,17 +204,25 @@ def foreign_until(ledger: Ledger, moment: datetime) -> list[tuple[str | None, De
     return [(batch, cost) for when, batch, cost in ledger.foreign_log if when <= moment]
 
 
-after_failure = st.lists(st.tuples(st.sampled_from(["A", None]), amounts), max_size=3)
+after_failure = st.lists(
+    st.one_of(
+        st.tuples(st.just("other"), st.just("A"), amounts),
+        st.tuples(st.just("unrecorded"), amounts),
+    ),
+    max_size=3,
+)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     b0=st.integers(0, 200).map(Decimal),
     events=st.lists(event, max_size=30),
     last=amounts,
     how=declaration,
     measure=measures,
-    after=after_failure,
+    after=st.lists(after_event, max_size=10),
+    window=windows,
+    live_after=st.integers(0, 10),
 )
 def test_numbers_match_the_ledger(
     b0: Decimal,
@@ -181,14 +230,26 @@ def test_numbers_match_the_ledger(
     last: Decimal,
     how: str,
     measure: str,
-    after: list[tuple[str | None, Decimal]],
+    after: list[tuple[object, ...]],
+    window: int,
+    live_after: int,
 ) -> None:
-    played = play(b0, events, last, how, measure, after)
+    played = play(
+        b0,
+        events,
+        last,
+        how,
+        measure,
+        after,
+        window=timedelta(seconds=window),
+        live_after=live_after,
+    )
     ledger, case = played.ledger, played.failure
     result = classify(case)
     evidence = result.evidence
     tf = case.failed_at
 
+    # own(t0, tf] ends at the failure: the batch's jobs that succeeded after it are not in.
     own = sum((s.cost or ZERO for s in ledger.own if s.at <= tf), ZERO)
     c = truth_c(played)
     assert evidence.own == own
@@ -196,10 +257,24 @@ def test_numbers_match_the_ledger(
     if how != "none":
         assert evidence.expected_cost_source == "declared"
 
-    # Which snapshot measures: the live one, else the first after tf, else the latest before.
-    later = [r for r in ledger.snapshots if r.taken_at >= tf]
+    # Which snapshot measures: the live one; else the first at or after tf within the
+    # window; else, whatever came later, the latest one after the check and before tf.
+    in_window = [r for r in ledger.snapshots if tf <= r.taken_at <= tf + case.staleness_window]
     before = [r for r in ledger.snapshots[1:] if r.taken_at < tf]
-    measuring = later[0] if later else (before[-1] if before else None)
+    measuring = case.live or (in_window[0] if in_window else (before[-1] if before else None))
+    later = case.live is not None or bool(in_window)
+
+    # Nothing after the failure's horizon reaches the answer: not the later snapshots
+    # (another 402's live one included), not the batch's later jobs, not others' spend.
+    horizon = truth_horizon(case)
+    cut = replace(
+        case,
+        timeline=[r for r in case.timeline if r.taken_at <= horizon],
+        own=[s for s in case.own if s.at <= horizon],
+        others=[s for s in case.others if s.at <= horizon],
+    )
+    assert classify(cut) == result
+
     if measuring is None:
         expected_tag = Tag.PRE_EXISTING_LOW_BALANCE if b0 < own + c else Tag.INCONCLUSIVE
         assert result.tag is expected_tag, result.reason
@@ -211,6 +286,7 @@ def test_numbers_match_the_ledger(
     assert evidence.ta == measuring.taken_at
     assert evidence.ba == measuring.balance
     assert evidence.before_failure == (not later)
+    assert evidence.foreign_is_lower_bound == (not later)
     assert evidence.topups == ()  # no top-up was played: a flat balance is not one
 
     if before:
@@ -261,7 +337,7 @@ def test_own_cost_billed_late_is_never_negative_spend(
     events: list[tuple[object, ...]],
     last: Decimal,
     how: str,
-    after: list[tuple[str | None, Decimal]],
+    after: list[tuple[object, ...]],
 ) -> None:
     played = play(b0, events, last, how, "live", after)
     result = classify(played.failure)

@@ -182,7 +182,7 @@ def test_show_is_the_whole_post_mortem(rt: Runtime, vendor: FakeVendor, clock: C
         "900",
     )
     assert evidence["snapshot_ids"][0] == report.snapshots[0].id
-    assert (failure.unattributed, failure.classifier_version) == (Decimal(300), "2")
+    assert (failure.unattributed, failure.classifier_version) == (Decimal(300), "3")
     assert report.overlapping_batches == ["other"]
     assert report.to_dict()["quota_failures"][0]["attribution"] == [
         {"batch_id": "other", "cost": "600"}

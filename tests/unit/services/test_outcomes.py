@@ -4,6 +4,7 @@ snapshots and the tags they give, lifecycle warnings, bulk imports that stop at 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,9 +13,15 @@ import sqlalchemy as sa
 
 from preflight.db import repositories as repo
 from preflight.db.models import Outcome
-from preflight.domain.classify import CLASSIFIER_VERSION, Classification, Evidence, Tag
+from preflight.domain.classify import (
+    CLASSIFIER_VERSION,
+    Classification,
+    Evidence,
+    QuotaFailure,
+    Tag,
+)
 from preflight.errors import ConflictError, UsageError
-from preflight.services import batches, checks, outcomes
+from preflight.services import batches, checks, outcomes, profile
 from preflight.services.runtime import Runtime
 from tests.support import Clock
 from tests.unit.services.fakes import (
@@ -341,6 +348,99 @@ def test_only_inconclusive_reclassifies_tags_of_an_older_classifier(
     assert outcomes.classify(rt, "b", only_inconclusive=True) == {}
     quota_failure(rt, "B", "never-checked")
     assert outcomes.classify(rt, only_inconclusive=True) == {"inconclusive": 1}
+
+
+def failure_views(rt: Runtime, batch_id: str) -> dict[str, dict[str, Any]]:
+    return {f.job_id: f.to_dict() for f in batches.show(rt, batch_id).quota_failures}
+
+
+def test_a_failures_answer_never_depends_on_another_failure_of_its_batch(
+    rt: Runtime, vendor: FakeVendor, clock: Clock
+) -> None:
+    # b is checked at 1000 (12:00) and spends 30 (12:01); 200 goes unrecorded; a manual
+    # snapshot reads 770 (12:02); f1 gets a 402 at 12:03, recorded without its snapshot.
+    checks.check(rt, "b", need="100")
+    clock.advance(minutes=1)
+    succeeded(rt, "b", "j1", "30", vendor)
+    vendor.consume("200")
+    clock.advance(minutes=1)
+    profile.read_profile(rt)
+    clock.advance(minutes=1)
+    f1_at = clock.now
+    alone = outcomes.record(
+        rt, "b", {"job_id": "f1", "status": "failed", "http_status": 402}, snapshot=False
+    )
+    assert alone.tag is not None
+    assert alone.tag.tag is Tag.CONCURRENT_CONSUMPTION
+    before = failure_views(rt, "b")["f1"]
+    # Nothing in f1's window (to 13:03): the 12:02 reading measures it, a lower bound.
+    evidence = before["evidence"]
+    assert (evidence["ba"], evidence["own"], evidence["expected_cost"]) == ("770", "30", "30")
+    assert (evidence["foreign"], evidence["foreign_is_lower_bound"]) == ("200", True)
+
+    # After f1's window: b's job of 500 (it would move f1's mean cost), another batch's
+    # check and spend, and f2, a 402 an hour after f1, recorded live at 13:06.
+    clock.advance(minutes=61)
+    succeeded(rt, "b", "j2", "500", vendor)
+    checks.check(rt, "other", need="10")
+    clock.advance(minutes=1)
+    succeeded(rt, "other", "o1", "200", vendor)
+    clock.advance(minutes=1)
+    f2_at = f1_at + timedelta(hours=1)
+    quota_failure(rt, "b", "f2", at=f2_at.isoformat())
+
+    assert outcomes.classify(rt, "b") == {"concurrent_consumption": 2}
+    assert failure_views(rt, "b")["f1"] == before  # not even reclassified
+
+    # Each failure is loaded with the same evidence, alone or with the other one.
+    with rt.database.read() as session:
+        batch = repo.find_batch(session, "b")
+        assert batch is not None
+        f1, f2 = repo.quota_failures(session, batch)
+
+        def load(*failures: Outcome) -> list[QuotaFailure]:
+            return list(
+                repo.load_quota_failures(
+                    session,
+                    batch,
+                    failures,
+                    staleness_window=rt.settings.staleness_window,
+                    tolerance=rt.settings.tolerance,
+                )
+            )
+
+        both = load(f1, f2)
+        assert (load(f1), load(f2)) == ([both[0]], [both[1]])
+    assert both[0].live is None
+    assert max(r.taken_at for r in both[0].timeline) == f1_at - timedelta(minutes=1)
+    assert both[1].live is not None
+
+
+def test_a_failure_recorded_late_is_loaded_up_to_its_live_snapshot(
+    rt: Runtime, vendor: FakeVendor, clock: Clock
+) -> None:
+    # b fails at 12:05, but the 402 is recorded (live) only at 14:00, long after the
+    # window: other's spend at 13:31 happened before that snapshot and is attributed.
+    checks.check(rt, "b", need="100")
+    clock.advance(minutes=1)
+    succeeded(rt, "b", "j1", "30", vendor)
+    clock.advance(minutes=89)
+    checks.check(rt, "other", need="100")
+    clock.advance(minutes=1)
+    succeeded(rt, "other", "o1", "100", vendor)
+    clock.advance(minutes=29)
+    failed_at = clock.now - timedelta(hours=1, minutes=55)
+    recorded = quota_failure(rt, "b", "f1", at=failed_at.isoformat())
+    assert recorded.snapshot_id is not None
+
+    (failure,) = batches.show(rt, "b").quota_failures
+    assert (failure.tag, failure.evidence["ba"], failure.evidence["foreign"]) == (
+        "concurrent_consumption",
+        "870",
+        "100",
+    )
+    assert [(a.batch_id, a.cost) for a in failure.attribution] == [("other", Decimal(100))]
+    assert failure.unattributed == 0
 
 
 @pytest.mark.parametrize(
