@@ -26,7 +26,8 @@ from preflight.airflow import (
     PreflightUnavailableError,
 )
 from preflight.airflow.decorators import cost_of, http_status_of, preflight_job, recorded_outcome
-from tests.airflow.conftest import Preflight
+from preflight.sandbox import SandboxServer
+from tests.airflow.conftest import Connect, Preflight
 
 T0 = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
 
@@ -436,3 +437,22 @@ def test_a_402_is_recorded_re_raised_unchanged_and_its_tag_decides_the_retry(
     assert decision.reason.startswith(f"preflight: {tag}: balance at the check 100")
     if action == "retry":
         assert decision.retry_delay == timedelta(minutes=7)
+
+
+@pytest.mark.parametrize(
+    "connect", [pytest.param("serve", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_refused_preflight_api_token_is_a_usage_error(
+    connect: Connect, vendor: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import os
+
+    connect(vendor)
+    conn = json.loads(os.environ["AIRFLOW_CONN_PREFLIGHT_DEFAULT"])
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PREFLIGHT_DEFAULT", json.dumps({**conn, "password": "pft_not-a-token"})
+    )
+    with pytest.raises(AirflowFailException, match="preflight server refused the token") as raised:
+        check_op().execute({})
+    assert "pft_not-a-token" not in str(raised.value)
