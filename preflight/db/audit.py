@@ -41,6 +41,7 @@ from preflight.db.models import (
 from preflight.db.repositories import (
     insert_if_absent,
     late_outcomes_count,
+    lock_account_of,
     needs_classification,
     shift_held_need,
 )
@@ -463,8 +464,9 @@ def auto_finish(
     session: Session, account_id: int, stale: Sequence[tuple[int, datetime]], *, now: datetime
 ) -> None:
     """Finish these stale batches (pk, last activity when found stale), each only if nothing
-    happened to it since. What they held leaves the account's held need, at the end (the
-    account row is always the last a writer locks)."""
+    happened to it since. What they held leaves the account's held need; the account's row
+    is locked before theirs (the lock order of :mod:`preflight.db.writes`)."""
+    lock_account_of(session, account_id)
     released = ZERO
     for batch_pk, quiet_since in stale:
         row = session.execute(

@@ -43,6 +43,8 @@ from preflight.db.writes import batch_state as batch_state
 from preflight.db.writes import hold_change as hold_change
 from preflight.db.writes import hold_of as hold_of
 from preflight.db.writes import insert_snapshot as insert_snapshot
+from preflight.db.writes import lock_account as lock_account
+from preflight.db.writes import lock_account_of as lock_account_of
 from preflight.db.writes import peek_batch as peek_batch
 from preflight.db.writes import shift_held_need as shift_held_need
 from preflight.domain.errors import ConflictError
@@ -92,10 +94,25 @@ def get_or_create_account(session: Session, name: str, *, now: datetime) -> Acco
     return account
 
 
+#: Step 1 of the lock order (:mod:`preflight.db.writes`) for a writer that names a batch:
+#: the row of the batch's account (PostgreSQL; SQLite's write transaction holds it all).
+_LOCK_ACCOUNT_OF_BATCH = (
+    select(Account.id)
+    .where(
+        Account.id
+        == select(Batch.account_id).where(Batch.batch_id == bindparam("batch_id")).scalar_subquery()
+    )
+    .with_for_update(key_share=True)
+)
+
+
 def find_batch(session: Session, batch_id: str, *, lock: bool = False) -> Batch | None:
-    """The batch named ``batch_id``; ``lock``: its row locked until the transaction ends."""
+    """The batch named ``batch_id``; ``lock``: its account's row, then its own, locked until
+    the transaction ends (the lock order of :mod:`preflight.db.writes`)."""
     query = select(Batch).where(Batch.batch_id == batch_id)
     if lock:
+        if _is_postgresql(session):
+            session.execute(_LOCK_ACCOUNT_OF_BATCH, {"batch_id": batch_id})
         query = query.with_for_update(of=Batch, key_share=True)
     return session.scalar(query)
 
@@ -737,10 +754,12 @@ def record_activity(session: Session, batch: BatchState, added: Added, *, now: d
     """Outcomes were stored for ``batch`` at ``now``: add them to its totals, mark the
     activity, and bring its hold (and its account's held need) up to date.
 
-    An outcome stored after the batch's finish is late. On PostgreSQL the batch row is
-    updated in one statement from its current values (locked until commit), so concurrent
-    writers of one batch add up; on SQLite ``batch`` was read in this write transaction.
+    An outcome stored after the batch's finish is late. On PostgreSQL the account's row is
+    locked first (the lock order of :mod:`preflight.db.writes`), then the batch row is
+    updated in one statement from its current values, so concurrent writers of one batch
+    add up; on SQLite ``batch`` was read in this write transaction.
     """
+    lock_account_of(session, batch.account_id)
     params: dict[str, Any] = {
         "pk": batch.pk,
         "n": added.count,

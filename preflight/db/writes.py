@@ -6,8 +6,32 @@ statements (no ORM objects, no unit of work), a handful per transaction. On SQLi
 are :mod:`preflight.db.sqlite_fast`'s, run on the transaction's sqlite3 connection:
 ``BEGIN IMMEDIATE`` has already serialised the writers, and increments of amounts (text
 there) are done exactly in Python. On PostgreSQL they are
-:mod:`preflight.db.writes_postgresql`'s: a writer locks the batch row it changes and
-changes its account's ``held_need`` last, by an increment.
+:mod:`preflight.db.writes_postgresql`'s, under the lock order below.
+
+**One decision at a time per account; the lock order.** A check decides from the
+account's ``held_need`` (what its open batches still need), so every transaction that
+changes it (a check, a record, a finish, a hold released or taken back) is serialised
+with every other one of the same account, *before* it reads it. Every such writer takes,
+in this order and no other:
+
+1. the account's row (:func:`lock_account`, :func:`lock_account_of`), as its first row
+   lock, and before it inserts a batch of the account;
+2. then the batch rows it changes (FOR NO KEY UPDATE);
+3. and changes ``held_need`` by an increment, under the lock it holds since step 1.
+
+On SQLite, ``BEGIN IMMEDIATE`` has taken the database's one write lock before the first
+statement: step 1 is that lock, and the account's row is read as it is. On PostgreSQL
+(READ COMMITTED) step 1 is ``SELECT … FOR NO KEY UPDATE`` of the account's row: the
+transaction's later statements each see every transaction of the account that committed
+before it got the lock. The row lock, not an advisory lock keyed by the account, because
+it is the account's own lock: a writer that changes ``held_need`` takes it by doing so,
+whether or not it asked first; nothing maps accounts to keys (no two accounts ever share
+one); and ``INSERT … ON CONFLICT`` of a new account makes a second first check wait for
+the first one's row. FOR NO KEY UPDATE, not FOR UPDATE: inserting a batch or a snapshot
+takes KEY SHARE on its account (the foreign key), which must not wait for a check. Those
+KEY SHARE locks, and an outcome's insert (KEY SHARE on its batch), conflict with no lock
+above, so writers of one account wait only in this order, and writers of different
+accounts never wait for each other.
 
 The transaction is a session (:meth:`preflight.db.session.Database.run_write`), a
 connection (:meth:`~preflight.db.session.Database.run_plain_write`: a check, no ORM), on
@@ -100,6 +124,31 @@ def _postgresql(transaction: Transaction) -> Session | Connection | None:
     return transaction if bind.dialect.name == "postgresql" else None
 
 
+# ---------------------------------------------------------------- the account lock
+
+
+def lock_account(transaction: Transaction, name: str, *, now: datetime) -> AccountState:
+    """The account named ``name``, created on first use, locked until the transaction
+    ends: step 1 of the lock order (module docstring). Two first uses at once both get
+    it: the second waits for the first's new row, then locks it."""
+    session = _postgresql(transaction)
+    if session is not None:
+        from preflight.db import writes_postgresql as postgresql
+
+        return postgresql.lock_account(session, name, now=now)
+    return account_state(transaction, name, now=now)
+
+
+def lock_account_of(transaction: Transaction, account_id: int) -> None:
+    """Lock the account ``account_id`` until the transaction ends: step 1 of the lock order
+    (module docstring), for a writer that knows the account by its batch."""
+    session = _postgresql(transaction)
+    if session is not None:
+        from preflight.db import writes_postgresql as postgresql
+
+        postgresql.lock_account_of(session, account_id)
+
+
 # ---------------------------------------------------------------- reads
 
 
@@ -144,11 +193,12 @@ def account_state(transaction: Transaction, name: str, *, now: datetime) -> Acco
 def open_check(
     transaction: Transaction, name: str, batch_id: str, *, now: datetime, hold_cutoff: datetime
 ) -> tuple[AccountState, BatchState | None, Decimal]:
-    """A check's reads: the account named ``name`` (created on first use), the batch named
-    ``batch_id`` (None when there is none; locked until the transaction ends), and the
-    change of the account's held need once its other batches' holds are brought up to
-    ``hold_cutoff`` (the caller applies it). PostgreSQL: one round trip, plus one to
-    lock a batch that exists."""
+    """A check's reads: the account named ``name`` (created on first use, and locked
+    first: :func:`lock_account`), the batch named ``batch_id`` (None when there is none;
+    locked until the transaction ends), and the change of the account's held need once
+    its other batches' holds are brought up to ``hold_cutoff`` (the caller applies it).
+    PostgreSQL: one round trip (the lock and the reads pipelined), plus one to lock a
+    batch that exists."""
     session = _postgresql(transaction)
     if session is not None:
         from preflight.db import writes_postgresql as postgresql
@@ -183,7 +233,8 @@ def batch_state(
     transaction: Transaction, batch_id: str, *, lock: bool = False
 ) -> BatchState | None:
     """The batch named ``batch_id``; ``lock``: its row locked until the transaction ends
-    (PostgreSQL; SQLite's write transaction holds the whole database already)."""
+    (PostgreSQL, after its account's: the lock order above; SQLite's write transaction
+    holds the whole database already)."""
     session = _postgresql(transaction)
     if session is not None:
         from preflight.db import writes_postgresql as postgresql

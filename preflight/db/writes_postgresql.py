@@ -5,11 +5,8 @@ through psycopg where merging statements saves round trips.
 
 Imported only by a PostgreSQL process, and without the ORM or the models: a check needs
 neither (the session's of :meth:`preflight.db.session.Database.run_write`, if it runs in
-one, has them loaded already). PostgreSQL row locks are FOR NO KEY UPDATE, never FOR
-UPDATE: inserting an outcome or a snapshot takes KEY SHARE on its batch (the foreign key),
-which FOR UPDATE would wait for (two writers of one batch would deadlock). The account row
-is always the last one a transaction locks, so writers of different batches never wait on
-each other in a cycle.
+one, has them loaded already). Locks follow the lock order of :mod:`preflight.db.writes`:
+the account's row first, then the batch rows, all FOR NO KEY UPDATE.
 """
 
 from __future__ import annotations
@@ -70,6 +67,11 @@ _INSERT_ACCOUNT = text(
     bindparam("created_at", type_=UTCDateTime()),
     bindparam("held_need", type_=Amount()),
 )
+#: Step 1 of the lock order: the account's row, locked until the transaction ends.
+_ACCOUNT_BY_NAME_LOCKED = text(
+    "SELECT id, name, user_id, held_need FROM accounts WHERE name = :name FOR NO KEY UPDATE"
+).columns(*_ACCOUNT_COLUMNS)
+_LOCK_ACCOUNT_OF = text("SELECT id FROM accounts WHERE id = :account FOR NO KEY UPDATE")
 _BATCH_BY_NAME = text(
     f"{_BATCH_SELECT} FROM batches AS b JOIN accounts AS o ON o.id = b.account_id"
     " WHERE b.batch_id = :batch_id"
@@ -78,14 +80,6 @@ _BATCH_BY_NAME_LOCKED = text(
     f"{_BATCH_SELECT} FROM batches AS b JOIN accounts AS o ON o.id = b.account_id"
     " WHERE b.batch_id = :batch_id FOR NO KEY UPDATE OF b"
 ).columns(*_BATCH_COLUMNS)
-#: The account and, when it exists, the batch (whatever its account): one statement.
-_ACCOUNT_AND_BATCH = text(
-    "SELECT a.id, a.name, a.user_id, a.held_need,"
-    " b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
-    " b.verified, b.labels, b.checked_at, b.finished_at, b.consumed_cost, b.held"
-    " FROM accounts AS a LEFT JOIN batches AS b ON b.batch_id = :batch_id"
-    " LEFT JOIN accounts AS o ON o.id = b.account_id WHERE a.name = :name"
-).columns(*_ACCOUNT_COLUMNS, *_BATCH_COLUMNS)
 _ADD_HELD_NEED = (
     text(
         "UPDATE accounts SET held_need = held_need + :delta WHERE id = :account RETURNING held_need"
@@ -185,9 +179,32 @@ def account_state(transaction: Session | Connection, name: str, *, now: datetime
     return AccountState(*row)
 
 
-#: PostgreSQL: a check's first statement. The account's holds brought up to the cutoff
-#: (as in :data:`_REFRESH_HOLDS_POSTGRESQL`, leaving the checked batch to the check), and
-#: the account with the batch (whatever its account) and the change of its held need.
+def lock_account(transaction: Session | Connection, name: str, *, now: datetime) -> AccountState:
+    """:func:`preflight.db.writes.lock_account`: one round trip for an account that exists.
+
+    A new one is inserted with ``ON CONFLICT DO NOTHING``, which waits for a concurrent
+    transaction that inserted it first to end; then it exists, committed, and is locked."""
+    connection = _connection(transaction)
+    row = connection.execute(_ACCOUNT_BY_NAME_LOCKED, {"name": name}).first()
+    if row is None:
+        connection.execute(
+            _INSERT_ACCOUNT, {"name": name, "created_at": now, "held_need": Decimal(0)}
+        )
+        row = connection.execute(_ACCOUNT_BY_NAME_LOCKED, {"name": name}).one()
+    return AccountState(*row)
+
+
+def lock_account_of(transaction: Session | Connection, account_id: int) -> None:
+    """:func:`preflight.db.writes.lock_account_of`."""
+    _connection(transaction).execute(_LOCK_ACCOUNT_OF, {"account": account_id})
+
+
+#: Step 1 of the lock order as a check's first statement (psycopg's parameters).
+_PG_LOCK_ACCOUNT: Final = "SELECT id FROM accounts WHERE name = %(name)s FOR NO KEY UPDATE"
+#: PostgreSQL: a check's statement after the account's lock. The account's holds brought
+#: up to the cutoff (as in :data:`_REFRESH_HOLDS_POSTGRESQL`, leaving the checked batch to
+#: the check), the account with the change of its held need, and the account of the batch
+#: when it exists. It runs after the lock, so it sees every earlier writer of the account.
 _PG_OPEN_CHECK: Final = (
     "WITH owner AS (SELECT id FROM accounts WHERE name = %(name)s),"
     " gone AS (SELECT id, held FROM batches WHERE account_id = (SELECT id FROM owner)"
@@ -202,11 +219,9 @@ _PG_OPEN_CHECK: Final = (
     " FROM back WHERE batches.id = back.id RETURNING batches.held AS change),"
     " changed AS (SELECT coalesce(sum(change), 0) AS change FROM"
     " (SELECT change FROM released UNION ALL SELECT change FROM taken) AS changes)"
-    " SELECT a.id, a.name, a.user_id, a.held_need, (SELECT change FROM changed),"
-    " b.id, b.batch_id, b.account_id, o.name, b.meter, b.need, b.reserve, b.status,"
-    " b.verified, b.labels, b.checked_at, b.finished_at, b.consumed_cost, b.held"
+    " SELECT a.id, a.name, a.user_id, a.held_need, (SELECT change FROM changed), b.account_id"
     " FROM accounts AS a LEFT JOIN batches AS b ON b.batch_id = %(batch_id)s"
-    " LEFT JOIN accounts AS o ON o.id = b.account_id WHERE a.name = %(name)s"
+    " WHERE a.name = %(name)s"
 )
 
 
@@ -218,35 +233,40 @@ def open_check(
     now: datetime,
     hold_cutoff: datetime,
 ) -> tuple[AccountState, BatchState | None, Decimal]:
-    """:func:`preflight.db.writes.open_check` in one round trip, plus one to lock a batch
-    that exists."""
-    driver: Any = _connection(transaction).connection.driver_connection
+    """:func:`preflight.db.writes.open_check`: the account's lock, then the holds, the
+    account and whether the batch exists, in one round trip (a pipeline of the two
+    statements: the server runs the second once the first holds the lock), plus one to
+    lock a batch that exists. A new account is created, locked, and read again."""
+    connection = _connection(transaction)
+    driver: Any = connection.connection.driver_connection
     params = {"name": name, "batch_id": batch_id, "cutoff": hold_cutoff}
-    with bulk._driver_errors(_connection(transaction), _PG_OPEN_CHECK):
-        row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
-    if row is None:  # a new account: create it, then read again
-        account_state(transaction, name, now=now)
-        with bulk._driver_errors(_connection(transaction), _PG_OPEN_CHECK):
+    with bulk._driver_errors(connection, _PG_OPEN_CHECK):
+        with driver.pipeline():
+            locked = driver.execute(_PG_LOCK_ACCOUNT, {"name": name})
+            opened = driver.execute(_PG_OPEN_CHECK, params)
+        row = opened.fetchone() if locked.fetchone() is not None else None
+    if row is None:  # a new account: create it, locked, then read again
+        lock_account(transaction, name, now=now)
+        with bulk._driver_errors(connection, _PG_OPEN_CHECK):
             row = driver.execute(_PG_OPEN_CHECK, params).fetchone()
         assert row is not None
     account = AccountState(row[0], row[1], row[2], row[3])
-    batch = None if row[5] is None else batch_state(transaction, batch_id, lock=True)
-    return account, batch, row[4]
+    change, owner = row[4], row[5]
+    if owner is None:
+        return account, None, change
+    # A batch of another account is read, not locked: the check refuses it.
+    return account, batch_state(transaction, batch_id, lock=owner == account.id), change
 
 
 def account_and_batch(
     transaction: Session | Connection, name: str, batch_id: str, *, now: datetime
 ) -> tuple[AccountState, BatchState | None]:
-    """The account (created on first use) and the batch, its row locked."""
-    connection = _connection(transaction)
-    row = connection.execute(_ACCOUNT_AND_BATCH, {"name": name, "batch_id": batch_id}).first()
-    if row is None:
-        account = account_state(transaction, name, now=now)
-        return account, batch_state(transaction, batch_id, lock=True)
-    values: tuple[Any, ...] = tuple(row)
-    account = AccountState(*values[:4])
-    if values[4] is None:
-        return account, None
+    """The account (created on first use, locked first), and the batch, its row locked
+    when it is the account's."""
+    account = lock_account(transaction, name, now=now)
+    batch = batch_state(transaction, batch_id)
+    if batch is None or batch.account_id != account.id:
+        return account, batch
     return account, batch_state(transaction, batch_id, lock=True)
 
 

@@ -336,7 +336,8 @@ def _batch_for_outcomes(
     """The batch, or a new unverified one: outcomes are never refused for lack of a check."""
     existing = repo.batch_state(session, batch_id)
     if existing is None:
-        account_row = repo.account_state(session, rt.account_name(account), now=now)
+        # The account before the batch it gets (the lock order of preflight.db.writes).
+        account_row = repo.lock_account(session, rt.account_name(account), now=now)
         repo.insert_batch(
             session,
             {
