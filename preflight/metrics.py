@@ -12,10 +12,10 @@ accounts and meters are configured, so few.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from functools import cache
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -109,9 +109,27 @@ class _Metrics:
         )
 
 
-@cache
+_built: _Metrics | None = None
+_building = threading.Lock()
+
+
 def _metrics() -> _Metrics:
-    return _Metrics()
+    """The process's one set of metrics, built by the first caller of any thread.
+
+    A metric's name can be registered once per registry: two threads building at once
+    (the first requests of a fresh server, threads sharing one ``Preflight``) would have
+    the second fail with ``DuplicateTimeseries``. ``functools.cache`` does not prevent
+    that (it may call the function twice), a lock does; after the first build the
+    lock is never taken again.
+    """
+    global _built
+    built = _built
+    if built is None:
+        with _building:
+            built = _built
+            if built is None:
+                built = _built = _Metrics()
+    return built
 
 
 def registry() -> CollectorRegistry:

@@ -28,8 +28,17 @@ MIN_SCRUBBED_LENGTH: Final = 6
 TOKEN_FORMAT: Final = "a token must be printable ASCII, without spaces or line breaks"  # noqa: S105
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 
-# Whatever the token, never echo what follows "Bearer" in a header-like text.
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",;]+")
+# What follows "Bearer": a credential, unless it is a word of prose. In a header
+# ("Authorization: Bearer x", as a header line or a JSON/dict key) it is always a value;
+# elsewhere it is one when it looks like one. Without that distinction the product's own
+# sentences ("send an Authorization header with a Bearer token") came out garbled.
+_BEARER = re.compile(
+    r"(?i)(?P<header>authorization[\"']?\s*[:=]\s*[\"']?)?"
+    r"(?P<scheme>bearer\s+)(?P<value>[^\s'\",;]+)"
+)
+#: A word of prose after "Bearer" (a letter-only word, capitalised at most, shorter than
+#: any real token; trailing punctuation allowed), or a placeholder such as ``<token>``.
+_PROSE = re.compile(r"(?:[A-Za-z][a-z]{0,19}|<[A-Za-z _-]{1,30}>)[.:!?)\]]*")
 
 
 class Secret:
@@ -87,12 +96,23 @@ def contains_secret(text: str) -> bool:
     pattern = _pattern
     if pattern is not None and pattern.search(text):
         return True
-    return _BEARER.search(text) is not None
+    return any(_is_credential(match) for match in _BEARER.finditer(text))
+
+
+def _is_credential(match: re.Match[str]) -> bool:
+    return match["header"] is not None or _PROSE.fullmatch(match["value"]) is None
+
+
+def _redact_bearer(match: re.Match[str]) -> str:
+    if not _is_credential(match):
+        return match[0]
+    return f"{match['header'] or ''}{match['scheme']}{REDACTED}"
 
 
 def scrub(text: str) -> str:
-    """Return ``text`` with every known secret and any bearer credential replaced."""
+    """Return ``text`` with every known secret and any bearer credential replaced (the
+    value only: "Bearer" and the words around it stay)."""
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
-    return _BEARER.sub(rf"\1{REDACTED}", text)
+    return _BEARER.sub(_redact_bearer, text)

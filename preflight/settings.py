@@ -107,6 +107,12 @@ class Settings:
     server_token: Secret | None = None
     metrics_public: bool = False  # GET /metrics without a token carrying the metrics scope
     metrics_port: int | None = None  # `preflight worker` serves /metrics on it when set
+    # `preflight serve`'s edge: the largest request body read whole (NDJSON streams are
+    # capped per line instead), the time a client has to send a request's headers, and how
+    # long an idle keep-alive connection stays open.
+    http_max_body_bytes: int = 8 * 1024 * 1024
+    http_header_timeout: float = 10.0
+    http_keep_alive_timeout: int = 5
 
     def account_settings(self, name: str | None = None) -> AccountSettings:
         name = name or self.account
@@ -349,6 +355,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "server_url": _http_url,
     "metrics_public": _parse_bool,
     "metrics_port": _count(65535),
+    "http_max_body_bytes": _count(MAX_BODY_BYTES_SETTING),
+    "http_header_timeout": _seconds(positive=True),
+    "http_keep_alive_timeout": _count(int(MAX_SECONDS_SETTING)),
 }
 
 

@@ -32,6 +32,7 @@ def serve(host: str, port: int) -> int:
         import uvicorn
 
         from preflight.http.app import create_app
+        from preflight.http.server import uvicorn_config
     except ImportError as exc:
         raise click.UsageError(
             f"the HTTP API needs the server extra: pip install 'preflight[server]' ({exc.name})"
@@ -44,8 +45,9 @@ def serve(host: str, port: int) -> int:
     app = create_app(Runtime(settings), close_runtime=True)
     # "Uvicorn running on http://HOST:PORT" (the real port when --port 0) whatever the level.
     logging.getLogger("uvicorn.error").setLevel(logging.INFO)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
+        settings,
         host=host,
         port=port,
         # None: uvicorn's loggers go through ours (one format, secrets scrubbed).

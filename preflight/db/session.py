@@ -12,7 +12,6 @@ and needs none of it.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -42,6 +41,7 @@ from sqlalchemy.sql.functions import GenericFunction
 
 from preflight.db.embedded import SQLITE_BUSY_TIMEOUT_MS, check_sqlite_path, prepare_connection
 from preflight.db.liveness import POOL_RECYCLE_SECONDS, drop_dead_connections
+from preflight.db.outage import Outage
 from preflight.db.types import Amount
 from preflight.errors import ConfigError, StorageError
 from preflight.logs import get_logger
@@ -138,6 +138,7 @@ class Database:
     ``outage_window`` seconds: opening a transaction retries transient connection errors
     with backoff, and :meth:`run_write` (:meth:`run_plain_write`) re-runs a whole unit of
     work whose connection broke midway. Only then does the caller get a ``StorageError``.
+    The window is one per call, from the first failure it meets (:mod:`preflight.db.outage`).
     """
 
     def __init__(
@@ -160,9 +161,9 @@ class Database:
         return cls(build_engine(url), outage_window=outage_window)
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, _outage: Outage | None = None) -> Iterator[Session]:
         """One write transaction: commits on success, rolls back on any error."""
-        with translate_db_errors(), self._open(self._session) as session:
+        with translate_db_errors(), self._open(self._session, _outage) as session:
             yield session
             session.commit()
 
@@ -174,10 +175,10 @@ class Database:
             session.commit()
 
     @contextmanager
-    def write_plain(self) -> Iterator[Connection]:
+    def write_plain(self, _outage: Outage | None = None) -> Iterator[Connection]:
         """One write transaction on a connection, no session (work of plain statements):
         commits on success, rolls back on any error."""
-        with translate_db_errors(), self._open(self._connection) as connection:
+        with translate_db_errors(), self._open(self._connection, _outage) as connection:
             yield connection
             connection.commit()
 
@@ -199,19 +200,23 @@ class Database:
         return self._run(self.write_plain, work)
 
     def _run(
-        self, scope: Callable[[], AbstractContextManager[Scope]], work: Callable[[Scope], T]
+        self,
+        scope: Callable[[Outage], AbstractContextManager[Scope]],
+        work: Callable[[Scope], T],
     ) -> T:
-        deadline = self._monotonic() + self._outage_window
-        for attempt in itertools.count():
+        # One window for the whole call: the transaction's opening retries in it too.
+        outage = self._outage()
+        while True:
             try:
-                with scope() as transaction:
+                with scope(outage) as transaction:
                     return work(transaction)
             except StorageError as error:
-                if not self._transient(error.__cause__) or self._monotonic() >= deadline:
+                if not self._transient(error.__cause__) or not outage.retry():
                     raise
-                _log.warning("database_retry", attempt=attempt + 1, error=str(error))
-                self._sleep(_backoff(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover - count() never ends
+                _log.warning("database_retry", attempt=outage.attempts, error=str(error))
+
+    def _outage(self) -> Outage:
+        return Outage(self._outage_window, monotonic=self._monotonic, sleep=self._sleep)
 
     def _sessions_of(self, read_only: bool) -> sessionmaker[Session]:
         factory = self._sessions.get(read_only)
@@ -235,20 +240,21 @@ class Database:
         return _began(self._read_only_engine.connect())
 
     @contextmanager
-    def _open(self, begin: Callable[[], Scope]) -> Iterator[Scope]:
+    def _open(self, begin: Callable[[], Scope], outage: Outage | None = None) -> Iterator[Scope]:
         """A transaction (a session's or a connection's) that already holds a live
-        connection, retried through an outage; rolled back and closed on the way out
-        unless the caller committed."""
-        deadline = self._monotonic() + self._outage_window
-        for attempt in itertools.count():
+        connection, retried through an outage (``outage``: the window of the call this
+        is part of); rolled back and closed on the way out unless the caller committed."""
+        while True:
             try:
                 transaction = begin()
                 break
             except exc.DBAPIError as error:
-                if not self._transient(error) or self._monotonic() >= deadline:
+                if not self._transient(error):
                     raise
-                _log.warning("database_retry", attempt=attempt + 1, error=_first_line(error))
-                self._sleep(_backoff(attempt))
+                outage = outage or self._outage()  # made on the first failure only
+                if not outage.retry():
+                    raise
+                _log.warning("database_retry", attempt=outage.attempts, error=_first_line(error))
         try:
             yield transaction
         finally:
@@ -278,10 +284,6 @@ def _began(transaction: Scope) -> Scope:
         transaction.close()
         raise
     return transaction
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(0.1 * 2**attempt, 2.0))
 
 
 def _first_line(error: exc.DBAPIError) -> str:

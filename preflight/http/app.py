@@ -32,17 +32,15 @@ from preflight.domain.verdict import exit_code
 from preflight.errors import NotFoundError, PreflightError, UsageError
 from preflight.http import bodies, schemas
 from preflight.http.auth import AuthProblem, require, runtime_of
+from preflight.http.edge import EdgeGuard, problem_response, streams_body
 from preflight.http.openapi import document
 from preflight.http.problems import (
     HTTP_KINDS,
     INTERNAL,
-    PROBLEM_JSON,
-    TOO_LARGE,
     UNSUPPORTED_MEDIA,
     VALIDATION,
     Kind,
     kind_of,
-    problem,
 )
 from preflight.logs import get_logger
 from preflight.services import audit, batches, checks, outcomes, profile, reports, schema
@@ -70,14 +68,7 @@ def _errors(*extra: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": schemas.Problem} for status in sorted({*_COMMON, *extra})}
 
 
-def _problem_response(kind: Kind, detail: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if kind.status == 401 else None
-    return JSONResponse(
-        problem(kind, detail, **extra),
-        status_code=kind.status,
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
+_problem_response = problem_response
 
 
 def _json(data: Any) -> JSONResponse:
@@ -163,6 +154,8 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False) -> FastAPI:
     )
     app.state.runtime = runtime
     _install_error_handlers(app)
+    # The edge runs before any route reads a body; the metrics, outermost, count its answers.
+    app.add_middleware(EdgeGuard, runtime=runtime)
     app.add_middleware(_Metrics)
     _routes(app)
     document(app)
@@ -231,7 +224,7 @@ def _routes(app: FastAPI) -> None:
         operation_id="check_batch",
         tags=["batches"],
         summary="Snapshot the balance for a batch and answer go / no-go",
-        responses={200: {"model": schemas.CheckOut}, **_errors(404)},
+        responses={200: {"model": schemas.CheckOut}, **_errors(404, 413)},
         dependencies=[scoped["check"]],
     )
     def check_batch(
@@ -267,6 +260,7 @@ def _routes(app: FastAPI) -> None:
         },
         dependencies=[scoped["record"]],
     )
+    @streams_body
     async def record_outcomes(
         request: Request,
         batch_id: BatchId,
@@ -289,15 +283,7 @@ def _routes(app: FastAPI) -> None:
             return _problem_response(
                 UNSUPPORTED_MEDIA, "send application/json or application/x-ndjson"
             )
-        try:
-            raw = await _read_capped(request, bodies.MAX_JSON_BODY_BYTES)
-        except bodies.BodyTooLarge:
-            return _problem_response(
-                TOO_LARGE,
-                f"a JSON body is at most {bodies.MAX_JSON_BODY_BYTES} bytes: "
-                "stream larger imports as application/x-ndjson",
-            )
-        data = bodies.load_exact_json(raw)
+        data = bodies.load_exact_json(await request.body())  # capped by the edge
         if isinstance(data, dict):
             recorded = await _run(
                 outcomes.record, rt, batch_id, data, snapshot=snapshot, account=account
@@ -438,7 +424,7 @@ def _routes(app: FastAPI) -> None:
         operation_id="run_audit",
         tags=["audit"],
         summary="One audit run now, claiming the current period as the worker does",
-        responses={200: {"model": list[schemas.AuditOut]}, **_errors(404)},
+        responses={200: {"model": list[schemas.AuditOut]}, **_errors(404, 413)},
         dependencies=[scoped["audit"]],
     )
     def run_audit(request: Request, body: schemas.AuditIn | None = None) -> JSONResponse:
@@ -452,7 +438,7 @@ def _routes(app: FastAPI) -> None:
         operation_id="classify",
         tags=["audit"],
         summary="Rerun the classifier over stored quota failures (one batch, or all)",
-        responses={200: {"model": schemas.ClassifyOut}, **_errors(404)},
+        responses={200: {"model": schemas.ClassifyOut}, **_errors(404, 413)},
         dependencies=[scoped["audit"]],
     )
     def classify(request: Request, body: schemas.ClassifyIn | None = None) -> JSONResponse:
@@ -501,9 +487,9 @@ def _routes(app: FastAPI) -> None:
         revision = schema.ready_revision(runtime_of(request))
         return _json({"status": "ready", "schema_revision": revision})
 
-    def metrics_access(request: Request) -> None:
+    async def metrics_access(request: Request) -> None:
         if not runtime_of(request).settings.metrics_public:
-            require("metrics")(request, _bearer_of(request))
+            await require("metrics")(request, _bearer_of(request))
 
     @app.get(
         "/metrics",
@@ -532,15 +518,6 @@ def _bearer_of(request: Request) -> Any:
     from fastapi.security import HTTPAuthorizationCredentials
 
     return HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise bodies.BodyTooLarge
-    return bytes(body)
 
 
 async def _ingest_stream(rt: Runtime, request: Request, batch_id: str, account: str | None) -> Any:

@@ -9,9 +9,10 @@ revoked token is a 401; a valid token without the route's scope is a 403.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Final
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -43,27 +44,48 @@ def runtime_of(request: Request) -> Runtime:
     return rt
 
 
-def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> TokenView:
-    if credentials is None or credentials.scheme.lower() != "bearer":
+#: Where :mod:`preflight.http.edge` leaves the token it verified before a request's body
+#: was read (in the request's state), so that the route does not look it up again.
+VERIFIED_TOKEN: Final = "preflight_verified_token"  # noqa: S105 - a key, not a secret
+
+
+def verify(rt: Runtime, scheme: str | None, presented: str | None) -> TokenView:
+    """The active token presented as ``Authorization: <scheme> <presented>``; a 401
+    ``AuthProblem`` otherwise."""
+    if not scheme or not presented or scheme.lower() != "bearer":
         raise AuthProblem(UNAUTHORIZED, "send an Authorization header with a Bearer token")
-    presented = credentials.credentials
-    view = (
-        tokens.authenticate(runtime_of(request), presented) if is_valid_token(presented) else None
-    )
+    view = tokens.authenticate(rt, presented) if is_valid_token(presented) else None
     if view is None:
         raise AuthProblem(UNAUTHORIZED, "the bearer token is unknown or revoked")
+    return view
+
+
+async def authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> TokenView:
+    """The request's active token: the one the edge verified before reading the body, or
+    looked up now (in a worker thread: a database read)."""
+    view: TokenView | None = getattr(request.state, VERIFIED_TOKEN, None)
+    if view is None:
+        view = await anyio.to_thread.run_sync(
+            verify,
+            runtime_of(request),
+            credentials.scheme if credentials else None,
+            credentials.credentials if credentials else None,
+        )
     request.state.token_name = view.name
     return view
 
 
-def require(scope: str | None) -> Callable[..., TokenView]:
-    """A dependency: an active token, with ``scope`` (None: any valid token)."""
+def require(scope: str | None) -> Callable[..., Awaitable[TokenView]]:
+    """A dependency: an active token, with ``scope`` (None: any valid token). Async, so
+    that a token the edge already verified costs no trip to the thread pool."""
 
-    def dependency(
+    async def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> TokenView:
-        view = authenticate(request, credentials)
+        view = await authenticate(request, credentials)
         if scope is not None and not grants(view.scopes, scope):
             raise AuthProblem(FORBIDDEN, f"this needs a token with the {scope!r} scope")
         return view

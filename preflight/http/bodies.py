@@ -10,16 +10,11 @@ from typing import Final
 from preflight.domain.amounts import MAX_NUMBER_CHARS
 from preflight.errors import UsageError
 
-#: A JSON body (one outcome, or an array of them) is read whole, so it is capped; larger
-#: imports stream as application/x-ndjson, which is never held in memory.
-MAX_JSON_BODY_BYTES: Final = 8 * 1024 * 1024
+#: A JSON Lines body streams (never held whole; each line capped by the importer), where a
+#: JSON body is read whole (capped by :mod:`preflight.http.edge`).
 NDJSON_TYPES: Final = frozenset(
     {"application/x-ndjson", "application/jsonl", "application/json-seq"}
 )
-
-
-class BodyTooLarge(Exception):
-    """More than :data:`MAX_JSON_BODY_BYTES` in a JSON body."""
 
 
 def _number(text: str) -> Decimal | int:

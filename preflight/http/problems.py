@@ -72,6 +72,7 @@ UNSUPPORTED_MEDIA: Final = Kind(415, "unsupported-media-type", "Unsupported cont
 HTTP_KINDS: Final = {
     404: Kind(404, "not-found", "Not found"),
     405: Kind(405, "method-not-allowed", "Method not allowed"),
+    413: TOO_LARGE,
 }
 
 

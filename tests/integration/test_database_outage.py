@@ -9,8 +9,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -149,3 +150,105 @@ def test_an_outage_longer_than_the_window_is_a_storage_error(
             assert session.execute(sa.text("SELECT 1")).scalar() == 1
     finally:
         database.dispose()
+
+
+# ---------------------------------------------------------------- the window, on time
+
+
+WINDOW = 30.0
+
+
+class FakeClock:
+    """The database's clock and sleep: time moves only when it sleeps (or a test says)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+        self.when_past: tuple[float, Callable[[], None]] | None = None
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        if self.when_past is not None and self.now >= self.when_past[0]:
+            self.when_past[1]()
+            self.when_past = None
+
+
+@pytest.fixture
+def clocked(proxied: tuple[str, TcpProxy]) -> Iterator[tuple[Database, FakeClock, TcpProxy]]:
+    url, proxy = proxied
+    clock = FakeClock()
+    database = Database(
+        build_engine(url), outage_window=WINDOW, sleep=clock.sleep, monotonic=clock.monotonic
+    )
+    try:
+        yield database, clock, proxy
+    finally:
+        proxy.restore()
+        database.dispose()
+
+
+def test_a_call_in_flight_gives_up_when_the_window_closes(
+    clocked: tuple[Database, FakeClock, TcpProxy],
+) -> None:
+    database, clock, proxy = clocked
+    with database.write() as session:  # a pooled connection, as on a busy server
+        session.execute(sa.text("SELECT 1"))
+    cut_at: list[float] = []
+
+    def work(session: Any) -> None:
+        clock.now += 10  # a long unit of work: the outage starts in the middle of it
+        if not cut_at:
+            proxy.cut()
+            cut_at.append(clock.now)
+        session.execute(sa.text("SELECT 1"))
+
+    with pytest.raises(StorageError, match="database error"):
+        database.run_write(work)
+    # The window opened when the call met the outage, and no backoff went past its end:
+    # the call neither gave up early nor rode a second window for the re-run's transaction.
+    assert cut_at[0] + WINDOW - 1 <= clock.now <= cut_at[0] + WINDOW + 1
+    assert clock.slept[:3] == [0.1, 0.2, 0.4]
+
+
+@pytest.mark.parametrize("call", ["write", "read", "run_plain_write"])
+def test_a_call_that_starts_in_an_outage_gives_up_when_the_window_closes(
+    clocked: tuple[Database, FakeClock, TcpProxy], call: str
+) -> None:
+    database, clock, proxy = clocked
+    proxy.cut()
+    cut_at = clock.now
+
+    def attempt() -> None:
+        if call == "run_plain_write":
+            database.run_plain_write(lambda connection: connection.execute(sa.text("SELECT 1")))
+            return
+        with getattr(database, call)() as session:
+            session.execute(sa.text("SELECT 1"))
+
+    with pytest.raises(StorageError, match="database error"):
+        attempt()
+    assert cut_at + WINDOW - 1 <= clock.now <= cut_at + WINDOW + 1
+
+
+def test_an_outage_shorter_than_the_window_is_ridden_out(
+    clocked: tuple[Database, FakeClock, TcpProxy],
+) -> None:
+    database, clock, proxy = clocked
+    with database.write() as session:
+        session.execute(sa.text("SELECT 1"))
+    runs: list[float] = []
+
+    def work(session: Any) -> int:
+        if not runs:
+            proxy.cut()
+            clock.when_past = (clock.now + WINDOW - 2, proxy.restore)  # back 2 s before the end
+        runs.append(clock.now)
+        return int(session.execute(sa.text("SELECT 1")).scalar_one())
+
+    assert database.run_write(work) == 1
+    assert len(runs) == 2  # re-run once the database was back
+    assert runs[1] - runs[0] < WINDOW

@@ -273,3 +273,41 @@ def test_numeric_settings_within_bounds() -> None:
     )
     assert (settings.deadline, settings.backoff_base, settings.attempts) == (0.5, 0.0, 100)
     assert settings.max_body_bytes == 1024
+
+
+def test_the_http_edge_settings_have_defaults_and_are_read() -> None:
+    default = load_settings({"PREFLIGHT_DATABASE_URL": "sqlite://"})
+    assert (
+        default.http_max_body_bytes,
+        default.http_header_timeout,
+        default.http_keep_alive_timeout,
+    ) == (8 * 1024 * 1024, 10.0, 5)
+    read = load_settings(
+        {
+            "PREFLIGHT_DATABASE_URL": "sqlite://",
+            "PREFLIGHT_HTTP_MAX_BODY_BYTES": "4096",
+            "PREFLIGHT_HTTP_HEADER_TIMEOUT": "0.5",
+            "PREFLIGHT_HTTP_KEEP_ALIVE_TIMEOUT": "30",
+        }
+    )
+    assert (read.http_max_body_bytes, read.http_header_timeout, read.http_keep_alive_timeout) == (
+        4096,
+        0.5,
+        30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PREFLIGHT_HTTP_MAX_BODY_BYTES", "0"),
+        ("PREFLIGHT_HTTP_MAX_BODY_BYTES", str(64 * 1024 * 1024 + 1)),
+        ("PREFLIGHT_HTTP_HEADER_TIMEOUT", "0"),
+        ("PREFLIGHT_HTTP_HEADER_TIMEOUT", "NaN"),
+        ("PREFLIGHT_HTTP_KEEP_ALIVE_TIMEOUT", "0.5"),
+        ("PREFLIGHT_HTTP_KEEP_ALIVE_TIMEOUT", "3601"),
+    ],
+)
+def test_the_http_edge_settings_refuse_out_of_bounds(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}"):
+        load_settings({"PREFLIGHT_DATABASE_URL": "sqlite://", name: value})
