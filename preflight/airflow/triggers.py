@@ -183,13 +183,16 @@ class PreflightBalanceTrigger(BaseTrigger):
         from preflight.domain.verdict import Verdict, assess
 
         reading = await hook.aprofile(self.account)
-        if reading.profile.blocked:
+        # The reading holds its meters itself, or (before the wire contract) in ``profile``.
+        profile: Any = getattr(reading, "profile", reading)
+        blocked = getattr(profile, "blocked", None)
+        if blocked:
             return {
                 "status": "error",
                 "verdict": "billing_blocked",
-                "message": f"account {reading.account} is blocked: {reading.profile.blocked}",
+                "message": f"account {reading.account} is blocked: {blocked}",
             }
-        meters = reading.profile.meters
+        meters = dict(profile.meters)
         meter = choose_meter(self.meter or "auto", meters)
         balance = meters.get(meter) if meter is not None else None
         if balance is None:
