@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -11,11 +10,12 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
 from preflight.airflow.hooks import PreflightHook
 from preflight.airflow.operators import DEFAULT_BATCH_ID
+from preflight.integrations.outcome import failure_fields, success_fields
 
 if TYPE_CHECKING:
     from preflight.services.results import RecordResult
 
-__all__ = ["http_status_of", "preflight_job", "recorded_outcome"]
+__all__ = ["preflight_job", "recorded_outcome"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,33 +39,6 @@ def _remember(exception: BaseException, result: RecordResult) -> None:
     _RECORDED[id(exception)] = (exception, result)
     while len(_RECORDED) > _RECORDED_MAX:
         _RECORDED.popitem(last=False)
-
-
-def http_status_of(exception: BaseException) -> int | None:
-    """The HTTP status an exception carries: an ``httpx.HTTPStatusError``'s, a
-    ``requests.HTTPError``'s, or any exception's integer ``http_status`` attribute."""
-    import httpx
-
-    if isinstance(exception, httpx.HTTPStatusError):
-        return exception.response.status_code
-    requests = sys.modules.get("requests")  # loaded already if the task could raise its errors
-    if requests is not None and isinstance(exception, requests.HTTPError):
-        response = exception.response
-        status = getattr(response, "status_code", None)
-        return status if isinstance(status, int) else None
-    status = getattr(exception, "http_status", None)
-    return status if isinstance(status, int) and not isinstance(status, bool) else None
-
-
-def cost_of(value: object) -> str | None:
-    """A job's cost from its return value: a number, a decimal string, or ``{"cost": ...}``."""
-    if isinstance(value, Mapping):
-        value = value.get("cost")
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float | Decimal | str):
-        return str(value)
-    return None
 
 
 def _job_id(ti: Any) -> str:
@@ -107,7 +80,7 @@ def preflight_job(
     ``try_number``, the batch ``batch_id`` (templated; by default the DAG run's, as the
     check operator's). A return value records a success with its cost (a number, a decimal
     string, or a dict with ``"cost"``), and is returned as it is. An exception records a
-    failure with its HTTP status (:func:`http_status_of`); a 402 is a quota failure,
+    failure with its HTTP status (:mod:`preflight.integrations.outcome`); a 402 is a quota failure,
     snapshotted and classified as ``record`` does, with ``expected_cost`` (an amount, or a
     function of the task's arguments) as the job's expected cost. The exception is then
     re-raised unchanged. A preflight that cannot record is logged, never the task's
@@ -121,25 +94,27 @@ def preflight_job(
 
             context = get_current_context()
             ti = context["ti"]
-            job = {"job_id": _job_id(ti), "attempt": int(ti.try_number)}
+            job_id, attempt = _job_id(ti), int(ti.try_number)
             batch = str(ti.task.render_template(batch_id, context))
             try:
                 value = fn(*args, **kwargs)
             except Exception as exc:
+                error = exc
                 expected = (
                     expected_cost(*args, **kwargs) if callable(expected_cost) else expected_cost
                 )
-                outcome = {**job, "status": "failed", "http_status": http_status_of(exc)}
-                outcome["error"] = _error_text(exc)
-                if expected is not None:
-                    outcome["expected_cost"] = str(expected)
-                recorded = _record(preflight_conn_id, batch, outcome)
+
+                def failed() -> dict[str, object]:
+                    fields = failure_fields(job_id, attempt, error)
+                    if expected is not None:
+                        fields["expected_cost"] = str(expected)
+                    return fields
+
+                recorded = _record(preflight_conn_id, batch, failed)
                 if recorded is not None:
                     _remember(exc, recorded)
                 raise
-            _record(
-                preflight_conn_id, batch, {**job, "status": "succeeded", "cost": cost_of(value)}
-            )
+            _record(preflight_conn_id, batch, lambda: success_fields(job_id, attempt, value))
             return value
 
         return wrapper
@@ -147,27 +122,26 @@ def preflight_job(
     return decorate(func) if func is not None else decorate
 
 
-def _error_text(exc: BaseException) -> str:
-    from preflight.secret import scrub
-
-    return scrub(f"{type(exc).__name__}: {exc}")[:1000]
-
-
-def _record(conn_id: str, batch_id: str, outcome: dict[str, object]) -> RecordResult | None:
+def _record(
+    conn_id: str, batch_id: str, fields: Callable[[], Mapping[str, object]]
+) -> RecordResult | None:
+    """Record the outcome ``fields()`` builds (the shared rules of
+    :mod:`preflight.integrations.outcome`); None, logged, when preflight cannot."""
     import logging
 
     from preflight.errors import PreflightError
+    from preflight.integrations.recorder import record_attempt
 
     log = logging.getLogger("preflight.airflow")
     hook = PreflightHook(conn_id)
     try:
-        result = hook.record(batch_id, {k: v for k, v in outcome.items() if v is not None})
-    except PreflightError as exc:
-        log.warning("preflight: could not record %s of batch %s: %s", outcome, batch_id, exc)
+        result = record_attempt(hook.get_conn(), batch_id, fields, account=hook.account(None))
+    except PreflightError as exc:  # the connection itself (record_attempt logs its own)
+        log.warning("preflight: could not record an outcome of batch %s: %s", batch_id, exc)
         return None
     finally:
         hook.close()
-    if result.tag is not None:
+    if result is not None and result.tag is not None:
         log.warning(
             "preflight: %s attempt %s: quota failure, %s: %s",
             result.outcome.job_id,

@@ -12,7 +12,8 @@ except ImportError as exc:  # Airflow 3.2: no pluggable retry policies yet
         "PreflightQuotaRetryPolicy needs Airflow 3.3 or later (airflow.sdk retry policies)"
     ) from exc
 
-from preflight.airflow.decorators import http_status_of, recorded_outcome
+from preflight.airflow.decorators import recorded_outcome
+from preflight.integrations.outcome import http_status_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

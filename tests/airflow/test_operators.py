@@ -25,7 +25,7 @@ from preflight.airflow import (
     PreflightQuotaRetryPolicy,
     PreflightUnavailableError,
 )
-from preflight.airflow.decorators import cost_of, http_status_of, preflight_job, recorded_outcome
+from preflight.airflow.decorators import preflight_job, recorded_outcome
 from preflight.sandbox import SandboxServer
 from tests.airflow.conftest import Connect, Preflight
 
@@ -306,48 +306,6 @@ def _status_error(status: int) -> httpx.HTTPStatusError:
     return httpx.HTTPStatusError(
         "x", request=request, response=httpx.Response(status, request=request)
     )
-
-
-class _Carrier(Exception):
-    http_status = 402
-
-
-@pytest.mark.parametrize(
-    ("exception", "status"),
-    [
-        (_status_error(402), 402),
-        (_status_error(503), 503),
-        (_Carrier(), 402),
-        (ValueError("no status"), None),
-    ],
-)
-def test_http_status_of(exception: BaseException, status: int | None) -> None:
-    assert http_status_of(exception) == status
-
-
-def test_http_status_of_a_requests_error() -> None:
-    import requests  # installed with Airflow (pinned in tests/airflow/constraints.txt)
-
-    response = requests.Response()
-    response.status_code = 402
-    assert http_status_of(requests.HTTPError(response=response)) == 402
-
-
-@pytest.mark.parametrize(
-    ("value", "cost"),
-    [
-        (12, "12"),
-        (Decimal("0.125"), "0.125"),
-        ("7.50", "7.50"),
-        ({"cost": "3", "text": "..."}, "3"),
-        ({"text": "no cost"}, None),
-        (None, None),
-        (True, None),
-        (["a"], None),
-    ],
-)
-def test_cost_of_a_return_value(value: object, cost: str | None) -> None:
-    assert cost_of(value) == cost
 
 
 def test_the_retry_policy_leaves_other_failures_to_airflow() -> None:
