@@ -171,8 +171,8 @@ def _preflight(dialect: str, url: str, path: str) -> dict[str, Any]:
 
     # Everything the import needs, imported before the clock starts (P2 measures start-up).
     import preflight.api
-    import preflight.db.bulk
-    import preflight.db.repositories
+    import preflight.db.store_postgresql
+    import preflight.db.store_sqlite
     import preflight.services.outcomes  # noqa: F401
     from preflight.cli import cli
     from preflight.db.migrate import ensure_schema

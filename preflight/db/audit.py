@@ -38,13 +38,13 @@ from preflight.db.models import (
     Snapshot,
     TagSnapshot,
 )
+from preflight.db.reports import FINDING_ROW, FindingRow
 from preflight.db.repositories import (
     insert_if_absent,
     late_outcomes_count,
-    lock_account_of,
     needs_classification,
-    shift_held_need,
 )
+from preflight.db.store import WriteStore
 from preflight.domain.audit import (
     ZERO,
     BatchSpan,
@@ -178,16 +178,17 @@ def set_claim_snapshot(session: Session, claim_id: int, snapshot_id: int) -> Non
 # ---------------------------------------------------------------- what the steps read
 
 
-def history(session: Session, account_id: int, limit: int) -> list[AuditRun]:
-    """The account's latest audit runs, newest first."""
-    return list(
-        session.scalars(
-            select(AuditRun)
+def history(session: Session, account_id: int, limit: int) -> list[dict[str, Any]]:
+    """The steps of the account's latest audit runs, newest first."""
+    return [
+        dict(steps)
+        for steps in session.scalars(
+            select(AuditRun.steps)
             .where(AuditRun.account_id == account_id)
             .order_by(AuditRun.finished_at.desc(), AuditRun.id.desc())
             .limit(limit)
         )
-    )
+    ]
 
 
 def checked_until(session: Session, account_id: int) -> datetime | None:
@@ -426,16 +427,17 @@ def thin_audit_snapshots(
 # ---------------------------------------------------------------- the run's final write
 
 
-def store_run(session: Session, **values: Any) -> AuditRun:
+def store_run(session: Session, **values: Any) -> int:
+    """Store an audit run; its id."""
     run = AuditRun(**values)
     session.add(run)
     session.flush()
-    return run
+    return run.id
 
 
 def insert_finding(
     session: Session, account_id: int, run_id: int, draft: FindingDraft, *, now: datetime
-) -> Finding | None:
+) -> FindingRow | None:
     """The finding, or None when (account, kind, key) was already reported.
 
     Conflicts are ignored: a ``--force`` run racing this one may have reported it.
@@ -456,17 +458,25 @@ def insert_finding(
             "created_at": now,
         },
     )
-    return None if finding_id is None else session.get_one(Finding, finding_id)
+    if finding_id is None:
+        return None
+    return FindingRow(*session.execute(select(*FINDING_ROW).where(Finding.id == finding_id)).one())
 
 
 @exact
 def auto_finish(
-    session: Session, account_id: int, stale: Sequence[tuple[int, datetime]], *, now: datetime
+    session: Session,
+    writes: WriteStore,
+    account_id: int,
+    stale: Sequence[tuple[int, datetime]],
+    *,
+    now: datetime,
 ) -> None:
     """Finish these stale batches (pk, last activity when found stale), each only if nothing
     happened to it since. What they held leaves the account's held need; the account's row
-    is locked before theirs (the lock order of :mod:`preflight.db.writes`)."""
-    lock_account_of(session, account_id)
+    is locked before theirs (the lock order of :mod:`preflight.db.store`; ``writes``: the
+    write port on ``session``'s transaction)."""
+    writes.lock_account_of(account_id)
     released = ZERO
     for batch_pk, quiet_since in stale:
         row = session.execute(
@@ -492,7 +502,7 @@ def auto_finish(
         )
         released += row.held or ZERO
     if released:
-        shift_held_need(session, account_id, -released)
+        writes.shift_held_need(account_id, -released)
 
 
 def mark_claim_done(session: Session, claim_id: int, *, now: datetime) -> None:

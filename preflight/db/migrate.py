@@ -6,6 +6,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from preflight.db.driver import storage_errors
 from preflight.errors import SchemaMissingError
 
 if TYPE_CHECKING:
@@ -13,8 +14,7 @@ if TYPE_CHECKING:
 
 #: The newest migration. Every command compares the database against it, and reading it
 #: from Alembic's script directory would import Alembic (~0.1 s) on every start-up;
-#: tests/integration/test_migrations.py pins it to Alembic's actual head. (SQLAlchemy is
-#: imported where it is used: the embedded check reads this without it.)
+#: tests/integration/test_migrations.py pins it to Alembic's actual head.
 SCHEMA_HEAD: Final = "0007"
 
 
@@ -26,7 +26,7 @@ def migrations_dir() -> Path:
 
 
 def _config(connection: Connection | None = None):  # type: ignore[no-untyped-def]
-    from alembic.config import Config  # deferred: alembic is only needed to migrate
+    from alembic.config import Config  # cold path: only a migration loads Alembic
 
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
@@ -38,7 +38,7 @@ def _config(connection: Connection | None = None):  # type: ignore[no-untyped-de
 @cache
 def alembic_head() -> str:
     """The head according to the migration scripts themselves (slow: imports Alembic)."""
-    from alembic.script import ScriptDirectory
+    from alembic.script import ScriptDirectory  # cold path: only a migration loads Alembic
 
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None, "no migrations found"
@@ -47,8 +47,8 @@ def alembic_head() -> str:
 
 def current_revision(connection: Connection) -> str | None:
     """The schema revision stored in the database, or None when there is none yet."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy import text  # cold path: the embedded check loads no SQLAlchemy
+    from sqlalchemy.exc import DBAPIError  # cold path: the embedded check loads no SQLAlchemy
 
     try:
         with connection.begin_nested() if connection.in_transaction() else connection.begin():
@@ -60,20 +60,18 @@ def current_revision(connection: Connection) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate to ``revision`` in one transaction (SQLite: one writer at a time)."""
-    from alembic import command
+    from alembic import command  # cold path: only a migration loads Alembic
+    from sqlalchemy.exc import DBAPIError  # cold path: the embedded check loads no SQLAlchemy
 
-    from preflight.db.session import translate_db_errors
-
-    with translate_db_errors(), engine.begin() as connection:
+    with storage_errors(DBAPIError), engine.begin() as connection:
         command.upgrade(_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
-    from alembic import command
+    from alembic import command  # cold path: only a migration loads Alembic
+    from sqlalchemy.exc import DBAPIError  # cold path: the embedded check loads no SQLAlchemy
 
-    from preflight.db.session import translate_db_errors
-
-    with translate_db_errors(), engine.begin() as connection:
+    with storage_errors(DBAPIError), engine.begin() as connection:
         command.downgrade(_config(connection), revision)
 
 
@@ -85,14 +83,14 @@ def ensure_schema(engine: Engine) -> None:
     transaction and re-reads the version under that lock. PostgreSQL is shared by
     many hosts, so its schema changes only with an explicit ``preflight db upgrade``.
     """
-    from preflight.db.session import is_sqlite, translate_db_errors
+    from sqlalchemy.exc import DBAPIError  # cold path: the embedded check loads no SQLAlchemy
 
-    with translate_db_errors(), engine.connect() as connection:
+    with storage_errors(DBAPIError), engine.connect() as connection:
         current = current_revision(connection)
     head = SCHEMA_HEAD
     if current == head:
         return
-    if is_sqlite(engine):
+    if engine.dialect.name == "sqlite":
         upgrade(engine)
         return
     state = "has no preflight schema" if current is None else f"is at revision {current}"

@@ -9,18 +9,20 @@ trips (BEGIN, SELECT, COMMIT) instead of one. Autocommit loses nothing here: a s
 statement is its own snapshot, so a row committed (or revoked) a moment ago is seen.
 
 Values come back as the driver reads them, not through the column types: the caller turns
-them into its own types (:mod:`preflight.db.sqlite_fast` has the SQLite conversions).
+them into its own types (:mod:`preflight.db.store_sqlite` has the SQLite conversions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, exc
+from sqlalchemy import exc
 
-from preflight.db.session import Database, is_sqlite, translate_db_errors
+from preflight.db.driver import storage_errors
+
+if TYPE_CHECKING:
+    from preflight.db.session import Database
 
 
 def peek_one(
@@ -33,21 +35,20 @@ def peek_one(
     read transaction, which rides out an outage like every other (a pooled connection may
     have died since its checkout looked at it)."""
     engine = database.engine
-    if is_sqlite(engine):
-        with translate_db_errors():
+    dbapi = engine.dialect.dbapi
+    assert dbapi is not None
+    if engine.dialect.name == "sqlite":
+        with storage_errors(exc.DBAPIError, dbapi.Error):
             raw = engine.raw_connection()
             try:
-                with _driver_errors(engine, sqlite_sql):
-                    cursor = raw.driver_connection.execute(sqlite_sql, params)  # type: ignore[union-attr]
-                    try:
-                        found: tuple[Any, ...] | None = cursor.fetchone()
-                    finally:
-                        cursor.close()  # an unfinished SELECT keeps its snapshot open
+                cursor = raw.driver_connection.execute(sqlite_sql, params)  # type: ignore[union-attr]
+                try:
+                    found: tuple[Any, ...] | None = cursor.fetchone()
+                finally:
+                    cursor.close()  # an unfinished SELECT keeps its snapshot open
             finally:
                 raw.close()
         return found
-    dbapi = engine.dialect.dbapi
-    assert dbapi is not None
     try:
         pooled = engine.raw_connection()
     except exc.DBAPIError:
@@ -68,16 +69,3 @@ def peek_one(
     with database.read() as session:
         again = session.connection().exec_driver_sql(postgresql_sql, tuple(params)).first()
         return None if again is None else tuple(again)
-
-
-@contextmanager
-def _driver_errors(engine: Engine, statement: str) -> Iterator[None]:
-    """The driver's errors as SQLAlchemy's, which :func:`translate_db_errors` words."""
-    dbapi = engine.dialect.dbapi
-    assert dbapi is not None
-    try:
-        yield
-    except dbapi.Error as error:
-        raise exc.DBAPIError.instance(
-            statement, None, error, dbapi.Error, hide_parameters=True, dialect=engine.dialect
-        ) from error

@@ -5,9 +5,9 @@ transactions that start with ``BEGIN IMMEDIATE``. A deferred ``BEGIN`` that late
 upgrades from reading to writing fails at once with "database is locked", whatever
 the timeout, because SQLite cannot wait for a lock it would deadlock on.
 
-The ORM is imported when a session is first asked for: work of plain statements (a
-check: :mod:`preflight.db.writes`) runs on a connection (:meth:`Database.run_plain_write`)
-and needs none of it.
+The ORM is imported when a session is first asked for: the writes of a check, a record
+and a snapshot run on a connection (:meth:`Database.run_write`, through the write port of
+:mod:`preflight.db.store`) and need none of it.
 """
 
 from __future__ import annotations
@@ -39,9 +39,19 @@ __all__ = [
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import GenericFunction
 
-from preflight.db.embedded import SQLITE_BUSY_TIMEOUT_MS, check_sqlite_path, prepare_connection
+from preflight.db.driver import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    check_sqlite_path,
+    first_line,
+    prepare_connection,
+    storage_errors,
+)
 from preflight.db.liveness import POOL_RECYCLE_SECONDS, drop_dead_connections
 from preflight.db.outage import Outage
+from preflight.db.peek import peek_one
+from preflight.db.store import BatchState, WriteStore
+from preflight.db.store_postgresql import PostgreSQLStore
+from preflight.db.store_sqlite import SQLiteStore
 from preflight.db.types import Amount
 from preflight.errors import ConfigError, StorageError
 from preflight.logs import get_logger
@@ -53,7 +63,7 @@ _log = get_logger("preflight.db")
 _READ_ONLY = "preflight_read_only"
 
 
-class decimal_sum(GenericFunction[Decimal]):
+class decimal_sum(GenericFunction[Decimal]):  # the SQLite aggregate: preflight.db.driver
     """``SUM`` that stays exact: PostgreSQL's NUMERIC sum, or our aggregate on SQLite text."""
 
     type = Amount()
@@ -136,9 +146,9 @@ class Database:
 
     A database outage (PostgreSQL restarting, a network cut) is ridden out for up to
     ``outage_window`` seconds: opening a transaction retries transient connection errors
-    with backoff, and :meth:`run_write` (:meth:`run_plain_write`) re-runs a whole unit of
-    work whose connection broke midway. Only then does the caller get a ``StorageError``.
-    The window is one per call, from the first failure it meets (:mod:`preflight.db.outage`).
+    with backoff, and :meth:`run_write` re-runs a whole unit of work whose connection broke
+    midway. Only then does the caller get a ``StorageError``. The window is one per call,
+    from the first failure it meets (:mod:`preflight.db.outage`).
     """
 
     def __init__(
@@ -150,6 +160,10 @@ class Database:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
+        # The write port's dialect, chosen once: each write transaction gets its store.
+        self._store_type: type[SQLiteStore] | type[PostgreSQLStore] = (
+            SQLiteStore if is_sqlite(engine) else PostgreSQLStore
+        )
         self._read_only_engine = engine.execution_options(**{_READ_ONLY: True})
         self._sessions: dict[bool, sessionmaker[Session]] = {}
         self._outage_window = outage_window
@@ -188,16 +202,32 @@ class Database:
         with translate_db_errors(), self._open(self._read_only_connection):
             pass
 
-    def run_write(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one write transaction, again from the start when the connection
-        broke midway (within the outage window). ``work`` must be safe to repeat after a
-        rollback: every insert of ours is ``ON CONFLICT DO NOTHING`` or keyed."""
-        return self._run(self.write, work)
+    def run_write(self, work: Callable[[WriteStore], T]) -> T:
+        """Run ``work`` with the write port (:mod:`preflight.db.store`) of one write
+        transaction on a connection (no session, no ORM), again from the start when the
+        connection broke midway (within the outage window). ``work`` must be safe to repeat
+        after a rollback: every insert of ours is ``ON CONFLICT DO NOTHING`` or keyed."""
+        return self._run(self.write_plain, lambda connection: work(self.store(connection)))
 
-    def run_plain_write(self, work: Callable[[Connection], T]) -> T:
-        """:meth:`run_write` for work of plain statements (:mod:`preflight.db.writes`), on
-        a connection: no session, no ORM."""
-        return self._run(self.write_plain, work)
+    @property
+    def chunk_lines(self) -> int:
+        """Lines per transaction of a bulk import (the dialect's store says)."""
+        return self._store_type.CHUNK_LINES
+
+    def store(self, transaction: Session | Connection) -> WriteStore:
+        """The write port on ``transaction``, for a verb that also uses the ORM in it."""
+        if not isinstance(transaction, Connection):
+            transaction = transaction.connection()
+        return self._store_type.on(transaction)
+
+    def peek_batch(self, batch_id: str) -> BatchState | None:
+        """The batch named ``batch_id`` as committed now, outside any transaction (a check
+        refuses a contradiction before it spends a vendor call on it): one statement in
+        autocommit (:func:`preflight.db.peek.peek_one`)."""
+        found = peek_one(
+            self, SQLiteStore.BATCH_BY_NAME, PostgreSQLStore.BATCH_BY_NAME, (batch_id,)
+        )
+        return None if found is None else self._store_type.read_batch(found)
 
     def _run(
         self,
@@ -221,7 +251,7 @@ class Database:
     def _sessions_of(self, read_only: bool) -> sessionmaker[Session]:
         factory = self._sessions.get(read_only)
         if factory is None:
-            from sqlalchemy.orm import sessionmaker
+            from sqlalchemy.orm import sessionmaker  # cold path: a check loads no ORM
 
             bind = self._read_only_engine if read_only else self.engine
             factory = self._sessions[read_only] = sessionmaker(bind, expire_on_commit=False)
@@ -254,7 +284,7 @@ class Database:
                 outage = outage or self._outage()  # made on the first failure only
                 if not outage.retry():
                     raise
-                _log.warning("database_retry", attempt=outage.attempts, error=_first_line(error))
+                _log.warning("database_retry", attempt=outage.attempts, error=first_line(error))
         try:
             yield transaction
         finally:
@@ -265,9 +295,15 @@ class Database:
         its "database is locked" is already waited out by the busy timeout."""
         if self.engine.dialect.name != "postgresql":
             return False
-        return isinstance(error, exc.OperationalError | exc.InterfaceError) or bool(
-            getattr(error, "connection_invalidated", False)
+        driver = self.engine.dialect.dbapi  # the store's statements raise the driver's own
+        assert driver is not None
+        lost = (
+            exc.OperationalError,
+            exc.InterfaceError,
+            driver.OperationalError,
+            driver.InterfaceError,
         )
+        return isinstance(error, lost) or bool(getattr(error, "connection_invalidated", False))
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -286,14 +322,7 @@ def _began(transaction: Scope) -> Scope:
     return transaction
 
 
-def _first_line(error: exc.DBAPIError) -> str:
-    return str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-
-
-@contextmanager
-def translate_db_errors() -> Iterator[None]:
-    """Turn driver errors into ``StorageError`` with a one-line message (no SQL, no parameters)."""
-    try:
-        yield
-    except exc.DBAPIError as error:
-        raise StorageError(f"database error: {_first_line(error)}") from error
+def translate_db_errors() -> AbstractContextManager[None]:
+    """Turn SQLAlchemy's driver errors into ``StorageError`` with a one-line message (no
+    SQL, no parameters): :func:`preflight.db.driver.storage_errors`."""
+    return storage_errors(exc.DBAPIError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from preflight.db.models import ApiToken
 from preflight.db.peek import peek_one
 from preflight.db.session import Database, is_sqlite
-from preflight.db.sqlite_fast import moment
+from preflight.db.store_sqlite import moment
 
 SQLITE_BY_HASH: Final = (
     "SELECT id, name, token_hash, scopes, created_at, revoked_at FROM api_tokens"
@@ -34,17 +35,45 @@ class TokenRow:
     revoked_at: datetime | None
 
 
+def _row(token: ApiToken) -> TokenRow:
+    return TokenRow(
+        token.id,
+        token.name,
+        token.token_hash,
+        tuple(token.scopes),
+        token.created_at,
+        token.revoked_at,
+    )
+
+
 def add(
     session: Session, *, name: str, token_hash: str, scopes: tuple[str, ...], now: datetime
-) -> ApiToken:
-    row = ApiToken(name=name, token_hash=token_hash, scopes=list(scopes), created_at=now)
-    session.add(row)
+) -> TokenRow:
+    token = ApiToken(name=name, token_hash=token_hash, scopes=list(scopes), created_at=now)
+    session.add(token)
     session.flush()
-    return row
+    return _row(token)
 
 
-def by_name(session: Session, name: str) -> ApiToken | None:
+def _by_name(session: Session, name: str) -> ApiToken | None:
     return session.scalars(select(ApiToken).where(ApiToken.name == name)).first()
+
+
+def by_name(session: Session, name: str) -> TokenRow | None:
+    token = _by_name(session, name)
+    return None if token is None else _row(token)
+
+
+def revoke(session: Session, name: str, *, clock: Callable[[], datetime]) -> TokenRow | None:
+    """Revoke the token named ``name`` now (``clock``'s time) unless it is revoked already;
+    the token as it is then, or None when there is none."""
+    token = _by_name(session, name)
+    if token is None:
+        return None
+    if token.revoked_at is None:
+        token.revoked_at = clock()
+        session.flush()
+    return _row(token)
 
 
 def peek_by_hash(database: Database, token_hash: str) -> TokenRow | None:
@@ -65,5 +94,5 @@ def peek_by_hash(database: Database, token_hash: str) -> TokenRow | None:
     return TokenRow(pk, name, stored_hash, tuple(scopes), created_at, revoked_at)
 
 
-def all_tokens(session: Session) -> list[ApiToken]:
-    return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
+def all_tokens(session: Session) -> list[TokenRow]:
+    return [_row(token) for token in session.scalars(select(ApiToken).order_by(ApiToken.id))]

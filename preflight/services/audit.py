@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Final
 from preflight import metrics
 from preflight.adapters import DEFAULT_ADAPTER
 from preflight.db import audit as store
-from preflight.db import repositories as repo
 from preflight.domain.audit import (
     ClaimStatus,
     FindingDraft,
@@ -53,9 +52,9 @@ from preflight.services.batches import finding_view
 from preflight.services.outcomes import classify
 from preflight.services.results import AuditOutcome, FindingView
 from preflight.services.runtime import Runtime
+from preflight.services.snapshots import read_profile, seen
 
 if TYPE_CHECKING:
-    from preflight.db.models import AuditRun
     from preflight.db.session import Session
     from preflight.settings import Settings
 
@@ -193,7 +192,7 @@ def _audit_account(
         )
 
     with rt.database.write() as session:
-        account_id = repo.get_or_create_account(session, name, now=now).id
+        account_id = rt.database.store(session).account(name, now=now).id
         if force:
             claim = None
         else:
@@ -379,9 +378,8 @@ class _AccountRun:
                 self.steps["snapshot"] = {"ok": True, "snapshot_id": taken, "reused": True}
                 return True
         try:
-            # Outside any transaction: a slow vendor never holds a database lock.
-            profile = self.rt.vendor(self.account).get_profile()
-            metrics.balance_seen(self.account, profile.meters)
+            reading = read_profile(self.rt, self.account)
+            seen(self.account, reading)
         except AuthError as exc:
             # Loud: nothing else will tell the operator that the audit has gone blind.
             self.log.error("audit_auth_failed", error=str(exc), token_fingerprint=fingerprint)
@@ -399,17 +397,16 @@ class _AccountRun:
             return True
         self._checkpoint()  # asked to stop during the vendor call: write nothing
         with self._write() as session:
-            account_row = repo.account_by_id(session, self.account_id)
-            snapshot = repo.store_snapshot(
-                session, account_row, profile, now=self.rt.clock(), kind=SnapshotKind.AUDIT
+            snapshot_id = self.rt.database.store(session).store_snapshot(
+                self.account_id, reading.profile, now=reading.taken_at, kind=SnapshotKind.AUDIT
             )
             if self.claim_id is not None:
-                store.set_claim_snapshot(session, self.claim_id, snapshot.id)
-        self.snapshot_id = snapshot.id
+                store.set_claim_snapshot(session, self.claim_id, snapshot_id)
+        self.snapshot_id = snapshot_id
         self.steps["snapshot"] = {
             "ok": True,
-            "snapshot_id": snapshot.id,
-            "latency_ms": profile.latency_ms,
+            "snapshot_id": snapshot_id,
+            "latency_ms": reading.profile.latency_ms,
             "token_fingerprint": fingerprint,
         }
         return True
@@ -439,7 +436,7 @@ class _AccountRun:
         windows = sum(1 for _, e in pairwise(points) if e.taken_at > after)
         return {"windows": windows, "checked_until": time_text(end), "rises": rises}
 
-    def _low_balance(self, history: Sequence[AuditRun]) -> dict[str, Any]:
+    def _low_balance(self, history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         now = self.rt.clock()
         with self.rt.database.read() as session:
             points = store.points(
@@ -459,9 +456,9 @@ class _AccountRun:
         # Reported when the balance becomes low, not on every tick while it stays low.
         was_low = next(
             (
-                run.steps["low_balance"]["low"]
-                for run in history
-                if isinstance(run.steps.get("low_balance", {}).get("low"), bool)
+                steps["low_balance"]["low"]
+                for steps in history
+                if isinstance(steps.get("low_balance", {}).get("low"), bool)
             ),
             False,
         )
@@ -555,7 +552,7 @@ class _AccountRun:
         findings: list[FindingView] = []
         with self._write() as session:
             now = self.rt.clock()
-            run = store.store_run(
+            run_id = store.store_run(
                 session,
                 account_id=self.account_id,
                 claim_id=self.claim_id,
@@ -568,16 +565,22 @@ class _AccountRun:
                 checked_until=self.checked_until,
             )
             for draft in self.drafts:
-                stored = store.insert_finding(session, self.account_id, run.id, draft, now=now)
+                stored = store.insert_finding(session, self.account_id, run_id, draft, now=now)
                 if stored is not None:
                     findings.append(finding_view(stored, self.account))
             if self.to_finish:
-                store.auto_finish(session, self.account_id, self.to_finish, now=now)
+                store.auto_finish(
+                    session,
+                    self.rt.database.store(session),
+                    self.account_id,
+                    self.to_finish,
+                    now=now,
+                )
             if self.claim_id is not None:
                 store.mark_claim_done(session, self.claim_id, now=now)
         self.log.info(
             "audit_run_completed",
-            audit_run_id=run.id,
+            audit_run_id=run_id,
             status=status.value,
             snapshot_id=self.snapshot_id,
             findings=len(findings),
@@ -589,7 +592,7 @@ class _AccountRun:
                 kind=finding.kind,
                 amount=amount_text(finding.amount),
                 finding_id=finding.id,
-                audit_run_id=run.id,
+                audit_run_id=run_id,
                 window_start=finding.window_start.isoformat(),
                 window_end=finding.window_end.isoformat(),
                 batches=list(finding.batches),
@@ -603,7 +606,7 @@ class _AccountRun:
             period_start=self.period,
             skipped=status is RunStatus.SKIPPED,
             reason=reason,
-            audit_run_id=run.id,
+            audit_run_id=run_id,
             snapshot_id=self.snapshot_id,
             status=status.value,
             takeover=self.takeover,
@@ -612,9 +615,9 @@ class _AccountRun:
         )
 
 
-def _rejected_token(run: AuditRun) -> str | None:
-    """The fingerprint of the token this run found rejected (401), if it did."""
-    step = run.steps.get("snapshot") or {}
+def _rejected_token(steps: Mapping[str, Any]) -> str | None:
+    """The fingerprint of the token a run (its steps) found rejected (401), if it did."""
+    step = steps.get("snapshot") or {}
     if step.get("auth_failed"):
         fingerprint = step.get("token_fingerprint")
         return fingerprint if isinstance(fingerprint, str) else None

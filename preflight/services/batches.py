@@ -31,8 +31,9 @@ from preflight.services.runtime import Runtime
 from preflight.services.snapshots import take_snapshot
 
 if TYPE_CHECKING:
-    from preflight.db.models import Batch, FailureTag, Finding, Outcome, Snapshot
+    from preflight.db.reports import BatchRow, FailureRow, FindingRow
     from preflight.db.session import Session
+    from preflight.domain.timeline import TimelineSnapshot
 
 log = get_logger("preflight")
 
@@ -51,7 +52,7 @@ def finish(rt: Runtime, batch_id: str, *, snapshot: bool = True) -> FinishResult
             return FinishResult(
                 batch_id, batch.finished_at, _summary(session, batch), None, already_finished=True
             )
-        account_name = batch.account.name
+        account_name = batch.account
     snapshot_error: str | None = None
     if snapshot:
         try:
@@ -61,12 +62,15 @@ def finish(rt: Runtime, batch_id: str, *, snapshot: bool = True) -> FinishResult
             log.info("finish_snapshot_failed", batch_id=batch_id, error=snapshot_error)
     now = rt.clock()
     with rt.database.write() as session:
-        batch = _existing(session, batch_id, lock=True)
+        writes = rt.database.store(session)
+        # The account's row, then the batch's (the lock order of preflight.db.store).
+        writes.batch(batch_id, lock=True)
+        batch = _existing(session, batch_id)
         if batch.finished_at is not None:  # a concurrent finish won: its numbers stand
             return FinishResult(
                 batch_id, batch.finished_at, _summary(session, batch), None, already_finished=True
             )
-        repo.finish_batch(session, batch, now=now)
+        batch = repo.finish_batch(session, writes, batch, now=now)
         summary = _summary(session, batch)
     log.info("batch_finished", batch_id=batch_id, own_cost=amount_text(summary.own_cost))
     return FinishResult(batch_id, now, summary, snapshot_error)
@@ -84,8 +88,8 @@ def show(rt: Runtime, batch_id: str) -> BatchReport:
                 _snapshot_view(s, batch.meter) for s in reports.batch_snapshots(session, batch)
             ],
             outcomes=_totals_view(batch),
-            late_outcomes=[LateOutcome(o.job_id, o.attempt, o.status, o.recorded_at) for o in late],
-            quota_failures=[failure_view(*row) for row in reports.batch_failures(session, batch)],
+            late_outcomes=[LateOutcome(*row) for row in late],
+            quota_failures=[failure_view(row) for row in reports.batch_failures(session, batch)],
         )
 
 
@@ -101,7 +105,7 @@ def failures(
         raise UsageError(f"tag: must be one of {', '.join(Tag)}, not {tag!r}")
     with rt.database.read() as session:
         rows = reports.failures(session, since=since, tag=tag, account=account)
-        return [failure_view(*row) for row in rows]
+        return [failure_view(row) for row in rows]
 
 
 def batches(
@@ -137,10 +141,10 @@ def findings(
 # ---------------------------------------------------------------- rows → read models
 
 
-def batch_view(batch: Batch) -> BatchView:
+def batch_view(batch: BatchRow) -> BatchView:
     return BatchView(
         batch_id=batch.batch_id,
-        account=batch.account.name,
+        account=batch.account,
         status=batch.status,
         verdict=batch.verdict,
         verified=batch.verified,
@@ -154,29 +158,27 @@ def batch_view(batch: Batch) -> BatchView:
     )
 
 
-def failure_view(outcome: Outcome, tag: FailureTag | None, batch_id: str) -> FailureView:
+def failure_view(row: FailureRow) -> FailureView:
     return FailureView(
-        batch_id=batch_id,
-        job_id=outcome.job_id,
-        attempt=outcome.attempt,
-        failed_at=outcome.occurred_at,
-        http_status=outcome.http_status,
-        error=outcome.error,
-        tag=tag.tag if tag else None,
-        reason=tag.reason if tag else "not classified yet",
-        evidence=dict(tag.evidence) if tag else {},
+        batch_id=row.batch_id,
+        job_id=row.job_id,
+        attempt=row.attempt,
+        failed_at=row.occurred_at,
+        http_status=row.http_status,
+        error=row.error,
+        tag=row.tag,
+        reason=row.reason if row.reason is not None else "not classified yet",
+        evidence=dict(row.evidence or {}),
         attribution=tuple(
-            Attributed(item["batch_id"], Decimal(item["cost"])) for item in tag.attribution
-        )
-        if tag
-        else (),
-        unattributed=tag.unattributed if tag else None,
-        classifier_version=tag.classifier_version if tag else None,
-        classified_at=tag.classified_at if tag else None,
+            Attributed(item["batch_id"], Decimal(item["cost"])) for item in row.attribution or ()
+        ),
+        unattributed=row.unattributed,
+        classifier_version=row.classifier_version,
+        classified_at=row.classified_at,
     )
 
 
-def finding_view(finding: Finding, account: str) -> FindingView:
+def finding_view(finding: FindingRow, account: str) -> FindingView:
     return FindingView(
         id=finding.id,
         kind=finding.kind,
@@ -191,19 +193,19 @@ def finding_view(finding: Finding, account: str) -> FindingView:
     )
 
 
-def _snapshot_view(snapshot: Snapshot, meter: str | None) -> SnapshotView:
+def _snapshot_view(snapshot: TimelineSnapshot, meter: str | None) -> SnapshotView:
     return SnapshotView(
         id=snapshot.id,
         kind=snapshot.kind,
         taken_at=snapshot.taken_at,
         credits=snapshot.credits,
         api_quota_remaining=snapshot.api_quota_remaining,
-        balance=snapshot.meter(meter) if meter else None,
-        extra_meters=snapshot.extra_meters or None,
+        balance=snapshot.balance(meter) if meter else None,
+        extra_meters=dict(snapshot.extra_meters) if snapshot.extra_meters else None,
     )
 
 
-def _totals_view(batch: Batch) -> OutcomeTotals:
+def _totals_view(batch: BatchRow) -> OutcomeTotals:
     """The batch's outcome totals, as kept up to date with every outcome stored."""
     return OutcomeTotals(
         total=batch.outcome_count,
@@ -215,7 +217,7 @@ def _totals_view(batch: Batch) -> OutcomeTotals:
     )
 
 
-def _summary(session: Session, batch: Batch) -> SpendSummary:
+def _summary(session: Session, batch: BatchRow) -> SpendSummary:
     """Own cost, and foreign consumption from the preflight to the first finish snapshot."""
     inputs = repo.spend_inputs(session, batch)
     start, end = inputs.start, inputs.end
@@ -225,8 +227,8 @@ def _summary(session: Session, batch: Batch) -> SpendSummary:
     return SpendSummary(inputs.meter, inputs.own_cost, start, end, foreign)
 
 
-def _existing(session: Session, batch_id: str, *, hint: str = "", lock: bool = False) -> Batch:
-    batch = repo.find_batch(session, batch_id, lock=lock)
+def _existing(session: Session, batch_id: str, *, hint: str = "") -> BatchRow:
+    batch = reports.batch_named(session, batch_id)
     if batch is None:
         raise NotFoundError(f"no batch {batch_id!r}{hint}")
     return batch

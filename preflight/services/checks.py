@@ -9,10 +9,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 from preflight import metrics
-from preflight.db import writes as repo
+from preflight.db.store import BatchValues
 from preflight.domain.amounts import parse_amount
 from preflight.domain.batch import choose_meter, validate_batch_id
 from preflight.domain.exact import exact
+from preflight.domain.holds import hold, hold_change
 from preflight.domain.verdict import NO_GO, Assessment, Verdict, assess
 from preflight.domain.vocabulary import BatchStatus, SnapshotKind
 from preflight.domain.wire import amount_text
@@ -26,10 +27,10 @@ from preflight.errors import (
 from preflight.logs import get_logger
 from preflight.services.check_result import CheckResult
 from preflight.services.runtime import Runtime
+from preflight.services.snapshots import Reading, read_profile, seen
 
 if TYPE_CHECKING:
-    from preflight.db.writes import Transaction
-    from preflight.vendor import Profile
+    from preflight.db.store import BatchState, WriteStore
 
 log = get_logger("preflight")
 
@@ -80,17 +81,17 @@ def check(
     fail_open = rt.settings.fail_open if fail_open is None else fail_open
 
     # Refuse a contradiction before spending a vendor call on it.
-    existing = repo.peek_batch(rt.plain_database, batch_id)
+    existing = rt.plain_database.peek_batch(batch_id)
     if existing is not None:
         _check_consistent(existing, account_name, requested_meter)
 
-    profile: Profile | None = None
+    reading: Reading | None = None
     vendor_error: VendorError | None = None
     try:
-        profile = rt.vendor(account_name).get_profile()
+        reading = read_profile(rt, account_name)
     except (AuthError, BillingBlockedError, VendorUnavailableError) as exc:
         vendor_error = exc
-    now = rt.clock()
+    now = reading.taken_at if reading is not None else rt.clock()
 
     request = _Request(
         batch_id, account_name, requested_meter, need_amount, reserve_amount, fail_open, labels
@@ -98,10 +99,8 @@ def check(
     for _ in range(3):
         try:
             # One write transaction, re-run whole if the connection breaks midway.
-            result = rt.plain_database.run_plain_write(
-                lambda transaction: _write_check(
-                    rt, transaction, request, profile, vendor_error, now
-                )
+            result = rt.plain_database.run_write(
+                lambda store: _write_check(rt, store, request, reading, vendor_error, now)
             )
             break
         except _CreatedConcurrently:
@@ -109,8 +108,8 @@ def check(
     else:  # pragma: no cover - a batch is created once; the second pass finds it
         raise RuntimeError(f"batch {batch_id!r} could not be checked")
     metrics.check_done(result.verdict.value)
-    if profile is not None:
-        metrics.balance_seen(account_name, profile.meters)
+    if reading is not None:
+        seen(account_name, reading)
     log.info(
         "check_completed",
         batch_id=batch_id,
@@ -142,9 +141,9 @@ class _CreatedConcurrently(Exception):
 @exact
 def _write_check(
     rt: Runtime,
-    session: Transaction,
+    store: WriteStore,
     request: _Request,
-    profile: Profile | None,
+    reading: Reading | None,
     vendor_error: VendorError | None,
     now: datetime,
 ) -> CheckResult:
@@ -152,8 +151,7 @@ def _write_check(
     # The account, the batch, and the account's holds brought up to the hold expiry (the
     # change to its held need comes back): the other open batches' outstanding need is
     # then the account's held need less what this batch holds itself.
-    account, batch, held_need_change = repo.open_check(
-        session,
+    account, batch, held_need_change = store.open_check(
         request.account,
         request.batch_id,
         now=now,
@@ -166,12 +164,13 @@ def _write_check(
     outstanding: Decimal | None = None
     chosen = batch.meter if batch is not None else None
     need = request.need if request.need is not None else (batch.need if batch else None)
+    profile = reading.profile if reading is not None else None
     if profile is not None:
         if chosen is None:
             chosen = choose_meter(request.meter, profile.meters)
         snapshot_kind = (
             SnapshotKind.RECHECK
-            if batch is not None and repo.has_preflight_snapshot(session, batch.pk)
+            if batch is not None and store.has_preflight_snapshot(batch.pk)
             else SnapshotKind.PREFLIGHT
         )
         balance = profile.meters.get(chosen) if chosen else None
@@ -201,23 +200,22 @@ def _write_check(
         status = batch.status
     labels = {**(batch.labels if batch else {}), **(request.labels or {})}
     consumed = batch.consumed_cost if batch is not None else Decimal(0)
-    held = repo.hold_of(status, need, consumed)
-    values = {
-        "meter": chosen,
-        "need": need,
-        "reserve": request.reserve,
-        "verdict": verdict.value,
+    held = hold(status, need, consumed)
+    values = BatchValues(
+        meter=chosen,
+        need=need,
+        reserve=request.reserve,
+        verdict=verdict.value,
         # Verified: a usable balance was read (an insufficient batch is verified too).
-        "verified": balance is not None,
-        "checked_at": now,
-        "last_activity_at": now,
-        "labels": labels,
-        "status": status,
-        "held": held,
-    }
-    held_need_change += repo.hold_change(batch.held if batch else None, held)
-    stored = repo.store_check(
-        session,
+        verified=balance is not None,
+        checked_at=now,
+        last_activity_at=now,
+        labels=labels,
+        status=status,
+        held=held,
+    )
+    held_need_change += hold_change(batch.held if batch else None, held)
+    stored = store.store_check(
         account=account,
         batch=batch,
         values=values,
@@ -250,7 +248,7 @@ def _write_check(
     )
 
 
-def _check_consistent(batch: repo.BatchState, account: str, requested_meter: str) -> None:
+def _check_consistent(batch: BatchState, account: str, requested_meter: str) -> None:
     if batch.account != account:
         raise UsageError(
             f"batch {batch.batch_id!r} belongs to account {batch.account!r}, not {account!r}"

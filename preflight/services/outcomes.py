@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from preflight import metrics
 from preflight.db import repositories as repo
-from preflight.db.bulk import chunk_lines
+from preflight.db.store import BatchState, BatchValues, StoredOutcomes
 from preflight.domain.batch import validate_batch_id
 from preflight.domain.classify import Classification
 from preflight.domain.classify import classify as classify_failure
@@ -25,7 +24,7 @@ from preflight.domain.outcome import (
     outcome_row,
     parse_json_row,
 )
-from preflight.domain.vocabulary import BatchStatus, OutcomeStatus, SnapshotKind, Tag
+from preflight.domain.vocabulary import OutcomeStatus, SnapshotKind, Tag
 from preflight.errors import ConfigError, ConflictError, NotFoundError, UsageError, VendorError
 from preflight.logs import get_logger
 from preflight.services.results import ImportResult, RecordResult
@@ -35,7 +34,7 @@ from preflight.services.snapshots import take_snapshot
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from preflight.db.session import Session
+    from preflight.db.store import WriteStore
 
 log = get_logger("preflight")
 
@@ -72,12 +71,12 @@ def record(
         item = vendor_says(item)
     now = rt.clock()
 
-    def store(session: Session) -> tuple[repo.StoredOutcomes, str, tuple[str, ...]]:
-        batch = _batch_for_outcomes(rt, session, batch_id, account, now)
-        stored = repo.store_outcomes(session, batch, [(1, outcome_row(item))], now)
+    def store(writes: WriteStore) -> tuple[StoredOutcomes, str, tuple[str, ...]]:
+        batch = _batch_for_outcomes(rt, writes, batch_id, account, now)
+        stored = writes.store_outcomes(batch, [(1, outcome_row(item))], now)
         if stored.conflict is not None:
             raise stored.conflict[1]
-        repo.record_activity(session, batch, stored.added, now=now)
+        writes.record_activity(batch, stored.added, now=now)
         return stored, batch.account, lifecycle_warnings(batch)
 
     # Re-run whole if the connection breaks midway: an acknowledged outcome is stored.
@@ -136,7 +135,7 @@ def record_many(
     timeline afterwards; no live snapshot is taken. ``progress`` hears after each chunk.
     """
     validate_batch_id(batch_id)
-    chunk_size = chunk_size or chunk_lines(rt.database)
+    chunk_size = chunk_size or rt.database.chunk_lines
     counts = {"lines": 0, "inserted": 0, "duplicates": 0}
     pending: list[tuple[int, OutcomeRow]] = []
     warnings: dict[str, None] = {}
@@ -147,10 +146,10 @@ def record_many(
             return
         now = rt.clock()
 
-        def store(session: Session) -> repo.StoredOutcomes:
-            batch = _batch_for_outcomes(rt, session, batch_id, account, now)
-            stored = repo.store_outcomes(session, batch, pending, now)
-            repo.record_activity(session, batch, stored.added, now=now)
+        def store(writes: WriteStore) -> StoredOutcomes:
+            batch = _batch_for_outcomes(rt, writes, batch_id, account, now)
+            stored = writes.store_outcomes(batch, pending, now)
+            writes.record_activity(batch, stored.added, now=now)
             warnings.update(dict.fromkeys(lifecycle_warnings(batch)))
             return stored
 
@@ -291,7 +290,7 @@ def quota_rule(
     if not rt.quota_signals:
         return None
     if account is None:
-        existing = repo.peek_batch(rt.database, batch_id)
+        existing = rt.database.peek_batch(batch_id)
         account = existing.account if existing is not None else rt.settings.account
     configured = rt.settings.accounts.get(account)
     if configured is None or not configured.adapter.recognises_more_quota_failures:
@@ -315,7 +314,7 @@ def count_tags(results: Iterable[Classification]) -> dict[str, int]:
     return dict(Counter(result.tag.value for result in results))
 
 
-def lifecycle_warnings(batch: repo.BatchState) -> tuple[str, ...]:
+def lifecycle_warnings(batch: BatchState) -> tuple[str, ...]:
     """What a caller recording outcomes of ``batch`` should hear (a warning, not an error)."""
     warnings: list[str] = []
     if batch.checked_at is None:
@@ -331,27 +330,15 @@ def lifecycle_warnings(batch: repo.BatchState) -> tuple[str, ...]:
 
 
 def _batch_for_outcomes(
-    rt: Runtime, session: Session, batch_id: str, account: str | None, now: datetime
-) -> repo.BatchState:
+    rt: Runtime, writes: WriteStore, batch_id: str, account: str | None, now: datetime
+) -> BatchState:
     """The batch, or a new unverified one: outcomes are never refused for lack of a check."""
-    existing = repo.batch_state(session, batch_id)
+    existing = writes.batch(batch_id)
     if existing is None:
-        # The account before the batch it gets (the lock order of preflight.db.writes).
-        account_row = repo.lock_account(session, rt.account_name(account), now=now)
-        repo.insert_batch(
-            session,
-            {
-                "batch_id": batch_id,
-                "account_id": account_row.id,
-                "status": BatchStatus.OPEN.value,
-                "verified": False,
-                "reserve": Decimal(0),
-                "labels": {},
-                "created_at": now,
-                "last_activity_at": now,
-            },
-        )
-        existing = repo.batch_state(session, batch_id)
+        # The account before the batch it gets (the lock order of preflight.db.store).
+        owner = writes.lock_account(rt.account_name(account), now=now)
+        writes.create_batch(batch_id, owner.id, BatchValues.unverified(now), now=now)
+        existing = writes.batch(batch_id)
         assert existing is not None
     if account is not None and existing.account != account:
         raise UsageError(f"batch {batch_id!r} belongs to account {existing.account!r}")

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from preflight.db import reports
-from preflight.db import repositories as repo
 from preflight.domain.batch import validate_batch_id
 from preflight.domain.timeline import (
     BatchSpan,
@@ -25,15 +24,12 @@ from preflight.domain.timeline import (
     rises,
     split_drop,
 )
-from preflight.domain.vocabulary import METERS
+from preflight.domain.vocabulary import METERS, SnapshotKind
 from preflight.errors import UsageError
 from preflight.services import batches
 from preflight.services.batches import failure_view, finding_view
 from preflight.services.results import AccountTimeline, BatchTimeline
 from preflight.services.runtime import Runtime
-
-if TYPE_CHECKING:
-    from preflight.db.models import Snapshot
 
 __all__ = [
     "DEFAULT_PERIOD",
@@ -58,10 +54,10 @@ def batch_timeline(rt: Runtime, batch_id: str) -> BatchTimeline:
         if isinstance(f.evidence.get("ta"), str)
     ]
     with rt.database.read() as session:
-        batch = repo.find_batch(session, batch_id)
+        batch = reports.batch_named(session, batch_id)
         if batch is None:  # deleted since show(): nothing to report
             raise UsageError(f"no batch {batch_id!r}")
-        preflight = repo.preflight_snapshot(session, batch)
+        preflight = reports.first_snapshot(session, batch, SnapshotKind.PREFLIGHT)
         first_outcome, last_outcome = reports.outcome_times(session, batch)
         window_start = (
             preflight.taken_at
@@ -82,7 +78,10 @@ def batch_timeline(rt: Runtime, batch_id: str) -> BatchTimeline:
         opening = next((s for s in timeline if preflight and s.id == preflight.id), None)
         closing = (
             _closing_reading(
-                timeline, meter, opening, reports.first_finish_snapshot(session, batch)
+                timeline,
+                meter,
+                opening,
+                reports.first_snapshot(session, batch, SnapshotKind.FINISH),
             )
             if opening is not None and meter is not None
             else None
@@ -136,25 +135,25 @@ def account_timeline(
     if start >= now:
         raise UsageError(f"since: {start.isoformat()} is not in the past")
     with rt.database.read() as session:
-        row = reports.account_named(session, name)
-        if row is None:
+        account_id = reports.account_named(session, name)
+        if account_id is None:
             raise UsageError(f"no account {name!r}: nothing was ever checked or read on it")
         findings = [
             finding_view(f, name)
-            for f in reports.findings_between(session, row.id, start=start, end=now)
+            for f in reports.findings_between(session, account_id, start=start, end=now)
         ]
         failures = [
-            failure_view(*item) for item in reports.failures(session, since=start, account=name)
+            failure_view(item) for item in reports.failures(session, since=start, account=name)
         ]
         cited = cited_snapshots([f.evidence for f in failures] + [f.detail for f in findings])
         timeline = reports.timeline(
-            session, row.id, start=start, end=now, also=cited, anchors=False
+            session, account_id, start=start, end=now, also=cited, anchors=False
         )
-        costs = reports.costs_by_batch(session, row.id, start=start, end=now)
+        costs = reports.costs_by_batch(session, account_id, start=start, end=now)
         spans = [
             BatchSpan(batch_id, began, ended, status, meter, costs.get(batch_id, _ZERO))
             for batch_id, began, ended, status, meter in reports.batch_spans(
-                session, row.id, start=start, end=now
+                session, account_id, start=start, end=now
             )
         ]
     configured = rt.settings.meter
@@ -185,7 +184,7 @@ def _closing_reading(
     timeline: list[TimelineSnapshot],
     meter: str,
     opening: TimelineSnapshot,
-    finish: Snapshot | None,
+    finish: TimelineSnapshot | None,
 ) -> TimelineSnapshot | None:
     """The reading the drop ends at: the batch's first finish snapshot when it has the
     meter, else the latest reading after the check that has it."""

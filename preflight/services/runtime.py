@@ -69,10 +69,10 @@ class Runtime:
 
     @property
     def plain_database(self) -> Database | EmbeddedSQLite:
-        """Where work of plain statements only (:mod:`preflight.db.writes`, a check) runs:
-        on an embedded SQLite file at the schema's head, until :attr:`database` is built,
-        a sqlite3 connection of its own, which needs no SQLAlchemy (a cold check then
-        imports none); else :attr:`database`. Both run the same statements."""
+        """Where work of the write port only (:mod:`preflight.db.store`, a check) runs: on
+        an embedded SQLite file at the schema's head, until :attr:`database` is built, a
+        sqlite3 connection of its own, which needs no SQLAlchemy (a cold check then imports
+        none); else :attr:`database`. Both hand the work the same SQLite store."""
         if self._embedded is not None:
             return self._embedded
         if self._database is None and not self._embedded_tried:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from preflight.db import tokens as store
 from preflight.domain.tokens import new_token, parse_scopes, token_hash, validate_name
@@ -22,9 +22,6 @@ from preflight.errors import ConflictError, NotFoundError
 from preflight.logs import get_logger
 from preflight.secret import Secret
 from preflight.services.runtime import Runtime
-
-if TYPE_CHECKING:
-    from preflight.db.models import ApiToken
 
 log = get_logger("preflight.tokens")
 
@@ -62,7 +59,7 @@ class CreatedToken:
     token: Secret
 
 
-def _view(row: ApiToken | store.TokenRow) -> TokenView:
+def _view(row: store.TokenRow) -> TokenView:
     return TokenView(row.id, row.name, tuple(row.scopes), row.created_at, row.revoked_at)
 
 
@@ -90,11 +87,9 @@ def list_tokens(rt: Runtime) -> list[TokenView]:
 def revoke_token(rt: Runtime, name: str) -> TokenView:
     """Revoke the token named ``name`` (idempotent: a revoked token stays revoked)."""
     with rt.database.write() as session:
-        row = store.by_name(session, name)
+        row = store.revoke(session, name, clock=rt.clock)
         if row is None:
             raise NotFoundError(f"no token named {name!r}")
-        if row.revoked_at is None:
-            row.revoked_at = rt.clock()
         view = _view(row)
     log.info("api_token_revoked", name=name)
     return view

@@ -150,19 +150,39 @@ def test_a_file_not_at_head_is_upgraded_by_the_engine_and_the_next_process_runs_
 def test_an_account_created_by_a_check_is_the_row_the_models_make(tmp_path: Path) -> None:
     # On SQLite a check creates its account with plain SQL: the same row as the ORM's.
     from datetime import UTC, datetime
+    from types import SimpleNamespace
 
-    from preflight.db import repositories, writes
+    from preflight.db import repositories
+    from preflight.db.models import Account
+    from preflight.db.store import AccountState
+    from preflight.domain.vocabulary import SnapshotKind
 
     url = f"sqlite:///{tmp_path / 'accounts.db'}"
     upgrade_schema(url)
     database = Database.from_url(url)
     now = datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC)
+
+    def profile(user_id: str) -> Any:
+        return SimpleNamespace(
+            raw="{}",
+            user_id=user_id,
+            tier=None,
+            credits=None,
+            api_quota_remaining=None,
+            extra_meters={},
+            http_status=200,
+            latency_ms=1,
+        )
+
     try:
         with database.write() as session:
-            repositories.get_or_create_account(session, "by-the-models", now=now)
-            state = writes.account_state(session, "by-a-check", now=now)
-            writes.learn_user_id(session, state.id, "user-1")
-            writes.learn_user_id(session, state.id, "user-2")  # only the first is kept
+            repositories.insert_if_absent(
+                session, Account, {"name": "by-the-models", "created_at": now}
+            )
+            writes = database.store(session)
+            state = writes.account("by-a-check", now=now)
+            for user_id in ("user-1", "user-2"):  # only the first is kept
+                writes.store_snapshot(state.id, profile(user_id), now=now, kind=SnapshotKind.AUDIT)
     finally:
         database.dispose()
     with closing(sqlite3.connect(tmp_path / "accounts.db")) as connection:
@@ -173,4 +193,4 @@ def test_an_account_created_by_a_check_is_the_row_the_models_make(tmp_path: Path
         ("by-the-models", None, "2026-11-24 12:00:00.123456", "0"),
         ("by-a-check", "user-1", "2026-11-24 12:00:00.123456", "0"),
     ]
-    assert state == writes.AccountState(state.id, "by-a-check", None, Decimal(0))
+    assert state == AccountState(state.id, "by-a-check", None, Decimal(0))

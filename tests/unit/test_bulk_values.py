@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.dialects import sqlite
 
-from preflight.db import bulk
+from preflight.db import values as bulk
 from preflight.db.models import Outcome
 
 DIALECT = sqlite.dialect()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from preflight.db.driver import Cursor
 from preflight.db.embedded import EmbeddedSQLite, sqlite_file
 from preflight.db.migrate import SCHEMA_HEAD
-from preflight.db.sqlite_fast import Cursor
 from preflight.errors import StorageError
 
 
