@@ -61,7 +61,7 @@ class Batch(Base):
     __tablename__ = "batches"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    batch_id: Mapped[str] = mapped_column(String(200), unique=True)
+    batch_id: Mapped[str] = mapped_column(String(500), unique=True)  # domain/batch.py
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     # None until a check (or an outcome) tells which meter the batch spends.
     meter: Mapped[str | None] = mapped_column(String(32))

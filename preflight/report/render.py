@@ -52,15 +52,27 @@ OTHER_COLOURS: Final = ("#e67e22", "#16a085", "#c0392b", "#8e44ad", "#2c3e50", "
 UNATTRIBUTED_COLOUR: Final = "#95a5a6"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Characters of an id kept in a file name. A batch id may be 500 characters, and most
+#: file systems refuse a name over 255 bytes: a longer id keeps its start and ends in a
+#: digest of the whole id, so that two long ids sharing a start still get two files.
+_NAME_MAX: Final = 160
+_DIGEST_CHARS: Final = 16
 
 
 def _safe(name: str) -> str:
-    """A file-name-safe form of an id: ``/``, ``:`` and the like become ``_``."""
-    return _UNSAFE.sub("_", name).strip("._") or "report"
+    """A file-name-safe form of an id: ``/``, ``:``, ``+`` and the like become ``_``."""
+    safe = _UNSAFE.sub("_", name).strip("._") or "report"
+    if len(safe) <= _NAME_MAX:
+        return safe
+    from hashlib import sha256  # only for the rare long id
+
+    digest = sha256(name.encode()).hexdigest()[:_DIGEST_CHARS]
+    return f"{safe[: _NAME_MAX - _DIGEST_CHARS - 1]}-{digest}"
 
 
 def batch_file_name(batch_id: str) -> str:
-    """``report-BATCH_ID.html``, safe as one file name (a batch id may hold ``/`` and ``:``)."""
+    """``report-BATCH_ID.html``, safe as one file name (a batch id may hold ``/``, ``:``
+    and ``+``), and short enough for any file system (at most 180 characters)."""
     return f"report-{_safe(batch_id)}.html"
 
 

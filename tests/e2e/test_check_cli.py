@@ -382,7 +382,7 @@ def test_a_recheck_keeps_the_first_snapshot_as_the_preflight_one(
 BAD_ARGUMENTS: list[tuple[str, list[str], dict[str, str]]] = [
     ("empty id", ["check", ""], {}),
     ("space in id", ["check", "has space"], {}),
-    ("id of 201 chars", ["check", "x" * 201], {}),
+    ("id of 501 chars", ["check", "x" * 501], {}),
     ("semicolon in id", ["check", "semi;colon"], {}),
     ("negative need", ["check", "ok", "--need", "-1"], {}),
     ("need not a number", ["check", "ok", "--need", "abc"], {}),

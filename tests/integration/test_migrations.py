@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from preflight.db import migrate
 from preflight.db.models import Base, Snapshot
 from preflight.db.session import build_engine
-from preflight.errors import SchemaMissingError
+from preflight.errors import SchemaMissingError, StorageError
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
 
 
@@ -298,5 +298,117 @@ def test_0006_downgrade_drops_only_the_other_vendors_meters(database_url: str) -
         with engine.connect() as connection:
             kept = connection.execute(sa.text("SELECT credits, raw FROM snapshots")).one()
         assert (Decimal(str(kept[0])), kept[1]) == (Decimal("7.5"), '{"x": 1}')
+    finally:
+        engine.dispose()
+
+
+def _batch_id_length(engine: sa.Engine) -> int | None:
+    with engine.connect() as connection:
+        (column,) = (
+            c for c in sa.inspect(connection).get_columns("batches") if c["name"] == "batch_id"
+        )
+    return column["type"].length  # type: ignore[no-any-return]
+
+
+def test_0007_widens_batch_ids_to_500_keeping_the_rows_and_narrows_them_back(
+    database_url: str, sandbox: SandboxServer
+) -> None:
+    """Batches written before 0007 keep their post-mortems; after it a 500-character id
+    and an Airflow run id are stored; the downgrade refuses while an id is too long for
+    the older column, and once none is, narrows it keeping every row."""
+    from preflight.api import Preflight
+    from preflight.settings import load_settings
+
+    engine = build_engine(database_url)
+    settings = load_settings(
+        {
+            "PREFLIGHT_DATABASE_URL": database_url,
+            "PREFLIGHT_VENDOR_URL": sandbox.url,
+            "PREFLIGHT_API_TOKEN": DEFAULT_TOKEN,
+        }
+    )
+    old_id = "o" * 200
+    airflow_id = "my_dag/manual__2026-12-07T00:35:27.935842+00:00"
+    long_id = "d" * 250 + "/" + "r" * 249
+    t = datetime(2026, 12, 1, tzinfo=UTC).replace(tzinfo=None)
+    try:
+        migrate.upgrade(engine, "0006")
+        assert _batch_id_length(engine) == 200
+        # Rows as 0006 stores them (the facade would upgrade SQLite on first use).
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'default', :t)"),
+                {"t": t},
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO batches (id, batch_id, account_id, reserve, status, verified,"
+                    " labels, created_at, last_activity_at, outcome_count, consumed_cost)"
+                    " VALUES (1, :b, 1, 0, 'open', true, '{}', :t, :t, 1, 2.5)"
+                ),
+                {"b": old_id, "t": t},
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO outcomes (batch_pk, job_id, attempt, status, http_status,"
+                    " cost, quota_failure, occurred_at, recorded_at)"
+                    " VALUES (1, 'j1', 1, 'succeeded', 200, 2.5, false, :t, :t)"
+                ),
+                {"t": t},
+            )
+
+        migrate.upgrade(engine)
+        assert _batch_id_length(engine) == 500
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+        with Preflight(settings) as app:
+            kept = app.show(old_id)
+            assert (kept.outcomes.total, kept.outcomes.cost) == (1, Decimal("2.5"))
+            for batch_id in (airflow_id, long_id):
+                app.check(batch_id, need="1")
+                app.record(batch_id, {"job_id": "j1", "status": "succeeded", "cost": "1"})
+            assert app.show(long_id).batch.batch_id == long_id
+            assert app.show(airflow_id).outcomes.total == 1
+
+        with pytest.raises(StorageError, match=r"1 batch id\(s\) are longer than 200"):
+            migrate.downgrade(engine, "0006")
+        assert _batch_id_length(engine) == 500  # the refused downgrade changed nothing
+        with engine.begin() as connection:
+            pk = connection.execute(
+                sa.text("SELECT id FROM batches WHERE batch_id = :b"), {"b": long_id}
+            ).scalar_one()
+            for table in ("outcomes", "snapshots"):
+                connection.execute(sa.text(f"DELETE FROM {table} WHERE batch_pk = :pk"), {"pk": pk})
+            connection.execute(sa.text("DELETE FROM batches WHERE id = :pk"), {"pk": pk})
+
+        migrate.downgrade(engine, "0006")
+        assert _batch_id_length(engine) == 200
+        with engine.connect() as connection:
+            kept = set(connection.execute(sa.text("SELECT batch_id FROM batches")).scalars())
+        assert kept == {old_id, airflow_id}
+    finally:
+        engine.dispose()
+
+
+def test_0007_on_postgresql_the_column_holds_500_characters_and_not_one_more(
+    postgres_url: str,
+) -> None:
+    engine = build_engine(postgres_url)
+    t = datetime(2026, 12, 7, tzinfo=UTC).replace(tzinfo=None)
+    insert = sa.text(
+        "INSERT INTO batches (batch_id, account_id, reserve, status, verified, labels,"
+        " created_at, last_activity_at) VALUES (:b, 1, 0, 'open', false, '{}', :t, :t)"
+    )
+    try:
+        migrate.upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'default', :t)"),
+                {"t": t},
+            )
+            connection.execute(insert, {"b": "x" * 500, "t": t})
+        with pytest.raises(sa.exc.DataError), engine.begin() as connection:
+            connection.execute(insert, {"b": "y" * 501, "t": t})
     finally:
         engine.dispose()

@@ -13,6 +13,10 @@ from decimal import Decimal
 from html.parser import HTMLParser
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from preflight.domain.batch import BATCH_ID_PATTERN
 from preflight.domain.classify import Attributed, Reading
 from preflight.domain.timeline import BatchSpan, DropSplit, TimelineSnapshot, rises
 from preflight.report.chart import TAG_COLOURS
@@ -245,6 +249,24 @@ def test_the_drop_bar_and_its_table_split_own_others_unattributed() -> None:
 def test_a_safe_file_name_for_any_batch_id() -> None:
     assert batch_file_name("nightly/2026-11-24:eu") == "report-nightly_2026-11-24_eu.html"
     assert batch_file_name("..") == "report-report.html"
+    assert (
+        batch_file_name("my_dag/manual__2026-12-07T00:35:27.935842+00:00")
+        == "report-my_dag_manual__2026-12-07T00_35_27.935842_00_00.html"
+    )
+
+
+def test_two_500_character_ids_sharing_their_start_get_two_short_file_names() -> None:
+    first, second = "d" * 250 + "/" + "a" * 249, "d" * 250 + "/" + "b" * 249
+    names = batch_file_name(first), batch_file_name(second)
+    assert names[0] != names[1]
+    assert all(len(name.encode()) <= 180 and name.startswith("report-ddd") for name in names)
+
+
+@given(st.from_regex(BATCH_ID_PATTERN, fullmatch=True))
+def test_every_valid_batch_id_gets_one_safe_short_file_name(batch_id: str) -> None:
+    name = batch_file_name(batch_id)
+    assert re.fullmatch(r"report-[A-Za-z0-9._-]+\.html", name), name
+    assert len(name.encode()) <= 180
 
 
 def test_100000_snapshots_are_downsampled_under_2_mb() -> None:

@@ -84,14 +84,40 @@ def test_choose_meter(requested: str, present: dict[str, object], expected: Mete
 
 
 @pytest.mark.parametrize(
-    "batch_id", ["a", "nightly-2026.11.24", "team/a:run_7", "A" * 200, "x.y:z-w/v_1"]
+    "batch_id",
+    [
+        "a",
+        "nightly-2026.11.24",
+        "team/a:run_7",
+        "A" * 200,
+        "x.y:z-w/v_1",
+        # Airflow's "{{ dag.dag_id }}/{{ run_id }}": a run id carries the UTC offset's "+".
+        "my_dag/manual__2026-12-07T00:35:27.935842+00:00",
+        "etl@team/scheduled__2026-12-07T00:00:00+00:00",
+        "k=v/run",
+        "D" * 250 + "/" + "R" * 249,  # 500: the longest
+    ],
 )
 def test_valid_batch_ids(batch_id: str) -> None:
     assert validate_batch_id(batch_id) == batch_id
 
 
 @pytest.mark.parametrize(
-    "batch_id", ["", "A" * 201, "has space", "semi;colon", "new\nline", "émoji", "a\x00b", "q?"]
+    "batch_id",
+    [
+        "",
+        "A" * 501,
+        "has space",
+        "semi;colon",
+        "new\nline",
+        "émoji",
+        "a\x00b",
+        "q?",
+        "a#b",
+        "a%2Fb",
+        "a&b",
+        "a\\b",
+    ],
 )
 def test_invalid_batch_ids(batch_id: str) -> None:
     with pytest.raises(UsageError, match="invalid batch id"):

@@ -273,7 +273,7 @@ def test_a_batch_keeps_its_account(rt: Runtime, vendor_b: FakeVendor) -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"batch_id": "bad id"}, "invalid batch id 'bad id': use 1-200 characters of letters"),
+        ({"batch_id": "bad id"}, "invalid batch id 'bad id': use 1-500 characters of letters"),
         ({"batch_id": ""}, "invalid batch id ''"),
         ({"need": "-1"}, "need: must be a non-negative amount: '-1'"),
         ({"need": "ten"}, "need: not a decimal amount: 'ten'"),
