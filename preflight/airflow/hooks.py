@@ -73,25 +73,14 @@ def target_of(conn: Any) -> Target:
     return Target(host.rstrip("/"), Secret(conn.password), account)
 
 
-def _async_client() -> Any:
-    """``preflight.AsyncPreflight`` when this preflight has it, else None."""
-    import preflight
-
-    try:
-        return preflight.AsyncPreflight
-    except AttributeError:
-        return None
-
-
 class PreflightHook(BaseHook):
     """The preflight verbs for a ``preflight`` connection.
 
     Sync ``check``, ``record``, ``finish``, ``show`` and ``profile`` run on one
     :class:`~preflight.Preflight` facade per hook (close it with :meth:`close`). Their
     async twins (``acheck``, ...) never block the event loop: remote mode awaits
-    ``preflight.AsyncPreflight`` (where this preflight has it, and the verb), and local mode
-    (SQLite or PostgreSQL through SQLAlchemy, which is sync) runs the sync facade in a
-    worker thread.
+    ``preflight.AsyncPreflight`` (no thread), and local mode (SQLite or PostgreSQL through
+    SQLAlchemy, which is sync) runs the sync facade in a worker thread.
     Results and errors are the facade's own.
     """
 
@@ -211,11 +200,12 @@ class PreflightHook(BaseHook):
 
     async def _averb(self, verb: str, *args: Any, **kw: Any) -> Any:
         target = await self.atarget()
-        client = _async_client() if target.remote else None
-        if client is None or not hasattr(client, verb):
+        if target.url is None or target.token is None:
             facade = await asyncio.to_thread(self._facade, target)
             return await asyncio.to_thread(getattr(facade, verb), *args, **kw)
-        async with client.remote(target.url, target.token) as pf:
+        from preflight.remote import AsyncPreflight
+
+        async with AsyncPreflight.remote(target.url, target.token) as pf:
             return await getattr(pf, verb)(*args, **kw)
 
     async def acheck(
