@@ -182,17 +182,10 @@ class PreflightBalanceTrigger(BaseTrigger):
         from preflight.domain.batch import choose_meter
         from preflight.domain.verdict import Verdict, assess
 
+        # A blocked account or a refused token raises here (the vendor's 402 / 401), and
+        # the caller ends the trigger with that error.
         reading = await hook.aprofile(self.account)
-        # The reading holds its meters itself, or (before the wire contract) in ``profile``.
-        profile: Any = getattr(reading, "profile", reading)
-        blocked = getattr(profile, "blocked", None)
-        if blocked:
-            return {
-                "status": "error",
-                "verdict": "billing_blocked",
-                "message": f"account {reading.account} is blocked: {blocked}",
-            }
-        meters = dict(profile.meters)
+        meters = dict(reading.meters)
         meter = choose_meter(self.meter or "auto", meters)
         balance = meters.get(meter) if meter is not None else None
         if balance is None:
