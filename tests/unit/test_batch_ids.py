@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from preflight.domain.batch import BATCH_ID_MAX_LENGTH, BATCH_ID_PATTERN, validate_batch_id
 from preflight.domain.errors import UsageError
-from preflight.http.app import BatchId
+from preflight.http.routes.common import BatchId
 from preflight.http.schemas import ClassifyIn
 
 # Pydantic checks a pattern with its own (Rust) regular-expression engine, not Python's.
