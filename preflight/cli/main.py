@@ -2,7 +2,8 @@
 
 Exit codes (stable; see README): 0 go / success, 2 usage error, 3 storage error,
 10 insufficient, 11 auth_failed, 12 billing_blocked, 13 unavailable, 14 at_risk
-with --strict, 1 internal error. Errors are one line on stderr, never a traceback.
+with --strict, 15 guard said stop, 130 interrupted, 1 internal error. Errors are one
+line on stderr, never a traceback.
 Heavy imports (SQLAlchemy, httpx) happen inside commands so ``--help`` stays fast.
 """
 
