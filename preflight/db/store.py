@@ -256,10 +256,12 @@ class WriteStore(Protocol):
         outcome or an earlier line; the batch's totals are left to :meth:`record_activity`."""
         ...
 
-    def record_activity(self, batch: BatchState, added: Added, *, now: datetime) -> None:
+    def record_activity(self, batch: BatchState, added: Added, *, now: datetime) -> datetime | None:
         """Outcomes were stored for ``batch`` at ``now``: add them to its totals, mark the
         activity, and bring its hold (and its account's held need) up to date; the
-        account's row is locked first."""
+        account's row is locked first. Returns when the batch was finished, as this update
+        found it under the lock (None: open), which may be newer than ``batch`` says: a
+        finish can commit between the read of ``batch`` and the lock."""
         ...
 
 

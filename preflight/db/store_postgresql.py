@@ -219,7 +219,7 @@ _RECORD_ACTIVITY: Final = (
     " late_count = late_count"
     " + CASE WHEN finished_at IS NOT NULL AND finished_at < %(now)s THEN %(n)s ELSE 0 END,"
     f" consumed_cost = consumed_cost + %(cost)s, held = {_hold('consumed_cost + %(cost)s')}"
-    " FROM old WHERE batches.id = old.id RETURNING old.held, batches.held"
+    " FROM old WHERE batches.id = old.id RETURNING old.held, batches.held, batches.finished_at"
 )
 #: The one statement that creates a batch, updates a checked one, stores a snapshot and
 #: changes an account's held need (and learns its user id): each part on when its
@@ -416,7 +416,7 @@ class PostgreSQLStore(OutcomeStore):
         change: Decimal = row[0]
         return change
 
-    def record_activity(self, batch: BatchState, added: Added, *, now: datetime) -> None:
+    def record_activity(self, batch: BatchState, added: Added, *, now: datetime) -> datetime | None:
         """The batch row is updated from its current values, whatever ``batch`` says."""
         self.lock_account_of(batch.account_id)
         params = {
@@ -432,6 +432,8 @@ class PostgreSQLStore(OutcomeStore):
         delta = hold_change(row[0], row[1])
         if delta:
             self.shift_held_need(batch.account_id, delta)
+        finished_at: datetime | None = row[2]
+        return finished_at
 
     # ---------------------------------------------------------------- snapshots
 

@@ -350,7 +350,7 @@ class SQLiteStore(OutcomeStore):
         return delta
 
     @exact
-    def record_activity(self, batch: BatchState, added: Added, *, now: datetime) -> None:
+    def record_activity(self, batch: BatchState, added: Added, *, now: datetime) -> datetime | None:
         """``batch`` was read in this write transaction: its values are current."""
         late = batch.finished_at is not None and now > batch.finished_at
         consumed = batch.consumed_cost + added.cost
@@ -371,6 +371,7 @@ class SQLiteStore(OutcomeStore):
         delta = hold_change(batch.held, after)
         if delta:
             self.shift_held_need(batch.account_id, delta)
+        return batch.finished_at
 
     # ---------------------------------------------------------------- snapshots
 

@@ -67,8 +67,8 @@ def record(
         stored = writes.store_outcomes(batch, [(1, outcome_row(item))], now)
         if stored.conflict is not None:
             raise stored.conflict[1]
-        writes.record_activity(batch, stored.added, now=now)
-        return stored, batch.account, lifecycle_warnings(batch)
+        finished_at = writes.record_activity(batch, stored.added, now=now)
+        return stored, batch.account, lifecycle_warnings(batch, finished_at=finished_at)
 
     # Re-run whole if the connection breaks midway: an acknowledged outcome is stored.
     stored, account_name, warnings = rt.database.run_write(store)
@@ -140,8 +140,8 @@ def record_many(
         def store(writes: WriteStore) -> StoredOutcomes:
             batch = _batch_for_outcomes(rt, writes, batch_id, account, now)
             stored = writes.store_outcomes(batch, pending, now)
-            writes.record_activity(batch, stored.added, now=now)
-            warnings.update(dict.fromkeys(lifecycle_warnings(batch)))
+            finished_at = writes.record_activity(batch, stored.added, now=now)
+            warnings.update(dict.fromkeys(lifecycle_warnings(batch, finished_at=finished_at)))
             return stored
 
         # A chunk whose connection broke is re-run whole: the import resumes where it was.
@@ -305,15 +305,16 @@ def count_tags(results: Iterable[Classification]) -> dict[str, int]:
     return dict(Counter(result.tag.value for result in results))
 
 
-def lifecycle_warnings(batch: BatchState) -> tuple[str, ...]:
-    """What a caller recording outcomes of ``batch`` should hear (a warning, not an error)."""
+def lifecycle_warnings(batch: BatchState, *, finished_at: datetime | None) -> tuple[str, ...]:
+    """What a caller recording outcomes of ``batch`` should hear (a warning, not an error);
+    ``finished_at``: as the write that stored them found the batch, under its lock."""
     warnings: list[str] = []
     if batch.checked_at is None:
         warnings.append(
             f"batch {batch.batch_id!r} was never checked: "
             "its quota failures stay inconclusive (no preflight snapshot)"
         )
-    if batch.finished_at is not None:
+    if finished_at is not None:
         warnings.append(
             f"batch {batch.batch_id!r} is finished: the outcome is stored and shown as late"
         )
