@@ -1,4 +1,4 @@
-"""The audit's auto-finish of stale batches and records of those batches, at once.
+"""The audit's auto-finish of stale batches, and records and checks of the account, at once.
 
 The audit finds its stale batches (quiet past ``stale_after``), then finishes each in its
 last transaction only if nothing happened to it since. Records of the same batches are
@@ -9,7 +9,9 @@ order the database serialises them in, each batch ends in one of two consistent 
 - the finish came first: the batch is finished, holds nothing, and the record is stored as
   a late outcome and says so.
 
-and the account's held need is the sum of what its open batches hold. On SQLite the finish
+Checks of new batches of the account, and a re-check of a stale one, go at the same moment:
+the new batches hold their need whatever the order, and the account's held need is the sum
+of what its open batches hold. On SQLite the finish
 transaction holds the write lock when it reaches the barrier, so the records always come
 second there; on PostgreSQL they race for the account's row. One more record lands between
 the audit's scan and its finish, every time: that batch must stay open.
@@ -78,12 +80,15 @@ def test_the_audits_auto_finish_and_records_of_its_stale_batches_at_once(
     settings = dataclasses.replace(settings_with(url, gate, account), auto_finish_stale=True)
     batch_ids = [f"{account}-stale-{k}" for k in range(BATCHES)]
     revived = f"{account}-revived"  # recorded after the audit found it stale
+    rechecked = f"{account}-rechecked"  # stale, and checked again during the finish
+    new = [f"{account}-new-{k}" for k in range(2)]
     with Preflight(settings) as setup:
-        for batch_id in (*batch_ids, revived):
+        for batch_id in (*batch_ids, revived, rechecked):
             setup.check(batch_id, need=NEED, account=account)
 
     # The audit's finish transaction and every record meet here.
-    barrier = threading.Barrier(1 + BATCHES, timeout=BARRIER_TIMEOUT)
+    checks = [rechecked, *new]
+    barrier = threading.Barrier(1 + BATCHES + len(checks), timeout=BARRIER_TIMEOUT)
     finish_stale = audit_store.auto_finish
 
     def finish_at_the_barrier(*args: Any, **kwargs: Any) -> None:
@@ -119,18 +124,27 @@ def test_the_audits_auto_finish_and_records_of_its_stale_batches_at_once(
             account=account,
         )
 
-    facades = [Preflight(settings, clock=later) for _ in range(1 + BATCHES)]
+    def check(facade: Preflight, batch_id: str) -> Any:
+        barrier.wait()
+        return facade.check(batch_id, need=NEED, account=account)
+
+    facades = [Preflight(settings, clock=later) for _ in range(1 + BATCHES + len(checks))]
     try:
         with capture_logs() as logs:
-            audited, *recorded = run_together(
+            audited, *answers = run_together(
                 [
                     partial(audit, facades[0]),
                     *(
                         partial(record, facade, batch_id)
-                        for facade, batch_id in zip(facades[1:], batch_ids, strict=True)
+                        for facade, batch_id in zip(facades[1:], batch_ids, strict=False)
+                    ),
+                    *(
+                        partial(check, facade, batch_id)
+                        for facade, batch_id in zip(facades[1 + BATCHES :], checks, strict=True)
                     ),
                 ]
             )
+            recorded = answers[:BATCHES]
     finally:
         for facade in facades:
             facade.close()
@@ -146,6 +160,8 @@ def test_the_audits_auto_finish_and_records_of_its_stale_batches_at_once(
             assert (held, _is_late(result)) == (None, True), batch_id
         else:  # the record came first: the batch is no longer stale and stays open
             assert (status, held, _is_late(result)) == ("open", NEED - COST, False), batch_id
+    assert {batch_id: stored[batch_id] for batch_id in new} == dict.fromkeys(new, ("open", NEED))
+    assert stored[rechecked] in {("open", NEED), ("finished", None)}
     rows = account_rows(url, account)
     held_by_open = sum((h for s, h in stored.values() if s == "open" and h is not None), Decimal(0))
     assert rows.held_need == held_by_open == rows.outstanding
