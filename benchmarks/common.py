@@ -45,12 +45,28 @@ class Size:
     listing_repeats: int
     history: tuple[int, int]  # P5: snapshots of history, small and large
     thin: int  # P5: old audit snapshots the first tick thins
+    http_checks: int  # P6: checks each way (in process, over HTTP) and round trips
+    http_imports: int  # P6: imports each way
+    http_lines: int  # P6: lines per import
 
 
 SIZES = {
     # The CI smoke test: every path runs, figures mean little.
     "smoke": Size(
-        "smoke", 300, 50, 3, (2_000,), 1, 300, (2_000, 20_000), 3, (1_000, 10_000), 10_000
+        "smoke",
+        300,
+        50,
+        3,
+        (2_000,),
+        1,
+        300,
+        (2_000, 20_000),
+        3,
+        (1_000, 10_000),
+        10_000,
+        20,
+        1,
+        2_000,
     ),
     "small": Size(
         "small",
@@ -64,6 +80,9 @@ SIZES = {
         5,
         (1_000, 100_000),
         100_000,
+        60,
+        3,
+        20_000,
     ),
     "full": Size(
         "full",
@@ -77,6 +96,9 @@ SIZES = {
         9,
         (1_000, 1_000_000),
         1_000_000,
+        200,
+        5,
+        20_000,
     ),
 }
 

@@ -1,7 +1,7 @@
-"""Run the performance suite: P1–P5 on SQLite and PostgreSQL, each next to its own floor.
+"""Run the performance suite: P1–P6 on SQLite and PostgreSQL, each next to its own floor.
 
     .venv/bin/python -m benchmarks [--size smoke|small|full] [--dialect sqlite,postgresql]
-                                   [--paths P1,P2,P3,P4,P5] [--markdown FILE]
+                                   [--paths P1,P2,P3,P4,P5,P6] [--markdown FILE]
 
 PostgreSQL: ``PREFLIGHT_BENCH_POSTGRES_URL`` (else ``PREFLIGHT_TEST_POSTGRES_URL``, else
 ``postgresql://postgres@127.0.0.1:5432/test``); every path works in a fresh schema it drops.
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from benchmarks import common
 
-PATHS = ("P1", "P2", "P3", "P4", "P5")
+PATHS = ("P1", "P2", "P3", "P4", "P5", "P6")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"PostgreSQL unavailable, running SQLite only: {why}", file=sys.stderr)
             dialects.remove("postgresql")
 
-    from benchmarks import p1_check, p2_cold, p3_ingest, p4_listings, p5_audit
+    from benchmarks import p1_check, p2_cold, p3_ingest, p4_listings, p5_audit, p6_http
 
-    modules = {"P1": p1_check, "P2": p2_cold, "P3": p3_ingest, "P4": p4_listings, "P5": p5_audit}
+    modules = {
+        "P1": p1_check,
+        "P2": p2_cold,
+        "P3": p3_ingest,
+        "P4": p4_listings,
+        "P5": p5_audit,
+        "P6": p6_http,
+    }
     report = common.Report()
     started = time.perf_counter()
     print(f"size {size.name}; {common.machine()}", flush=True)
