@@ -10,14 +10,21 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from preflight.sandbox import SandboxServer
 from tests.support import CLOCK_START, Clock
 
+#: No test asserts wall-clock time, Hypothesis's own checks included: its per-example
+#: deadline and its "too slow" health check would fail a correct test on a loaded machine
+#: (CI runs the main suite beside the Airflow and orchestrator jobs on two cores).
+settings.register_profile("no-clock", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("no-clock")
 #: For mutation testing (docs/classification.md): the same examples on every run and no
 #: example database, so whether a mutant is killed never depends on an earlier mutant.
-settings.register_profile("mutation", derandomize=True, database=None)
+settings.register_profile(
+    "mutation", parent=settings.get_profile("no-clock"), derandomize=True, database=None
+)
 
 for _name in [name for name in os.environ if name.startswith("PREFLIGHT_")]:
     if _name != "PREFLIGHT_TEST_POSTGRES_URL":
