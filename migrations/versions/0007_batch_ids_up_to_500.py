@@ -9,7 +9,8 @@ Create Date: 2026-12-07 02:00:00
 in place (widening a VARCHAR rewrites nothing). SQLite never enforces a VARCHAR length
 and stores the column the same whatever length it declares, so only the declared type in
 the schema changes: the batches table is not copied (its batch-mode copy would also drop
-and recreate the table that outcomes and snapshots reference).
+and recreate the table that outcomes and snapshots reference). preflight/db/varchar.py
+holds how, for this migration and 0008.
 
 Downgrade narrows the column back; it refuses, naming how many, while a stored batch id
 is longer than 200 characters, since those would not fit (PostgreSQL would fail on them
@@ -18,13 +19,9 @@ half-way; SQLite would keep ids that the older schema says cannot exist).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
-
-from preflight.errors import StorageError
+from preflight.db.varchar import refuse_longer, set_length
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -36,55 +33,9 @@ _NEW = 500
 
 
 def upgrade() -> None:
-    _set_length(_OLD, _NEW)
+    set_length("batches", "batch_id", _OLD, _NEW)
 
 
 def downgrade() -> None:
-    longer = op.get_bind().scalar(
-        sa.text("SELECT count(*) FROM batches WHERE length(batch_id) > :n"), {"n": _OLD}
-    )
-    if longer:
-        raise StorageError(
-            f"cannot downgrade below 0007: {longer} batch id(s) are longer than {_OLD}"
-            " characters, which the older schema cannot hold"
-        )
-    _set_length(_NEW, _OLD)
-
-
-def _set_length(old: int, new: int) -> None:
-    bind = op.get_bind()
-    if bind.dialect.name != "sqlite":
-        op.alter_column(
-            "batches",
-            "batch_id",
-            existing_type=sa.String(old),
-            type_=sa.String(new),
-            existing_nullable=False,
-        )
-        return
-    # SQLite's own recipe for a schema change that leaves the stored rows as they are
-    # (https://sqlite.org/lang_altertable.html, "making other kinds of table schema
-    # changes"): edit the table's CREATE statement, bump the schema version so that every
-    # connection re-reads it, and check the database's integrity before committing.
-    sql = bind.scalar(
-        sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'batches'")
-    )
-    declared = re.compile(rf"(\bbatch_id\s+VARCHAR\(){old}(\))", re.IGNORECASE)
-    edited, count = declared.subn(rf"\g<1>{new}\g<2>", sql)
-    if count != 1:
-        raise StorageError(f"batches.batch_id is not declared VARCHAR({old}): {sql!r}")
-    version = bind.scalar(sa.text("PRAGMA schema_version"))
-    bind.exec_driver_sql("PRAGMA writable_schema = ON")
-    try:
-        bind.execute(
-            sa.text(
-                "UPDATE sqlite_master SET sql = :sql WHERE type = 'table' AND name = 'batches'"
-            ),
-            {"sql": edited},
-        )
-        bind.exec_driver_sql(f"PRAGMA schema_version = {int(version) + 1}")
-    finally:
-        bind.exec_driver_sql("PRAGMA writable_schema = OFF")
-    problems = bind.scalar(sa.text("PRAGMA integrity_check"))
-    if problems != "ok":
-        raise StorageError(f"the SQLite schema edit left the database inconsistent: {problems}")
+    refuse_longer("batches", "batch_id", _OLD, below="0007", what="batch id")
+    set_length("batches", "batch_id", _NEW, _OLD)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 #: The newest migration. Every command compares the database against it, and reading it
 #: from Alembic's script directory would import Alembic (~0.1 s) on every start-up;
 #: tests/integration/test_migrations.py pins it to Alembic's actual head.
-SCHEMA_HEAD: Final = "0007"
+SCHEMA_HEAD: Final = "0008"
 
 
 def migrations_dir() -> Path:

@@ -180,7 +180,7 @@ class Outcome(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     batch_pk: Mapped[int] = mapped_column(ForeignKey("batches.id"))
-    job_id: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[str] = mapped_column(String(500))  # domain/outcome.py
     attempt: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     http_status: Mapped[int | None] = mapped_column(Integer)

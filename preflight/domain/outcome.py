@@ -36,6 +36,16 @@ FIELDS: Final = frozenset(
     }
 )
 MAX_ERROR_CHARS: Final = 4000
+#: The longest job id: an orchestrator's own ids fit, e.g. Airflow's 250-character task id
+#: with ``[map_index]`` (what ``preflight_job`` records), with room for other schedulers'.
+JOB_ID_MAX_LENGTH: Final = 500
+#: The job-id rule (1-500 printable characters, :func:`build_outcome`) as far as a regular
+#: expression that Python, JSON Schema and Pydantic's Rust engine read alike can say it: it
+#: refuses the control characters. JSON Schema has no Unicode categories, so the other
+#: unprintable ones (format, private use, unassigned, separators but the space, lone
+#: surrogates) are left to :func:`build_outcome` (docs/http.md, "What the schema cannot
+#: say"). The HTTP schema takes it from here (http/schemas.py).
+JOB_ID_SCHEMA_PATTERN: Final = rf"^[^\x00-\x1f\x7f-\x9f]{{1,{JOB_ID_MAX_LENGTH}}}$"
 #: One outcome is a few hundred bytes (an error text is cut at 4000 characters): a longer
 #: line is a broken file, and reading it whole would let one line take all memory.
 MAX_LINE_BYTES: Final = 64 * 1024
@@ -297,8 +307,14 @@ def build_outcome(fields: Mapping[str, object]) -> OutcomeInput:
         names = ", ".join(preview(name) for name in sorted(map(str, unknown))[:5])
         raise UsageError(f"unknown field(s): {names}{', ...' if len(unknown) > 5 else ''}")
     job_id = fields.get("job_id")
-    if not isinstance(job_id, str) or not 1 <= len(job_id) <= 200 or not job_id.isprintable():
-        raise UsageError(f"job_id: must be 1-200 printable characters: {preview(job_id)}")
+    if (
+        not isinstance(job_id, str)
+        or not 1 <= len(job_id) <= JOB_ID_MAX_LENGTH
+        or not job_id.isprintable()
+    ):
+        raise UsageError(
+            f"job_id: must be 1-{JOB_ID_MAX_LENGTH} printable characters: {preview(job_id)}"
+        )
     status_text = fields.get("status")
     status = _STATUS_OF.get(status_text) if isinstance(status_text, str) else None
     if status is None:
@@ -355,7 +371,7 @@ def _usual_row(fields: dict[str, Any]) -> OutcomeRow | None:
     marked = get("quota_failure")
     if (
         job_id.__class__ is not str
-        or not 0 < len(job_id) <= 200
+        or not 0 < len(job_id) <= JOB_ID_MAX_LENGTH
         or not job_id.isprintable()
         or (status != _SUCCEEDED_TEXT and status != _FAILED_TEXT)
         or attempt.__class__ is not int

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from preflight import contract
+from preflight.domain.outcome import JOB_ID_SCHEMA_PATTERN
 from preflight.domain.vocabulary import OutcomeStatus
 
 ACCOUNT_PATTERN = r"^[A-Za-z0-9._:@-]{1,100}$"
@@ -47,11 +48,10 @@ DURATION: Final = r"^([0-9]{1,9}s?|[0-9]{1,7}m|[0-9]{1,5}h|[0-9]{1,4}d)$"
 SINCE: Final[dict[str, Any]] = {
     "anyOf": [{"type": "string", "pattern": DURATION}, TIME_IN],
 }
-#: A job id: 1-200 printable characters. JSON Schema has no Unicode categories: the pattern
-#: refuses the control characters; the other unprintable ones (format, private use,
-#: unassigned, separators but the space, lone surrogates) are refused by the API with a
-#: 400 naming ``job_id`` (docs/http.md, "What the schema cannot say").
-JOB_ID: Final = r"^[^\x00-\x1f\x7f-\x9f]{1,200}$"
+#: A job id: 1-500 printable characters, as far as JSON Schema can say it (the domain's
+#: pattern: the other unprintable characters are refused by the API with a 400 naming
+#: ``job_id``, docs/http.md, "What the schema cannot say").
+JOB_ID: Final = JOB_ID_SCHEMA_PATTERN
 
 
 class _In(BaseModel):

@@ -412,3 +412,124 @@ def test_0007_on_postgresql_the_column_holds_500_characters_and_not_one_more(
             connection.execute(insert, {"b": "y" * 501, "t": t})
     finally:
         engine.dispose()
+
+
+def _job_id_length(engine: sa.Engine) -> int | None:
+    with engine.connect() as connection:
+        (column,) = (
+            c for c in sa.inspect(connection).get_columns("outcomes") if c["name"] == "job_id"
+        )
+    return column["type"].length  # type: ignore[no-any-return]
+
+
+def test_0008_widens_job_ids_to_500_keeping_the_rows_and_narrows_them_back(
+    database_url: str, sandbox: SandboxServer
+) -> None:
+    """Outcomes written before 0008 keep their post-mortem; after it a 500-character job id
+    and an Airflow mapped task's (a 250-character task id and ``[map_index]``) are stored;
+    the downgrade refuses while a job id is too long for the older column, and once none
+    is, narrows it keeping every row."""
+    from preflight.api import Preflight
+    from preflight.settings import load_settings
+
+    engine = build_engine(database_url)
+    settings = load_settings(
+        {
+            "PREFLIGHT_DATABASE_URL": database_url,
+            "PREFLIGHT_VENDOR_URL": sandbox.url,
+            "PREFLIGHT_API_TOKEN": DEFAULT_TOKEN,
+        }
+    )
+    old_job = "o" * 200
+    mapped_job = "t" * 250 + "[12]"
+    long_job = "é" * 500  # characters, not bytes: 1000 bytes of UTF-8
+    t = datetime(2026, 12, 1, tzinfo=UTC).replace(tzinfo=None)
+    try:
+        migrate.upgrade(engine, "0007")
+        assert _job_id_length(engine) == 200
+        # Rows as 0007 stores them (the facade would upgrade SQLite on first use).
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'default', :t)"),
+                {"t": t},
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO batches (id, batch_id, account_id, reserve, status, verified,"
+                    " labels, created_at, last_activity_at, outcome_count, consumed_cost)"
+                    " VALUES (1, 'old', 1, 0, 'open', true, '{}', :t, :t, 1, 2.5)"
+                ),
+                {"t": t},
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO outcomes (batch_pk, job_id, attempt, status, http_status,"
+                    " cost, quota_failure, occurred_at, recorded_at)"
+                    " VALUES (1, :j, 1, 'succeeded', 200, 2.5, false, :t, :t)"
+                ),
+                {"j": old_job, "t": t},
+            )
+
+        migrate.upgrade(engine)
+        assert _job_id_length(engine) == 500
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+        with Preflight(settings) as app:
+            kept = app.show("old")
+            assert (kept.outcomes.total, kept.outcomes.cost) == (1, Decimal("2.5"))
+            for job_id in (mapped_job, long_job):
+                app.record("old", {"job_id": job_id, "status": "succeeded", "cost": "1"})
+            # Idempotent on the long ids as on any: the same outcome again is no new row.
+            again = app.record("old", {"job_id": long_job, "status": "succeeded", "cost": "1"})
+            assert again.outcome.job_id == long_job
+            assert app.show("old").outcomes.total == 3
+
+        with pytest.raises(StorageError, match=r"^cannot downgrade below 0008: 2 job id\(s\)"):
+            migrate.downgrade(engine, "0007")
+        assert _job_id_length(engine) == 500  # the refused downgrade changed nothing
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("DELETE FROM outcomes WHERE job_id IN (:a, :b)"),
+                {"a": mapped_job, "b": long_job},
+            )
+
+        migrate.downgrade(engine, "0007")
+        assert _job_id_length(engine) == 200
+        with engine.connect() as connection:
+            kept_ids = set(connection.execute(sa.text("SELECT job_id FROM outcomes")).scalars())
+            assert migrate.current_revision(connection) == "0007"
+        assert kept_ids == {old_job}
+    finally:
+        engine.dispose()
+
+
+def test_0008_on_postgresql_the_column_holds_500_characters_and_not_one_more(
+    postgres_url: str,
+) -> None:
+    engine = build_engine(postgres_url)
+    t = datetime(2026, 12, 7, tzinfo=UTC).replace(tzinfo=None)
+    insert = sa.text(
+        "INSERT INTO outcomes (batch_pk, job_id, attempt, status, quota_failure, occurred_at,"
+        " recorded_at) VALUES (1, :j, 1, 'succeeded', false, :t, :t)"
+    )
+    try:
+        migrate.upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'default', :t)"),
+                {"t": t},
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO batches (id, batch_id, account_id, reserve, status, verified,"
+                    " labels, created_at, last_activity_at) VALUES (1, 'b', 1, 0, 'open',"
+                    " false, '{}', :t, :t)"
+                ),
+                {"t": t},
+            )
+            connection.execute(insert, {"j": "x" * 500, "t": t})
+        with pytest.raises(sa.exc.DataError), engine.begin() as connection:
+            connection.execute(insert, {"j": "y" * 501, "t": t})
+    finally:
+        engine.dispose()

@@ -29,7 +29,20 @@ from preflight.errors import UsageError
 
 # Per field: values at and just past every bound the validator has, of every JSON type.
 EDGES: dict[str, list[Any]] = {
-    "job_id": ["job-1", "", "j" * 200, "j" * 201, "a\nb", "é", "\u200b", 7, None, ["j"]],
+    "job_id": [
+        "job-1",
+        "",
+        "j" * 200,
+        "j" * 201,
+        "j" * 500,
+        "j" * 501,
+        "a\nb",
+        "é",
+        "\u200b",
+        7,
+        None,
+        ["j"],
+    ],
     "status": ["succeeded", "failed", "FAILED", " failed", "", 1, None, True, ["failed"], {}],
     "cost": [
         *("0.25", "0", "0.250", "7", "1e2", " 1", "-1", "-0", "abc", "", "NaN", "1_0"),
@@ -68,7 +81,7 @@ USUAL_VALUES: dict[str, Any] = {
 }
 USUAL_RECORDS = st.fixed_dictionaries(
     {
-        "job_id": st.sampled_from(["job-1", "j" * 200]),
+        "job_id": st.sampled_from(["job-1", "j" * 200, "j" * 500]),
         "status": st.sampled_from(["succeeded", "failed"]),
     },
     optional=USUAL_VALUES,

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
 
-from preflight.domain.outcome import build_outcome, parse_json_line, parse_timestamp
+from preflight.domain.outcome import (
+    JOB_ID_MAX_LENGTH,
+    JOB_ID_SCHEMA_PATTERN,
+    build_outcome,
+    outcome_row,
+    parse_json_line,
+    parse_json_row,
+    parse_timestamp,
+)
 from preflight.errors import UsageError
 
 GOOD = {"job_id": "j1", "status": "failed"}
@@ -101,3 +110,50 @@ def test_unknown_field_names_are_quoted_and_capped() -> None:
     assert str(info.value).startswith("unknown field(s): 'a\\nb', 'xxxx")
     assert "\n" not in str(info.value)
     assert len(str(info.value)) < 200
+
+
+# ---------------------------------------------------------------- job ids (issue 20)
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        pytest.param("j" * 500, id="500"),
+        pytest.param("é" * 500, id="500-unicode"),
+        pytest.param("t" * 250 + "[1023]", id="airflow-mapped-task"),
+    ],
+)
+def test_a_job_id_of_up_to_500_printable_characters_is_taken(job_id: str) -> None:
+    assert build_outcome({**GOOD, "job_id": job_id}).job_id == job_id
+    assert parse_json_line(line(job_id=job_id)).job_id == job_id
+    # The bulk import's fast path takes it too (a row, not None), the same row as the
+    # full validator's.
+    assert parse_json_row(line(job_id=job_id)) == outcome_row(
+        build_outcome({**GOOD, "job_id": job_id})
+    )
+
+
+@pytest.mark.parametrize("job_id", ["j" * 501, "é" * 501, "", "a\nb", "\u200b"])
+def test_a_longer_or_unprintable_job_id_is_one_line_naming_the_field(job_id: str) -> None:
+    for parse in (
+        lambda: build_outcome({**GOOD, "job_id": job_id}),
+        lambda: parse_json_line(line(job_id=job_id)),
+    ):
+        with pytest.raises(
+            UsageError, match=r"^job_id: must be 1-500 printable characters: "
+        ) as info:
+            parse()
+        message = str(info.value)
+        assert "\n" not in message
+        assert len(message) < 200  # the id is previewed, not echoed whole
+
+
+def test_the_schema_pattern_of_a_job_id_takes_500_characters_and_not_501() -> None:
+    # The pattern the HTTP schema reads (http/schemas.py takes it from the domain).
+    pattern = re.compile(JOB_ID_SCHEMA_PATTERN)
+    assert JOB_ID_MAX_LENGTH == 500
+    assert pattern.fullmatch("j" * 500)
+    assert pattern.fullmatch("é" * 500)
+    assert not pattern.fullmatch("j" * 501)
+    assert not pattern.fullmatch("")
+    assert not pattern.fullmatch("a\nb")
