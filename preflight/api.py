@@ -74,7 +74,7 @@ class Preflight:
         self.runtime = Runtime(settings, database=database, http_factory=http_factory, clock=clock)
         self._remote: RemoteClient | None = None
         if server_url or settings.server_url:
-            from preflight.remote import connect  # remote mode's client: only then
+            from preflight.remote import connect  # cold path: `preflight check` (no asyncio)
 
             self._remote = connect(settings, server_url, server_token)
 

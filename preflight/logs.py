@@ -232,14 +232,15 @@ def _set_levels(numeric_level: int) -> None:
 
 def _configure(numeric_level: int, fmt: str, stream: TextIO) -> logging.Handler:
     """Configure structlog; the stdlib handler that renders like it."""
-    import structlog
-    from structlog.tracebacks import ExceptionDictTransformer
+    import structlog  # cold path: `preflight check` (structlog costs ~70 ms)
 
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
 
     exception_processor: Processor = (
         # show_locals=False: frame locals would include the token.
-        structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
         if as_json
         else structlog.processors.format_exc_info
     )

@@ -33,6 +33,7 @@ from preflight.adapters import (
 )
 from preflight.domain import amounts
 from preflight.domain.amounts import preview
+from preflight.domain.outcome import EARLIEST_TIME, LATEST_TIME, parse_timestamp
 from preflight.domain.vocabulary import FINDING_KINDS
 from preflight.errors import ConfigError, UsageError
 from preflight.secret import TOKEN_FORMAT, Secret, is_valid_token
@@ -145,9 +146,6 @@ MAX_DURATION: Final = timedelta(days=36500)
 def parse_since(value: str, field: str = "since") -> datetime:
     """A ``since`` filter: a duration back from now (``24h``, ``7d``) or an ISO 8601 time;
     a ``UsageError`` naming ``field`` otherwise."""
-    # The outcome parser's (and its json): settings load for every command, this rarely.
-    from preflight.domain.outcome import EARLIEST_TIME, LATEST_TIME, parse_timestamp
-
     try:
         return datetime.now(UTC) - parse_duration(value)
     except ValueError:
@@ -294,7 +292,7 @@ def _finding_kinds(text: Any) -> tuple[str, ...]:
 
 
 def _crontab(text: Any) -> str:
-    from apscheduler.triggers.cron import CronTrigger  # deferred: only when a cron is set
+    from apscheduler.triggers.cron import CronTrigger  # cold path: `preflight check`
 
     expression = " ".join(str(text).split())
     try:

@@ -17,6 +17,7 @@ from typing import Final
 
 from preflight.adapters.base import METER_NAME, Adapter, Reading
 from preflight.adapters.builtin import BUILTIN, ProfileAdapter
+from preflight.adapters.declarative import KEYS, build
 from preflight.domain.errors import ConfigError
 
 __all__ = [
@@ -48,8 +49,6 @@ def build_adapter(vendor: str, options: Mapping[str, object], where: str) -> Ada
     ``where`` names the table in messages (``[accounts.team-b]``).
     """
     if vendor == "declarative":
-        from preflight.adapters.declarative import KEYS, build
-
         _no_unknown(options, KEYS, where)
         return build(options, where)
     if vendor not in BUILTIN:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
+from airflow import sdk
+
 from preflight.airflow.hooks import PreflightHook
 from preflight.airflow.operators import DEFAULT_BATCH_ID
+from preflight.errors import PreflightError
 from preflight.integrations.outcome import failure_fields, success_fields
+from preflight.integrations.recorder import record_attempt
 
 if TYPE_CHECKING:
     from preflight.services.results import RecordResult
@@ -90,9 +95,7 @@ def preflight_job(
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            from airflow.sdk import get_current_context
-
-            context = get_current_context()
+            context = sdk.get_current_context()
             ti = context["ti"]
             job_id, attempt = _job_id(ti), int(ti.try_number)
             batch = str(ti.task.render_template(batch_id, context))
@@ -127,11 +130,6 @@ def _record(
 ) -> RecordResult | None:
     """Record the outcome ``fields()`` builds (the shared rules of
     :mod:`preflight.integrations.outcome`); None, logged, when preflight cannot."""
-    import logging
-
-    from preflight.errors import PreflightError
-    from preflight.integrations.recorder import record_attempt
-
     log = logging.getLogger("preflight.airflow")
     hook = PreflightHook(conn_id)
     try:

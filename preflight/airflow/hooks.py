@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
+import preflight
+from preflight.errors import ConfigError
+from preflight.secret import Secret
+
 if TYPE_CHECKING:
     from preflight.api import Preflight
     from preflight.domain.outcome import OutcomeInput
-    from preflight.secret import Secret
     from preflight.services.results import (
         BatchReport,
         CheckResult,
@@ -49,9 +52,6 @@ class Target:
 
 def target_of(conn: Any) -> Target:
     """The :class:`Target` of an Airflow ``Connection`` (host, port, schema, password, extra)."""
-    from preflight.errors import ConfigError
-    from preflight.secret import Secret
-
     extra = conn.extra_dejson if conn.extra else {}
     if not isinstance(extra, Mapping):
         raise ConfigError(f"connection {conn.conn_id!r}: extra must be a JSON object")
@@ -132,12 +132,11 @@ class PreflightHook(BaseHook):
     def _facade(self, target: Target) -> Preflight:
         with self._lock:
             if self._app is None:
-                from preflight.api import Preflight
-
+                # The facade resolves on first use: a DAG parse loads none of it.
                 self._app = (
-                    Preflight.remote(target.url, target.token)
+                    preflight.Preflight.remote(target.url, target.token)
                     if target.url is not None and target.token is not None
-                    else Preflight()
+                    else preflight.Preflight()
                 )
             return self._app
 
@@ -203,9 +202,7 @@ class PreflightHook(BaseHook):
         if target.url is None or target.token is None:
             facade = await asyncio.to_thread(self._facade, target)
             return await asyncio.to_thread(getattr(facade, verb), *args, **kw)
-        from preflight.remote import AsyncPreflight
-
-        async with AsyncPreflight.remote(target.url, target.token) as pf:
+        async with preflight.AsyncPreflight.remote(target.url, target.token) as pf:
             return await getattr(pf, verb)(*args, **kw)
 
     async def acheck(

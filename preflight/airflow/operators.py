@@ -14,6 +14,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from preflight.airflow.hooks import PreflightHook
 from preflight.airflow.triggers import PreflightBalanceTrigger
+from preflight.domain.verdict import Verdict
+from preflight.domain.wire import amount_text
+from preflight.errors import UsageError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -46,8 +49,6 @@ def _utcnow() -> datetime:
 
 
 def _text(value: Decimal | None) -> str | None:
-    from preflight.domain.wire import amount_text
-
     return amount_text(value)
 
 
@@ -149,8 +150,6 @@ class PreflightCheckOperator(BaseOperator):
     # ------------------------------------------------------------ the verdict table
 
     def _check(self) -> CheckResult:
-        from preflight.errors import UsageError
-
         hook = PreflightHook(self.preflight_conn_id)
         try:
             return hook.check(
@@ -167,8 +166,6 @@ class PreflightCheckOperator(BaseOperator):
             hook.close()
 
     def _action(self, result: CheckResult) -> str:
-        from preflight.domain.verdict import Verdict
-
         verdict = result.verdict
         if verdict is Verdict.GO:
             return "go"
@@ -273,8 +270,6 @@ class PreflightFinishOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Finish the batch and sum up its spend and its quota failures."""
-        from preflight.errors import UsageError
-
         hook = PreflightHook(self.preflight_conn_id)
         try:
             finished = hook.finish(self.batch_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -82,8 +83,6 @@ class PreflightBalanceSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool:
         """One balance reading: covered or not; hopeless answers fail the task."""
-        import asyncio
-
         hook = PreflightHook(self.preflight_conn_id)
         try:
             event = asyncio.run(self._trigger(None)._poll(hook))

@@ -12,6 +12,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from preflight.airflow.hooks import PreflightHook
+from preflight.domain.batch import choose_meter
+from preflight.domain.verdict import Verdict, assess
+from preflight.domain.wire import amount_text
+from preflight.errors import (
+    AuthError,
+    BillingBlockedError,
+    PreflightError,
+    UsageError,
+    VendorError,
+)
 
 if TYPE_CHECKING:
     from preflight.services.results import CheckResult
@@ -27,8 +37,6 @@ def _utcnow() -> datetime:
 
 
 def _text(value: Decimal | None) -> str | None:
-    from preflight.domain.wire import amount_text
-
     return amount_text(value)
 
 
@@ -129,8 +137,6 @@ class PreflightBalanceTrigger(BaseTrigger):
             await hook.aclose()
 
     async def _poll(self, hook: PreflightHook) -> dict[str, Any] | None:
-        from preflight.errors import PreflightError, UsageError, VendorError
-
         try:
             if self.batch_id is not None:
                 return self._from_check(
@@ -147,8 +153,6 @@ class PreflightBalanceTrigger(BaseTrigger):
         except UsageError as exc:
             return {"status": "error", "verdict": None, "message": str(exc)}
         except VendorError as exc:
-            from preflight.errors import AuthError, BillingBlockedError
-
             if isinstance(exc, AuthError | BillingBlockedError):
                 verdict = "auth_failed" if isinstance(exc, AuthError) else "billing_blocked"
                 return {"status": "error", "verdict": verdict, "message": str(exc)}
@@ -159,8 +163,6 @@ class PreflightBalanceTrigger(BaseTrigger):
             return None
 
     def _from_check(self, result: CheckResult) -> dict[str, Any] | None:
-        from preflight.domain.verdict import Verdict
-
         verdict = result.verdict.value
         if verdict in _HOPELESS:
             return {"status": "error", "verdict": verdict, "message": result.reason}
@@ -179,9 +181,6 @@ class PreflightBalanceTrigger(BaseTrigger):
         return None
 
     async def _from_profile(self, hook: PreflightHook) -> dict[str, Any] | None:
-        from preflight.domain.batch import choose_meter
-        from preflight.domain.verdict import Verdict, assess
-
         # A blocked account or a refused token raises here (the vendor's 402 / 401), and
         # the caller ends the trigger with that error.
         reading = await hook.aprofile(self.account)

@@ -1,14 +1,21 @@
-"""Setting up and trying out: ``demo``, ``db upgrade``, ``simulate`` (the sandbox vendor)."""
+"""Trying out: ``demo`` and ``simulate`` (the sandbox vendor); ``db upgrade`` is
+:mod:`preflight.cli.schema`."""
 
 from __future__ import annotations
 
+import shutil
 import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from preflight.cli.render import print_show
 from preflight.cli.support import FORMAT_OPTION, emit_json, load_cli_settings, open_app
+from preflight.demo import default_demo_database, run_demo
+from preflight.sandbox import DEFAULT_TOKEN, DIALECTS, VENDORS, serve_forever
+from preflight.settings import parse_amount
 
 if TYPE_CHECKING:
     from decimal import Decimal
@@ -29,11 +36,6 @@ def demo(database_url: str | None, output_format: str) -> int:
     the first one spends it (concurrent_consumption). Uses its own database, never
     the one in PREFLIGHT_DATABASE_URL.
     """
-
-    from dataclasses import replace  # the demo's, like the rest: not --help's
-
-    from preflight.demo import default_demo_database, run_demo
-
     settings = load_cli_settings()
     url = database_url or default_demo_database()
     say = (lambda _line: None) if output_format == "json" else click.echo
@@ -52,25 +54,8 @@ def demo(database_url: str | None, output_format: str) -> int:
     return 0
 
 
-@click.group()
-def db() -> None:
-    """Database schema (Alembic migrations)."""
-
-
-@db.command("upgrade")
-@click.option("--revision", default="head", show_default=True, help="Target revision.")
-def db_upgrade(revision: str) -> int:
-    """Migrate the database in PREFLIGHT_DATABASE_URL (needed once for PostgreSQL)."""
-    from preflight.services.schema import upgrade_schema
-
-    current = upgrade_schema(load_cli_settings(tokens=False), revision)
-    click.echo(f"database schema at revision {current}")
-    return 0
-
-
-# The sandbox's vendor names (preflight.sandbox.VENDORS, which a test keeps this equal to):
-# importing the sandbox here would slow every command down by its HTTP server's imports.
-_SIMULATED_VENDORS = ("default", "openrouter", "elevenlabs", "deepgram", "deepseek", "custom")
+# The sandbox's vendor names: this module is imported only when `demo` or `simulate` runs.
+_SIMULATED_VENDORS = VENDORS
 
 
 @click.command()
@@ -139,8 +124,6 @@ def simulate(
     It prints how to point preflight at it: PREFLIGHT_VENDOR=NAME (other than
     default), PREFLIGHT_VENDOR_URL=http://HOST:PORT, PREFLIGHT_API_TOKEN=<token>.
     """
-    from preflight.sandbox import DEFAULT_TOKEN, DIALECTS, serve_forever
-
     meters: dict[str, object] = {}
     if vendor == "default":
         meters["credits"] = _optional_amount(credits_, "--credits")
@@ -177,11 +160,8 @@ def simulate(
 
 
 def _optional_amount(text: str, option: str) -> Decimal | None:
-
     if text.strip().lower() == "none":
         return None
-    from preflight.settings import parse_amount  # the settings: not for `--help`
-
     try:
         return parse_amount(text)
     except ValueError as exc:
@@ -191,9 +171,6 @@ def _optional_amount(text: str, option: str) -> Decimal | None:
 def _program() -> str:
     """How to run preflight again from this shell: ``preflight`` if that is what PATH finds,
     else the path this one was started by (an inactive virtual environment)."""
-    import shutil  # here, with pathlib: `preflight --help` loads neither
-    from pathlib import Path
-
     started = Path(sys.argv[0]).resolve()
     on_path = shutil.which("preflight")
     if on_path and Path(on_path).resolve() == started:

@@ -1,8 +1,5 @@
-"""CLI commands of the scheduled audit: ``audit``, ``worker``, ``findings``.
-
-Heavy modules (SQLAlchemy, httpx, APScheduler) are imported inside the commands, so
-``--help`` stays fast.
-"""
+"""CLI commands of the audit: ``audit`` (one run now) and ``findings`` (what it found); the
+scheduled audit, ``worker``, is :mod:`preflight.cli.worker`."""
 
 from __future__ import annotations
 
@@ -87,25 +84,6 @@ def _describe(finding: dict[str, Any]) -> str:
         f"{finding['kind']}{amount}{on}, {finding['window_start']} .. {finding['window_end']}, "
         f"batches: {batches}"
     )
-
-
-# ---------------------------------------------------------------- worker
-
-
-@click.command()
-def worker() -> int:
-    """Run the audit on a schedule until SIGTERM / SIGINT (then exit 0).
-
-    PREFLIGHT_AUDIT_INTERVAL (default 15m) or PREFLIGHT_AUDIT_CRON (UTC) sets the ticks.
-    Run as many replicas as you like against one database: each period is claimed in
-    the database, so exactly one replica audits it, and a period whose replica died is
-    completed by another once its lease (PREFLIGHT_AUDIT_LEASE) expires.
-    """
-    from preflight.worker import run_worker
-
-    with open_app() as app:
-        run_worker(app.runtime, announce=lambda line: click.echo(line, err=True))
-    return 0
 
 
 # ---------------------------------------------------------------- findings

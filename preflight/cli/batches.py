@@ -17,7 +17,10 @@ from preflight.cli.support import (
     open_app,
     parse_since,
 )
+from preflight.contract import ADVISORY, exit_code
+from preflight.domain.outcome import MAX_LINE_BYTES
 from preflight.domain.vocabulary import BatchStatus, Tag
+from preflight.settings import parse_duration
 
 if TYPE_CHECKING:
     from decimal import Decimal
@@ -105,9 +108,6 @@ def check(
       unavailable     13   vendor down or unusable after retries (0 with --fail-open)
       usage error      2
     """
-    # The contract's exit codes and words: loaded by the check's result anyway, not by --help.
-    from preflight.contract import ADVISORY, exit_code
-
     label_map = _parse_labels(labels)
     with open_app() as app:
         result = app.check(
@@ -247,8 +247,6 @@ def record(
         shown = ImportProgressLine()
         try:
             with open_app() as app, source as stream:
-                from preflight.domain.outcome import MAX_LINE_BYTES  # record's, not --help's
-
                 lines = bounded_lines(stream, MAX_LINE_BYTES)
                 result = app.record_many(batch_id, lines, account=account, progress=shown)
         finally:
@@ -361,8 +359,6 @@ def guard(
       stop      15   balance < --next-cost, or balance < remaining need
       usage error 2  (no need declared and no --next-cost)
     """
-    from preflight.settings import parse_duration
-
     try:
         age = parse_duration(max_age)
     except ValueError as exc:

@@ -43,9 +43,9 @@ _BY_ERROR: Final[tuple[tuple[type[PreflightError], int], ...]] = (
 def exit_code_of(error: PreflightError) -> int:
     """The documented exit code of ``error``."""
     if isinstance(error, NoGoError):
-        # The contract's table (and the domain it reads): a no-go's, never `--help`'s.
-        from preflight.contract import exit_code
-        from preflight.domain.verdict import Verdict
+        # The contract's table and the domain it reads: a no-go's only.
+        from preflight.contract import exit_code  # cold path: `preflight --help`
+        from preflight.domain.verdict import Verdict  # cold path: `preflight --help`
 
         return exit_code(Verdict(error.verdict), strict=error.strict)
     return next((code for kind, code in _BY_ERROR if isinstance(error, kind)), INTERNAL)

@@ -2,23 +2,26 @@
 
 The command reads the report's data through the facade (which calls
 :mod:`preflight.services.reports`), renders it with :mod:`preflight.report`, and writes
-the file atomically: a report is never seen half-written. Jinja2 and SQLAlchemy are
-imported inside the command, so ``preflight --help`` stays fast.
+the file atomically: a report is never seen half-written.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+import tempfile
+from pathlib import Path
 
 import click
 
 from preflight.cli.support import open_app, parse_since
 from preflight.errors import UsageError
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from preflight.report.render import (
+    account_file_name,
+    batch_file_name,
+    render_account,
+    render_batch,
+)
 
 
 @click.command()
@@ -59,13 +62,6 @@ def report(batch_id: str | None, account: str | None, since: str | None, output:
         raise click.UsageError("give either BATCH_ID or --account ACCOUNT")
     if since is not None and not account:
         raise click.UsageError("--since goes with --account")
-    from preflight.report.render import (
-        account_file_name,
-        batch_file_name,
-        render_account,
-        render_batch,
-    )
-
     with open_app() as app:
         if batch_id is not None:
             html = render_batch(app.report(batch_id))
@@ -81,8 +77,6 @@ def report(batch_id: str | None, account: str | None, since: str | None, output:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return 0
-    from pathlib import Path  # here: pathlib and tempfile cost `preflight --help` ~5 ms
-
     path = Path(output or default)
     _write_atomically(path, data)
     click.echo(f"wrote {path} ({len(data)} bytes)")
@@ -91,9 +85,6 @@ def report(batch_id: str | None, account: str | None, since: str | None, output:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, then rename it over ``path``."""
-    import tempfile  # the report's (see above)
-    from pathlib import Path
-
     directory = path.parent if str(path.parent) else Path()
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import click
 
 from preflight.cli.support import load_cli_settings
+from preflight.services.runtime import Runtime
+
+try:
+    import uvicorn
+
+    from preflight.http.app import create_app
+    from preflight.http.server import uvicorn_config
+except ImportError as missing:  # the server extra is optional: `serve` says what to install
+    _MISSING: str | None = missing.name
+else:
+    _MISSING = None
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -28,20 +40,10 @@ def serve(host: str, port: int) -> int:
     /healthz. The OpenAPI document is /openapi.json, interactive docs /docs. Runs until
     SIGTERM / SIGINT. Remote-mode settings (PREFLIGHT_SERVER_URL) are ignored here.
     """
-    try:
-        import uvicorn
-
-        from preflight.http.app import create_app
-        from preflight.http.server import uvicorn_config
-    except ImportError as exc:
+    if _MISSING is not None:
         raise click.UsageError(
-            f"the HTTP API needs the server extra: pip install 'preflight[server]' ({exc.name})"
-        ) from None
-
-    import logging  # serve's alone: `preflight --help` loads no logging
-
-    from preflight.services.runtime import Runtime
-
+            f"the HTTP API needs the server extra: pip install 'preflight[server]' ({_MISSING})"
+        )
     settings = load_cli_settings()
     app = create_app(Runtime(settings), close_runtime=True)
     # "Uvicorn running on http://HOST:PORT" (the real port when --port 0) whatever the level.

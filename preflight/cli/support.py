@@ -1,22 +1,20 @@
-"""Helpers shared by the command modules: options, JSON output, settings, the app.
-
-Heavy modules are imported inside functions, so ``preflight --help`` stays fast (even
-``json`` and ``decimal``: they are a few milliseconds of a ~70 ms ``--help``).
-"""
+"""Helpers shared by the command modules: options, JSON output, settings, the app."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from decimal import Decimal
+from typing import Any, BinaryIO
 
 import click
 
+from preflight.api import Preflight
 from preflight.errors import UsageError
-
-if TYPE_CHECKING:
-    from preflight.api import Preflight
-    from preflight.settings import Settings
+from preflight.logs import defer_logging
+from preflight.settings import Settings, load_settings
+from preflight.settings import parse_since as _parse_since
 
 FORMAT_OPTION = click.option(
     "--format",
@@ -29,8 +27,6 @@ FORMAT_OPTION = click.option(
 
 
 def _json_default(value: object) -> str:
-    from decimal import Decimal  # a --format json command's, with json
-
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
@@ -39,8 +35,6 @@ def _json_default(value: object) -> str:
 
 
 def emit_json(data: Any) -> None:
-    import json  # a --format json command's: `preflight --help` and a text check skip it
-
     click.echo(json.dumps(data, default=_json_default, ensure_ascii=False))
 
 
@@ -48,9 +42,6 @@ def load_cli_settings(*, tokens: bool = True) -> Settings:
     """Read the settings once and set up logging from them (``tokens=False``: a command
     that never calls the vendor, so a missing token secret cannot stop it). Logging is
     set up when the first event at the configured level is emitted."""
-    from preflight.logs import defer_logging
-    from preflight.settings import load_settings
-
     settings = load_settings(tokens=tokens)
     defer_logging(settings.log_level, settings.log_format)
     return settings
@@ -58,8 +49,6 @@ def load_cli_settings(*, tokens: bool = True) -> Settings:
 
 def open_app(settings: Settings | None = None) -> Preflight:
     """The Python API object a command works through (close it, or use ``with``)."""
-    from preflight.api import Preflight
-
     return Preflight(settings or load_cli_settings())
 
 
@@ -83,12 +72,10 @@ SINCE_OPTION = click.option(
 
 def parse_since(value: str | None) -> datetime | None:
     """``--since`` as an aware UTC time: an ISO 8601 time, or a duration back from now."""
-    from preflight.settings import parse_since as parse
-
     if value is None:
         return None
     try:
-        return parse(value, "--since")
+        return _parse_since(value, "--since")
     except UsageError as error:
         raise click.BadParameter(
             str(error).removeprefix("--since: "), param_hint="--since"

@@ -7,22 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import click
 
 from preflight.cli.render import print_rows
 from preflight.cli.support import FORMAT_OPTION, emit_json, load_cli_settings
 from preflight.domain.tokens import SCOPES
-
-if TYPE_CHECKING:
-    from preflight.services.runtime import Runtime
+from preflight.services.runtime import Runtime
+from preflight.services.tokens import create_token, list_tokens, revoke_token
 
 
 @contextmanager
 def _runtime() -> Iterator[Runtime]:
-    from preflight.services.runtime import Runtime
-
     with Runtime(load_cli_settings(tokens=False)) as rt:
         yield rt
 
@@ -44,8 +40,6 @@ def token() -> None:
 @FORMAT_OPTION
 def create(name: str, scopes: str, output_format: str) -> int:
     """Create a token and print it once: it cannot be shown again."""
-    from preflight.services.tokens import create_token
-
     with _runtime() as rt:
         created = create_token(rt, name, scopes)
     secret = created.token.reveal()
@@ -65,8 +59,6 @@ def create(name: str, scopes: str, output_format: str) -> int:
 @FORMAT_OPTION
 def list_command(output_format: str) -> int:
     """Tokens by name, with their scopes and whether they are revoked (never the token)."""
-    from preflight.services.tokens import list_tokens
-
     with _runtime() as rt:
         rows = [view.to_dict() for view in list_tokens(rt)]
     print_rows(
@@ -88,8 +80,6 @@ def list_command(output_format: str) -> int:
 @FORMAT_OPTION
 def revoke(name: str, output_format: str) -> int:
     """Revoke the token NAME: the server refuses it (401) from the next request on."""
-    from preflight.services.tokens import revoke_token
-
     with _runtime() as rt:
         view = revoke_token(rt, name)
     if output_format == "json":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from apscheduler.triggers.cron import CronTrigger
+
 from preflight.domain.errors import ConfigError
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -27,8 +29,6 @@ def period_start(now: datetime, *, interval: timedelta, cron: str | None = None)
 
 def _cron_period_start(expression: str, now: datetime) -> datetime:
     # Crontab arithmetic only (no scheduler runs): APScheduler's trigger parses it.
-    from apscheduler.triggers.cron import CronTrigger
-
     trigger = CronTrigger.from_crontab(expression, timezone=UTC)
     # APScheduler 3 only looks forward: walk from a little before now, widening the
     # look-back until it holds a fire time (a yearly crontab needs a year).

@@ -5,7 +5,9 @@ A token is shown once, when it is created; the database keeps only its SHA-256.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from typing import Final
 
 from preflight.domain.errors import UsageError
@@ -20,15 +22,11 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}")
 
 def new_token() -> str:
     """A fresh random token: 256 bits, URL-safe, printable ASCII."""
-    import secrets  # here: with hashlib, ~5 ms of `preflight --help`, which lists SCOPES
-
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def token_hash(token: str) -> str:
     """The hex SHA-256 of ``token``: what the database keeps and requests are looked up by."""
-    import hashlib
-
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 

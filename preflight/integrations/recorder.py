@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from preflight.api import Preflight
 from preflight.errors import PreflightError
 from preflight.integrations.outcome import failure_fields, success_fields
 from preflight.logs import get_logger
 
 if TYPE_CHECKING:
+    from preflight.api import Preflight
     from preflight.services.results import RecordResult
 
 __all__ = ["record_attempt", "record_failure", "record_success"]

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from hashlib import sha256
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Final
 
@@ -64,8 +65,6 @@ def _safe(name: str) -> str:
     safe = _UNSAFE.sub("_", name).strip("._") or "report"
     if len(safe) <= _NAME_MAX:
         return safe
-    from hashlib import sha256  # only for the rare long id
-
     digest = sha256(name.encode()).hexdigest()[:_DIGEST_CHARS]
     return f"{safe[: _NAME_MAX - _DIGEST_CHARS - 1]}-{digest}"
 

@@ -89,8 +89,8 @@ def check(
     account_name = rt.account_name(account)
     basis: NeedBasis | None = None
     if jobs is not None or estimate_from is not None or estimate or min_history is not None:
-        # Only here: the history is read with the ORM, which a plain check never imports.
-        from preflight.services.forecasts import need_from_history
+        # The history is read with the ORM, which a plain check never imports.
+        from preflight.services.forecasts import need_from_history  # cold path: `preflight check`
 
         if need_amount is not None:
             raise UsageError("need: give a need or --jobs with --estimate-from, not both")

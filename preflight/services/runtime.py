@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Self
 
 from preflight.errors import ConfigError
 from preflight.logs import apply_level
+from preflight.vendor import RetryPolicy, VendorClient, build_http_client
 
 if TYPE_CHECKING:
     import httpx
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from preflight.db.embedded import EmbeddedSQLite
     from preflight.db.session import Database
     from preflight.settings import Settings
-    from preflight.vendor import VendorClient
 
 Clock = Callable[[], datetime]
 
@@ -55,8 +55,9 @@ class Runtime:
     def database(self) -> Database:
         """The database, its schema checked (the embedded SQLite upgrades itself)."""
         if self._database is None:
+            # cold path: `Preflight.remote(...)` loads nothing of db/, nor SQLAlchemy
             from preflight.db.migrate import ensure_schema
-            from preflight.db.session import Database
+            from preflight.db.session import Database  # cold path: `preflight check` on SQLite
 
             database = Database.from_url(
                 self.settings.database_url,
@@ -76,6 +77,7 @@ class Runtime:
         if self._embedded is not None:
             return self._embedded
         if self._database is None and not self._embedded_tried:
+            # cold path: `Preflight.remote(...)` loads nothing of db/
             from preflight.db.embedded import EmbeddedSQLite
 
             self._embedded_tried = True
@@ -90,8 +92,6 @@ class Runtime:
 
     def vendor(self, account: str | None = None) -> VendorClient:
         """The vendor client of ``account``; ConfigError when it has no token."""
-        from preflight.vendor import RetryPolicy, VendorClient, build_http_client
-
         account_settings = self.settings.account_settings(account)
         name = account_settings.name
         if name not in self._vendors:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from preflight.db import migrate
+from preflight.db.session import build_engine, translate_db_errors
+from preflight.errors import SchemaMissingError
 from preflight.services.runtime import Runtime
 from preflight.settings import Settings
 
@@ -11,9 +14,6 @@ def upgrade_schema(settings: Settings, revision: str = "head") -> str | None:
 
     Needs no vendor token: a migration job reads only the database URL.
     """
-    from preflight.db import migrate
-    from preflight.db.session import build_engine, translate_db_errors
-
     engine = build_engine(settings.database_url)
     try:
         migrate.upgrade(engine, revision)
@@ -26,10 +26,6 @@ def upgrade_schema(settings: Settings, revision: str = "head") -> str | None:
 def ready_revision(rt: Runtime) -> str:
     """The database's schema revision, once it is reachable and at head; else StorageError
     (or SchemaMissingError): what a readiness probe asks."""
-    from preflight.db import migrate
-    from preflight.db.session import translate_db_errors
-    from preflight.errors import SchemaMissingError
-
     engine = rt.database.engine
     with translate_db_errors(), engine.connect() as connection:
         current = migrate.current_revision(connection)

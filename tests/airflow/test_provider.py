@@ -63,3 +63,33 @@ def test_the_provider_info_module_imports_nothing_heavy() -> None:
         "preflight.airflow",
         "preflight.airflow.provider",
     ]
+
+
+def test_what_a_dag_file_imports_of_preflight_loads_no_facade_and_no_database() -> None:
+    # A DAG parse imports the operators, the decorator and the retry policy: after Airflow's
+    # own modules, they add neither the facade nor the layers under it (resolved on first
+    # use, in a task), nor an HTTP client or SQLAlchemy.
+    probe = (
+        "import json, sys\n"
+        "import airflow.sdk, airflow.triggers.base\n"
+        "before = set(sys.modules)\n"
+        "import preflight.airflow as pa\n"
+        "for name in pa.__all__:\n"
+        "    getattr(pa, name)\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    loaded = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    heavy = (
+        "sqlalchemy",
+        "httpx",
+        "preflight.api",
+        "preflight.remote",
+        "preflight.services",
+        "preflight.db",
+    )
+    assert [m for m in loaded if m.startswith(heavy)] == []
+    assert "preflight.airflow.operators" in loaded

@@ -110,3 +110,53 @@ def test_no_service_imports_the_models_not_even_for_annotations() -> None:
     graph = grimp.build_graph("preflight", exclude_type_checking_imports=False)
     importers = graph.find_modules_that_directly_import("preflight.db.models")
     assert sorted(m for m in importers if m.startswith("preflight.services")) == []
+
+
+# ---------------------------------------------------------------- declared cold paths (issue 19)
+
+#: The entry points whose start-up is held to a list of modules
+#: (tests/e2e/test_cold_start.py), and Airflow's DAG parse (tests/airflow/test_provider.py):
+#: an import is deferred into a function only to keep one of them from loading a module.
+COLD_PATHS = (
+    "`preflight check`",
+    "`preflight --help`",
+    "`import preflight`",
+    "`import preflight.remote`",
+    "`Preflight.remote(",
+    "`AsyncPreflight.remote(",
+    "DAG parse",
+)
+
+
+def _deferred_imports() -> dict[str, list[ast.Import | ast.ImportFrom]]:
+    """Every import inside a function of preflight/, by file (a nested function's once)."""
+    found: dict[str, list[ast.Import | ast.ImportFrom]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        unique = {id(node): node for node in _function_imports(ast.parse(path.read_text()))}
+        if unique:
+            found[str(path.relative_to(PACKAGE))] = sorted(
+                unique.values(), key=lambda node: node.lineno
+            )
+    return found
+
+
+def test_at_most_25_imports_are_deferred_into_functions() -> None:
+    # Start-up laziness is declared (the verb table, the CLI's command table, the facade's
+    # names), not spread over the code: the rest import at the top of their module.
+    deferred = {name: len(nodes) for name, nodes in _deferred_imports().items()}
+    assert sum(deferred.values()) <= 25, deferred
+
+
+def test_each_import_deferred_into_a_function_names_the_cold_path_it_protects() -> None:
+    # A one-line comment on the import (or the line above): "cold path: `preflight --help`
+    # ...". db/ says its own (the test above).
+    missing = []
+    for name, nodes in _deferred_imports().items():
+        if name.startswith("db/"):
+            continue
+        lines = (PACKAGE / name).read_text().splitlines()
+        for node in nodes:
+            near = " ".join(lines[max(node.lineno - 2, 0) : node.end_lineno or node.lineno])
+            if "cold path" not in near or not any(path in near for path in COLD_PATHS):
+                missing.append(f"{name}:{node.lineno}")
+    assert missing == []
