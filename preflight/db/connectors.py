@@ -17,7 +17,7 @@ committed state and nothing else, a read transaction through the ORM costs SQLit
 it a few µs, and PostgreSQL three round trips (BEGIN, SELECT, COMMIT) instead of one.
 Autocommit loses nothing here: a single statement is its own snapshot, so a row
 committed (or revoked) a moment ago is seen. Values come back as the driver reads them,
-not through the column types: :meth:`Connector.moment` and :meth:`Connector.json` read
+not through the column types: :attr:`Connector.read_time` and :attr:`Connector.read_json` read
 them as the column types would.
 """
 
@@ -74,9 +74,9 @@ class Connector:
     #: PostgreSQL changes only with an explicit ``preflight db upgrade``.
     upgrades_itself: ClassVar[bool]
     #: A time as the driver reads it outside the column types, as an aware UTC datetime.
-    moment: Callable[[Any], datetime | None]
+    read_time: Callable[[Any], datetime | None]
     #: A JSON column as the driver reads it outside the column types, as Python values.
-    json: Callable[[Any], Any]
+    read_json: Callable[[Any], Any]
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -116,8 +116,8 @@ class SQLiteConnector(Connector):
     name = "sqlite"
     store = SQLiteStore
     upgrades_itself = True
-    moment = staticmethod(moment)  # naive UTC text
-    json = staticmethod(json.loads)  # text
+    read_time = staticmethod(moment)  # naive UTC text
+    read_json = staticmethod(json.loads)  # text
 
     @classmethod
     def build_engine(cls, url: URL) -> Engine:
@@ -177,8 +177,8 @@ class PostgreSQLConnector(Connector):
     name = "postgresql"
     store = PostgreSQLStore
     upgrades_itself = False
-    moment = staticmethod(utc)  # in the session's time zone
-    json = staticmethod(_same)  # psycopg decodes JSON
+    read_time = staticmethod(utc)  # in the session's time zone
+    read_json = staticmethod(_same)  # psycopg decodes JSON
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)

@@ -82,15 +82,15 @@ def peek_by_hash(database: Database, token_hash: str) -> TokenRow | None:
         return None
     pk, name, stored_hash, scopes, created_at, revoked_at = row
     # As the driver reads them, outside the column types: the connector reads them alike.
-    created = connector.moment(created_at)
+    created = connector.read_time(created_at)
     assert created is not None
     return TokenRow(
         pk,
         name,
         stored_hash,
-        tuple(connector.json(scopes)),
+        tuple(connector.read_json(scopes)),
         created,
-        connector.moment(revoked_at),
+        connector.read_time(revoked_at),
     )
 
 
