@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
-    String,
     and_,
     bindparam,
     case,
@@ -23,10 +22,12 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    type_coerce,
     update,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from preflight.db.models import (
     AuditClaim,
@@ -352,18 +353,45 @@ def _old_audit(account_id: int) -> tuple[ColumnElement[bool], ...]:
     )
 
 
-def _bucket(session: Session, daily_before: datetime) -> ColumnElement[Any]:
+class _utc_hour(FunctionElement[Any]):
+    """The UTC hour a time falls in, as each dialect spells it (compiled below)."""
+
+    inherit_cache = True
+
+
+class _utc_day(FunctionElement[Any]):
+    """The UTC day a time falls in, as each dialect spells it (compiled below)."""
+
+    inherit_cache = True
+
+
+# SQLite stores times as naive UTC text ('YYYY-MM-DD HH:MM:SS.ffffff'): a prefix is the bucket.
+@compiles(_utc_hour, "sqlite")
+def _utc_hour_sqlite(element: _utc_hour, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 13)"
+
+
+@compiles(_utc_day, "sqlite")
+def _utc_day_sqlite(element: _utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 10)"
+
+
+@compiles(_utc_hour, "postgresql")
+def _utc_hour_postgresql(element: _utc_hour, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"date_trunc('hour', {compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC')"
+
+
+@compiles(_utc_day, "postgresql")
+def _utc_day_postgresql(element: _utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"date_trunc('day', {compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC')"
+
+
+def _bucket(daily_before: datetime) -> ColumnElement[Any]:
     """The retention bucket of a snapshot: its UTC day before ``daily_before``, else its
-    UTC hour. SQLite stores times as naive UTC text ('YYYY-MM-DD HH:MM:SS.ffffff')."""
+    UTC hour."""
     taken = Snapshot.taken_at
     daily = bindparam("daily_before", daily_before, type_=Snapshot.taken_at.type)
-    if session.get_bind().dialect.name == "sqlite":
-        text_of = type_coerce(taken, String())
-        hour, day = func.substr(text_of, 1, 13), func.substr(text_of, 1, 10)
-    else:
-        utc = taken.op("AT TIME ZONE")(literal_column("'UTC'"))
-        hour, day = func.date_trunc("hour", utc), func.date_trunc("day", utc)
-    return case((taken >= daily, hour), else_=day)
+    return case((taken >= daily, _utc_hour(taken)), else_=_utc_day(taken))
 
 
 def next_retention_chunk(
@@ -405,7 +433,7 @@ def thin_audit_snapshots(
     rank = (
         func.row_number()
         .over(
-            partition_by=_bucket(session, daily_before),
+            partition_by=_bucket(daily_before),
             order_by=(Snapshot.taken_at, Snapshot.id),
         )
         .label("rank")

@@ -20,6 +20,12 @@ from typing import Any, Final
 from preflight.domain.exact import exact
 from preflight.errors import StorageError
 
+#: The newest migration. Every command compares the database against it, and reading it
+#: from Alembic's script directory would import Alembic (~0.1 s) on every start-up;
+#: tests/integration/test_migrations.py pins it to Alembic's actual head. Here, on the
+#: ground floor, because the embedded check compares against it too, without SQLAlchemy.
+SCHEMA_HEAD: Final = "0008"
+
 #: How long a SQLite writer waits for another one's lock before it gives up.
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 

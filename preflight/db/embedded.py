@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from preflight.db.driver import (
+    SCHEMA_HEAD,
     SQLITE_BUSY_TIMEOUT_MS,
     Cursor,
     check_sqlite_path,
@@ -33,7 +34,6 @@ from preflight.db.driver import (
     sqlite_file,
     storage_errors,
 )
-from preflight.db.migrate import SCHEMA_HEAD
 from preflight.db.store import BatchState, WriteStore
 from preflight.db.store_sqlite import SQLiteStore
 

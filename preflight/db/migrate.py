@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from types import SimpleNamespace
+from typing import Any
 
-from preflight.db.driver import storage_errors
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from preflight.db.connectors import connector_of
+from preflight.db.driver import SCHEMA_HEAD, storage_errors
 from preflight.errors import SchemaMissingError
 
-if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine
-
-#: The newest migration. Every command compares the database against it, and reading it
-#: from Alembic's script directory would import Alembic (~0.1 s) on every start-up;
-#: tests/integration/test_migrations.py pins it to Alembic's actual head.
-SCHEMA_HEAD: Final = "0008"
+__all__ = [
+    "SCHEMA_HEAD",
+    "alembic_head",
+    "current_revision",
+    "downgrade",
+    "ensure_schema",
+    "migrations_dir",
+    "upgrade",
+]
 
 
 def migrations_dir() -> Path:
@@ -25,10 +32,16 @@ def migrations_dir() -> Path:
     return bundled if bundled.is_dir() else package.parent / "migrations"
 
 
-def _config(connection: Connection | None = None):  # type: ignore[no-untyped-def]
-    from alembic.config import Config  # cold path: only a migration loads Alembic
+@cache
+def _alembic() -> SimpleNamespace:
+    """Alembic's modules used here (~0.1 s to import), loaded on first use."""
+    from alembic import command, config, script  # cold path: only a migration loads Alembic
 
-    config = Config()
+    return SimpleNamespace(command=command, config=config, script=script)
+
+
+def _config(connection: Connection | None = None) -> Any:
+    config = _alembic().config.Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
         config.attributes["connection"] = connection
@@ -38,18 +51,13 @@ def _config(connection: Connection | None = None):  # type: ignore[no-untyped-de
 @cache
 def alembic_head() -> str:
     """The head according to the migration scripts themselves (slow: imports Alembic)."""
-    from alembic.script import ScriptDirectory  # cold path: only a migration loads Alembic
-
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = _alembic().script.ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None, "no migrations found"
-    return head
+    return str(head)
 
 
 def current_revision(connection: Connection) -> str | None:
     """The schema revision stored in the database, or None when there is none yet."""
-    from sqlalchemy import text  # cold path: the embedded check loads no SQLAlchemy
-    from sqlalchemy.exc import DBAPIError  # cold path: the embedded check loads no SQLAlchemy
-
     try:
         with connection.begin_nested() if connection.in_transaction() else connection.begin():
             row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
@@ -60,19 +68,13 @@ def current_revision(connection: Connection) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate to ``revision`` in one transaction (SQLite: one writer at a time)."""
-    from alembic import command  # cold path: only a migration loads Alembic
-    from sqlalchemy.exc import DBAPIError  # cold path: the embedded check loads no SQLAlchemy
-
     with storage_errors(DBAPIError), engine.begin() as connection:
-        command.upgrade(_config(connection), revision)
+        _alembic().command.upgrade(_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
-    from alembic import command  # cold path: only a migration loads Alembic
-    from sqlalchemy.exc import DBAPIError  # cold path: the embedded check loads no SQLAlchemy
-
     with storage_errors(DBAPIError), engine.begin() as connection:
-        command.downgrade(_config(connection), revision)
+        _alembic().command.downgrade(_config(connection), revision)
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -81,16 +83,15 @@ def ensure_schema(engine: Engine) -> None:
     The embedded SQLite database upgrades itself on first use: concurrent first
     uses are safe because the migration runs inside one ``BEGIN IMMEDIATE``
     transaction and re-reads the version under that lock. PostgreSQL is shared by
-    many hosts, so its schema changes only with an explicit ``preflight db upgrade``.
+    many hosts, so its schema changes only with an explicit ``preflight db upgrade``
+    (the dialect's connector says which: :mod:`preflight.db.connectors`).
     """
-    from sqlalchemy.exc import DBAPIError  # cold path: the embedded check loads no SQLAlchemy
-
     with storage_errors(DBAPIError), engine.connect() as connection:
         current = current_revision(connection)
     head = SCHEMA_HEAD
     if current == head:
         return
-    if engine.dialect.name == "sqlite":
+    if connector_of(engine).upgrades_itself:
         upgrade(engine)
         return
     state = "has no preflight schema" if current is None else f"is at revision {current}"

@@ -4,11 +4,10 @@ commits: a service opens the transaction and commits at the edge of its verb."""
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -24,8 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from preflight.db.models import Batch, FailureTag, Outcome, Snapshot, TagSnapshot
-from preflight.db.reports import BatchRow
-from preflight.db.session import decimal_sum
+from preflight.db.reports import BatchRow, batch_named
+from preflight.db.session import connector_in, decimal_sum
 from preflight.db.store import WriteStore
 from preflight.domain.classify import (
     CLASSIFIER_VERSION,
@@ -38,47 +37,36 @@ from preflight.domain.classify import (
 from preflight.domain.vocabulary import BatchStatus, SnapshotKind
 
 
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
-
-
-@cache
-def _insert_of(dialect: str) -> Callable[..., Any]:
-    """The dialect's ``insert`` (with ON CONFLICT), imported for that dialect only: the
-    PostgreSQL dialect package (asyncpg's module included) costs a SQLite process ~30 ms."""
-    if dialect == "postgresql":
-        # cold path: a SQLite process loads no PostgreSQL dialect
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        return postgresql_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # cold path: PostgreSQL's
-
-    return sqlite_insert
-
-
 def insert_if_absent(session: Session, model: type[Any], values: Mapping[str, Any]) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING: the new row's id, or None when it already existed.
 
     Racing writers (other processes, other hosts) never fail on the conflict. The answer
     comes from RETURNING: psycopg 3 reports rowcount -1 for an INSERT.
     """
-    dialect_insert = _insert_of(_dialect(session))
+    dialect_insert = connector_in(session).insert
     statement = dialect_insert(model).values(**values).on_conflict_do_nothing()
     inserted: int | None = session.scalar(statement.returning(model.id))
     return inserted
 
 
-def find_batch(session: Session, batch_id: str) -> Batch | None:
-    """The batch named ``batch_id`` (the classifier's; a writer locks it through the write
-    port, :meth:`preflight.db.store.WriteStore.batch`)."""
-    return session.scalar(select(Batch).where(Batch.batch_id == batch_id))
+def find_batch(session: Session, batch_id: str) -> BatchRow | None:
+    """The batch named ``batch_id`` as the post-mortem reads it (the classifier's; a writer
+    locks it through the write port, :meth:`preflight.db.store.WriteStore.batch`)."""
+    return batch_named(session, batch_id)
 
 
-#: A batch as the ORM loads it (the classifier's) or as the post-mortem reads it.
-AnyBatch = Batch | BatchRow
+@dataclass(frozen=True)
+class QuotaFailureRow:
+    """A stored quota failure as the classifier reads it (and tags it, by ``id``)."""
+
+    id: int
+    job_id: str
+    attempt: int
+    occurred_at: datetime
+    expected_cost: Decimal | None
 
 
-def preflight_snapshot(session: Session, batch: AnyBatch) -> Snapshot | None:
+def preflight_snapshot(session: Session, batch: BatchRow) -> Snapshot | None:
     return session.scalar(
         select(Snapshot).where(
             Snapshot.batch_pk == batch.id, Snapshot.kind == SnapshotKind.PREFLIGHT.value
@@ -86,7 +74,7 @@ def preflight_snapshot(session: Session, batch: AnyBatch) -> Snapshot | None:
     )
 
 
-def recorded_cost(session: Session, batch: AnyBatch) -> Decimal:
+def recorded_cost(session: Session, batch: BatchRow) -> Decimal:
     """The batch's consumed cost; for a finished batch, as of its finish (later is late)."""
     query = select(decimal_sum(Outcome.cost)).where(Outcome.batch_pk == batch.id)
     if batch.finished_at is not None:
@@ -159,11 +147,17 @@ def needs_classification(only_tags: Collection[str]) -> ColumnElement[bool]:
 
 
 def quota_failures(
-    session: Session, batch: Batch, *, only_tags: Collection[str] | None = None
-) -> list[Outcome]:
+    session: Session, batch: BatchRow, *, only_tags: Collection[str] | None = None
+) -> list[QuotaFailureRow]:
     """The batch's quota failures; with ``only_tags``, those that need (re)classifying."""
     query = (
-        select(Outcome)
+        select(
+            Outcome.id,
+            Outcome.job_id,
+            Outcome.attempt,
+            Outcome.occurred_at,
+            Outcome.expected_cost,
+        )
         .where(Outcome.batch_pk == batch.id, Outcome.quota_failure.is_(True))
         .order_by(Outcome.occurred_at, Outcome.id)
     )
@@ -171,7 +165,7 @@ def quota_failures(
         query = query.outerjoin(FailureTag, FailureTag.outcome_id == Outcome.id).where(
             needs_classification(only_tags)
         )
-    return list(session.scalars(query))
+    return [QuotaFailureRow(*row) for row in session.execute(query)]
 
 
 def _reading(snapshot: Snapshot, meter: str | None) -> Reading:
@@ -185,8 +179,8 @@ def _reading(snapshot: Snapshot, meter: str | None) -> Reading:
 
 def load_quota_failures(
     session: Session,
-    batch: Batch,
-    failures: Sequence[Outcome],
+    batch: BatchRow,
+    failures: Sequence[QuotaFailureRow],
     *,
     staleness_window: timedelta,
     tolerance: Decimal,
@@ -258,7 +252,7 @@ def load_quota_failures(
     own_at = [spend.at for spend in own]
     others_at = [spend.at for spend in others]
 
-    def case(failure: Outcome) -> QuotaFailure:
+    def case(failure: QuotaFailureRow) -> QuotaFailure:
         until = horizons[failure.id]
         return QuotaFailure(
             batch_id=batch.batch_id,
@@ -277,7 +271,9 @@ def load_quota_failures(
     return (case(failure) for failure in failures)
 
 
-def save_tag(session: Session, outcome: Outcome, result: Classification, *, now: datetime) -> bool:
+def save_tag(
+    session: Session, outcome: QuotaFailureRow, result: Classification, *, now: datetime
+) -> bool:
     """Store (or replace) the outcome's tag. Returns True when anything changed."""
     evidence = result.evidence.to_dict()
     attribution = [
@@ -343,7 +339,7 @@ class SpendInputs:
     own: list[Spend]
 
 
-def spend_inputs(session: Session, batch: AnyBatch) -> SpendInputs:
+def spend_inputs(session: Session, batch: BatchRow) -> SpendInputs:
     """Own cost (as of the finish, for a finished batch), and the walk's inputs."""
     own_total = recorded_cost(session, batch)
     start = preflight_snapshot(session, batch)

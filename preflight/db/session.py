@@ -1,9 +1,11 @@
 """The engine (built once per process) and transaction scopes handed to repositories.
 
-SQLite is made fit for several writing processes: WAL, a busy timeout, and write
-transactions that start with ``BEGIN IMMEDIATE``. A deferred ``BEGIN`` that later
-upgrades from reading to writing fails at once with "database is locked", whatever
-the timeout, because SQLite cannot wait for a lock it would deadlock on.
+The engine is its dialect's connector's (:mod:`preflight.db.connectors`), chosen once when
+the engine is built; so is everything else that differs by dialect. SQLite is made fit for
+several writing processes there: WAL, a busy timeout, and write transactions that start
+with ``BEGIN IMMEDIATE``. A deferred ``BEGIN`` that later upgrades from reading to writing
+fails at once with "database is locked", whatever the timeout, because SQLite cannot wait
+for a lock it would deadlock on.
 
 The ORM is imported when a session is first asked for: the writes of a check, a record
 and a snapshot run on a connection (:meth:`Database.run_write`, through the write port of
@@ -13,16 +15,24 @@ and a snapshot run on a connection (:meth:`Database.run_write`, through the writ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url
+from sqlalchemy import Connection, Engine, exc, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import GenericFunction
+
+from preflight.db.connectors import CONNECTORS, READ_ONLY, Connector, Row, connector_of
+from preflight.db.driver import first_line, storage_errors
+from preflight.db.outage import Outage
+from preflight.db.store import BatchState, WriteStore
+from preflight.db.types import Amount
+from preflight.errors import ConfigError, StorageError
+from preflight.logs import get_logger
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session as Session
@@ -31,36 +41,18 @@ if TYPE_CHECKING:
 __all__ = [
     "Database",
     "build_engine",
+    "connector_in",
     "decimal_sum",
-    "is_sqlite",
     "normalize_url",
     "translate_db_errors",
 ]
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import GenericFunction
-
-from preflight.db.driver import (
-    SQLITE_BUSY_TIMEOUT_MS,
-    check_sqlite_path,
-    first_line,
-    prepare_connection,
-    storage_errors,
-)
-from preflight.db.liveness import POOL_RECYCLE_SECONDS, drop_dead_connections
-from preflight.db.outage import Outage
-from preflight.db.peek import peek_one
-from preflight.db.store import BatchState, WriteStore
-from preflight.db.store_postgresql import PostgreSQLStore
-from preflight.db.store_sqlite import SQLiteStore
-from preflight.db.types import Amount
-from preflight.errors import ConfigError, StorageError
-from preflight.logs import get_logger
 
 T = TypeVar("T")
 Scope = TypeVar("Scope", "Session", Connection)
 _log = get_logger("preflight.db")
 
-_READ_ONLY = "preflight_read_only"
+#: Where a session made by :class:`Database` keeps its connector (``Session.info``).
+_CONNECTOR: Final = "preflight_connector"
 
 
 class decimal_sum(GenericFunction[Decimal]):  # the SQLite aggregate: preflight.db.driver
@@ -87,7 +79,7 @@ def normalize_url(url: str) -> URL:
         ) from None
     if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in {"sqlite", "postgresql"}:
+    if parsed.get_backend_name() not in CONNECTORS:
         raise ConfigError(
             f"database_url: unsupported database {parsed.get_backend_name()!r}: "
             "use sqlite or postgresql"
@@ -95,48 +87,18 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def build_engine(url: str) -> Engine:
-    """Build the one engine of a process. Parameters never appear in errors or logs."""
+    """Build the one engine of a process, as its dialect's connector builds it.
+    Parameters never appear in errors or logs."""
     parsed = normalize_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return _build_sqlite_engine(parsed)
-    return drop_dead_connections(
-        create_engine(parsed, hide_parameters=True, pool_recycle=POOL_RECYCLE_SECONDS)
-    )
+    return CONNECTORS[parsed.get_backend_name()].build_engine(parsed)
 
 
-def _build_sqlite_engine(url: URL) -> Engine:
-    database = url.database
-    in_memory = not database or database == ":memory:"
-    if not in_memory and database and not database.startswith("file:"):
-        check_sqlite_path(Path(database).expanduser())
-    connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-    if in_memory:
-        # Each connection to ":memory:" is a database of its own: one connection, shared
-        # by every session and thread, makes ``sqlite://`` one database (tests use it).
-        connect_args["check_same_thread"] = False
-    engine = create_engine(
-        url,
-        hide_parameters=True,
-        connect_args=connect_args,
-        poolclass=StaticPool if in_memory else None,
-    )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # isolation_level None: SQLAlchemy's "begin" event issues BEGIN, not the driver.
-        prepare_connection(dbapi_connection)
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        read_only = connection.get_execution_options().get(_READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
-
-    return engine
+def connector_in(session: Session) -> Connector:
+    """The connector of the :class:`Database` whose transaction ``session`` is (chosen
+    once, when that was built)."""
+    connector: Connector = session.info[_CONNECTOR]
+    return connector
 
 
 class Database:
@@ -160,11 +122,9 @@ class Database:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
-        # The write port's dialect, chosen once: each write transaction gets its store.
-        self._store_type: type[SQLiteStore] | type[PostgreSQLStore] = (
-            SQLiteStore if is_sqlite(engine) else PostgreSQLStore
-        )
-        self._read_only_engine = engine.execution_options(**{_READ_ONLY: True})
+        # The dialect, chosen once: each write transaction gets its connector's store.
+        self.connector = connector_of(engine)
+        self._read_only_engine = engine.execution_options(**{READ_ONLY: True})
         self._sessions: dict[bool, sessionmaker[Session]] = {}
         self._outage_window = outage_window
         self._sleep = sleep
@@ -212,22 +172,32 @@ class Database:
     @property
     def chunk_lines(self) -> int:
         """Lines per transaction of a bulk import (the dialect's store says)."""
-        return self._store_type.CHUNK_LINES
+        return self.connector.store.CHUNK_LINES
 
     def store(self, transaction: Session | Connection) -> WriteStore:
         """The write port on ``transaction``, for a verb that also uses the ORM in it."""
         if not isinstance(transaction, Connection):
             transaction = transaction.connection()
-        return self._store_type.on(transaction)
+        return self.connector.store.on(transaction)
 
     def peek_batch(self, batch_id: str) -> BatchState | None:
         """The batch named ``batch_id`` as committed now, outside any transaction (a check
         refuses a contradiction before it spends a vendor call on it): one statement in
-        autocommit (:func:`preflight.db.peek.peek_one`)."""
-        found = peek_one(
-            self, SQLiteStore.BATCH_BY_NAME, PostgreSQLStore.BATCH_BY_NAME, (batch_id,)
-        )
-        return None if found is None else self._store_type.read_batch(found)
+        autocommit (:meth:`peek`)."""
+        store = self.connector.store
+        found = self.peek(store.BATCH_BY_NAME, (batch_id,))
+        return None if found is None else store.read_batch(found)
+
+    def peek(self, sql: str, params: Sequence[Any]) -> Row | None:
+        """The first row of one statement (the driver's placeholders) as committed now,
+        outside any transaction, or None: :meth:`preflight.db.connectors.Connector.peek_one`."""
+        return self.connector.peek_one(sql, params, self._peek_again)
+
+    def _peek_again(self, sql: str, params: Sequence[Any]) -> Row | None:
+        with translate_db_errors(), self._open(self._read_only_connection) as connection:
+            row = connection.exec_driver_sql(sql, tuple(params)).first()
+            connection.commit()
+        return None if row is None else tuple(row)
 
     def _run(
         self,
@@ -241,7 +211,7 @@ class Database:
                 with scope(outage) as transaction:
                     return work(transaction)
             except StorageError as error:
-                if not self._transient(error.__cause__) or not outage.retry():
+                if not self.connector.transient(error.__cause__) or not outage.retry():
                     raise
                 _log.warning("database_retry", attempt=outage.attempts, error=str(error))
 
@@ -254,7 +224,9 @@ class Database:
             from sqlalchemy.orm import sessionmaker  # cold path: a check loads no ORM
 
             bind = self._read_only_engine if read_only else self.engine
-            factory = self._sessions[read_only] = sessionmaker(bind, expire_on_commit=False)
+            factory = self._sessions[read_only] = sessionmaker(
+                bind, expire_on_commit=False, info={_CONNECTOR: self.connector}
+            )
         return factory
 
     def _session(self) -> Session:
@@ -279,7 +251,7 @@ class Database:
                 transaction = begin()
                 break
             except exc.DBAPIError as error:
-                if not self._transient(error):
+                if not self.connector.transient(error):
                     raise
                 outage = outage or self._outage()  # made on the first failure only
                 if not outage.retry():
@@ -289,21 +261,6 @@ class Database:
             yield transaction
         finally:
             transaction.close()  # rolls back what was not committed
-
-    def _transient(self, error: BaseException | None) -> bool:
-        """A lost or refused connection, which another try may not meet. SQLite has none:
-        its "database is locked" is already waited out by the busy timeout."""
-        if self.engine.dialect.name != "postgresql":
-            return False
-        driver = self.engine.dialect.dbapi  # the store's statements raise the driver's own
-        assert driver is not None
-        lost = (
-            exc.OperationalError,
-            exc.InterfaceError,
-            driver.OperationalError,
-            driver.InterfaceError,
-        )
-        return isinstance(error, lost) or bool(getattr(error, "connection_invalidated", False))
 
     def dispose(self) -> None:
         self.engine.dispose()

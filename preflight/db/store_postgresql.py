@@ -47,7 +47,7 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def utc(value: datetime | None) -> datetime | None:
     # psycopg answers in the session's time zone; the column types answer in UTC.
     return None if value is None else value.astimezone(UTC)
 
@@ -87,8 +87,8 @@ BATCH_READ: Final[tuple[_Column, ...]] = (
     ("b.status", _same),
     ("b.verified", _same),
     ("b.labels", _labels),
-    ("b.checked_at", _utc),
-    ("b.finished_at", _utc),
+    ("b.checked_at", utc),
+    ("b.finished_at", utc),
     ("b.consumed_cost", _same),
     ("b.held", _same),
 )
@@ -134,7 +134,7 @@ OUTCOME_COMPARED: Final[tuple[_Column, ...]] = (
     ("http_status", _same),
     ("error", _same),
     ("quota_failure", _same),
-    ("occurred_at", _utc),
+    ("occurred_at", utc),
 )
 
 

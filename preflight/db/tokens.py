@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from preflight.db.models import ApiToken
-from preflight.db.peek import peek_one
-from preflight.db.session import Database, is_sqlite
-from preflight.db.store_sqlite import moment
+from preflight.db.session import Database
 
-SQLITE_BY_HASH: Final = (
+BY_HASH: Final = (
     "SELECT id, name, token_hash, scopes, created_at, revoked_at FROM api_tokens"
     " WHERE token_hash = ?"
 )
-POSTGRESQL_BY_HASH: Final = SQLITE_BY_HASH.replace("?", "%s")
 
 
 @dataclass(frozen=True)
@@ -80,18 +76,22 @@ def peek_by_hash(database: Database, token_hash: str) -> TokenRow | None:
     """The token row whose hash is ``token_hash`` as committed now (an index lookup on a
     unique column): one statement outside any transaction, since a request is
     authenticated before its verb opens one, and every request is."""
-    row = peek_one(database, SQLITE_BY_HASH, POSTGRESQL_BY_HASH, (token_hash,))
+    connector = database.connector
+    row = database.peek(connector.sql(BY_HASH), (token_hash,))
     if row is None:
         return None
     pk, name, stored_hash, scopes, created_at, revoked_at = row
-    if is_sqlite(database.engine):
-        # As the column types store them on SQLite: JSON as text, times as naive UTC text.
-        scopes, created_at, revoked_at = json.loads(scopes), moment(created_at), moment(revoked_at)
-    else:
-        # psycopg answers in the session's time zone; the column type answers in UTC.
-        created_at = created_at.astimezone(UTC)
-        revoked_at = None if revoked_at is None else revoked_at.astimezone(UTC)
-    return TokenRow(pk, name, stored_hash, tuple(scopes), created_at, revoked_at)
+    # As the driver reads them, outside the column types: the connector reads them alike.
+    created = connector.read_time(created_at)
+    assert created is not None
+    return TokenRow(
+        pk,
+        name,
+        stored_hash,
+        tuple(connector.read_json(scopes)),
+        created,
+        connector.read_time(revoked_at),
+    )
 
 
 def all_tokens(session: Session) -> list[TokenRow]:

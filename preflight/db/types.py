@@ -8,9 +8,19 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Numeric, String, Text
-from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.types import TypeDecorator
 
 from preflight.db.values import meter_map, meter_map_text
+
+
+class _AmountText(TypeDecorator[Decimal]):
+    """An amount as SQLite stores it: canonical text."""
+
+    impl = String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        return None if value is None else format(value, "f")
 
 
 class Amount(TypeDecorator[Decimal]):
@@ -18,24 +28,18 @@ class Amount(TypeDecorator[Decimal]):
 
     SQLite's NUMERIC affinity turns 0.1 into a binary float, so there the value is
     stored as text and sums go through the ``decimal_sum`` aggregate registered on
-    every SQLite connection (see ``preflight.db.session``).
+    every SQLite connection (see ``preflight.db.session``). SQLAlchemy picks each
+    dialect's form once (``with_variant``): no method here asks which dialect it is.
     """
 
-    impl = Numeric
+    impl = Numeric(asdecimal=True).with_variant(_AmountText(), "sqlite")
     cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(64))
-        return dialect.type_descriptor(Numeric(asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
             return None
         if not isinstance(value, Decimal):
             raise TypeError(f"amounts must be Decimal, got {type(value).__name__}")
-        if dialect.name == "sqlite":
-            return format(value, "f")
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
@@ -44,10 +48,20 @@ class Amount(TypeDecorator[Decimal]):
         return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
+class _NaiveUTC(TypeDecorator[datetime]):
+    """A UTC time as SQLite stores it: naive."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        return None if value is None else value.replace(tzinfo=None)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC datetime on both dialects (SQLite stores naive UTC text)."""
 
-    impl = DateTime(timezone=True)
+    impl = DateTime(timezone=True).with_variant(_NaiveUTC(), "sqlite")
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
@@ -55,8 +69,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetimes are not stored: pass an aware UTC datetime")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

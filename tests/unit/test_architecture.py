@@ -160,3 +160,119 @@ def test_each_import_deferred_into_a_function_names_the_cold_path_it_protects() 
             if "cold path" not in near or not any(path in near for path in COLD_PATHS):
                 missing.append(f"{name}:{node.lineno}")
     assert missing == []
+
+
+# ---------------------------------------------------------------- the dialect, chosen once
+
+_DIALECTS = {"sqlite", "postgresql", "postgres"}
+_CHOOSERS = {"is_sqlite", "_postgresql", "_is_postgresql", "_dialect", "_insert_of"}
+
+
+def _reads_the_dialect(node: ast.AST) -> bool:
+    """``….dialect.name``: which dialect an engine, a connection or a session's bind is."""
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "name"
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "dialect"
+    )
+
+
+def _chooses_a_dialect(node: ast.AST) -> bool:
+    """A comparison with a dialect's name, or a call of a per-function dialect test."""
+    if isinstance(node, ast.Compare):
+        operands = [node.left, *node.comparators]
+        return any(isinstance(o, ast.Constant) and o.value in _DIALECTS for o in operands)
+    if isinstance(node, ast.Call):
+        called = node.func
+        name = called.attr if isinstance(called, ast.Attribute) else getattr(called, "id", "")
+        return name in _CHOOSERS
+    return False
+
+
+def _innermost_functions(tree: ast.Module) -> dict[int, str]:
+    """The name of the innermost function around each node (by ``id``)."""
+    around: dict[int, str] = {}
+    for node in ast.walk(tree):  # outer functions first: an inner one overwrites
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            around.update({id(inner): node.name for inner in ast.walk(node)})
+    return around
+
+
+def test_no_function_of_db_chooses_a_dialect() -> None:
+    # The dialect is chosen once per engine (preflight.db.connectors.connector_of, which
+    # Database asks when it is built) and SQLAlchemy's per-dialect hooks (@compiles,
+    # with_variant); no function of db/ compares a dialect's name, whatever it reads it
+    # from (an engine, a session's bind, the dialect a column type is handed).
+    chosen, reads = [], []
+    for path in sorted(DB.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        around = _innermost_functions(tree)
+        for node in ast.walk(tree):
+            where = f"{path.name}:{around.get(id(node), '<module>')}"
+            if _chooses_a_dialect(node):
+                chosen.append(where)
+            if _reads_the_dialect(node):
+                reads.append(where)
+    assert chosen == []
+    assert reads == ["connectors.py:connector_of"]
+
+
+def test_db_keeps_at_most_four_imports_inside_functions() -> None:
+    # Each one a cold path (the test above checks its comment); the rest at the top,
+    # where the acyclic contract over db/ sees them.
+    inside = {
+        path.name: len(_function_imports(ast.parse(path.read_text())))
+        for path in sorted(DB.glob("*.py"))
+    }
+    assert sum(inside.values()) <= 4, {name: n for name, n in inside.items() if n}
+
+
+# ---------------------------------------------------------------- services get plain rows
+
+
+def _service_uses_of_db() -> set[tuple[str, str]]:
+    """(db module, name) of every db/ name a service uses: ``from preflight.db.X import
+    name``, or ``alias.name`` of ``from preflight.db import X as alias``."""
+    used: set[tuple[str, str]] = set()
+    for path in sorted((PACKAGE / "services").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        aliases: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "preflight.db":
+                aliases.update({a.asname or a.name: a.name for a in node.names})
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "preflight.db."
+            ):
+                module = (node.module or "").removeprefix("preflight.db.")
+                used.update((module, a.name) for a in node.names)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+            ):
+                used.add((aliases[node.value.id], node.attr))
+    return used
+
+
+def test_no_db_function_a_service_calls_returns_an_orm_row() -> None:
+    # A service gets frozen read rows (db/reports.py's BatchRow, the write port's states),
+    # never a mapped object that could lazy-load or be changed behind the store's back.
+    import importlib
+    import inspect
+
+    from preflight.db.models import Base
+
+    mapped = {mapper.class_.__name__ for mapper in Base.registry.mappers}
+    pattern = re.compile(rf"\b({'|'.join(sorted(mapped))})\b")
+    returning = {}
+    for module_name, name in sorted(_service_uses_of_db()):
+        module = importlib.import_module(f"preflight.db.{module_name}")
+        target = getattr(module, name, None)
+        if inspect.isfunction(target):
+            returning[f"{module_name}.{name}"] = str(
+                inspect.get_annotations(target).get("return", "")
+            )
+    assert "repositories.find_batch" in returning  # the classifier's path is seen
+    assert {name: ret for name, ret in returning.items() if pattern.search(ret)} == {}

@@ -453,3 +453,24 @@ def test_classify_an_unknown_batch_is_a_usage_error(
     with pytest.raises(UsageError) as raised:
         outcomes.classify(rt, batch_id)
     assert str(raised.value).startswith(message)
+
+
+def test_the_classifier_reads_plain_frozen_rows_not_orm_objects(
+    rt: Runtime, vendor: FakeVendor, clock: Clock
+) -> None:
+    # What db/ hands the classifier's service: read rows that cannot lazy-load or be
+    # changed behind the session's back.
+    import dataclasses
+
+    concurrent_failure(rt, vendor, clock)
+    with rt.database.read() as session:
+        batch = repo.find_batch(session, "b")
+        assert batch is not None
+        failures = repo.quota_failures(session, batch)
+    assert len(failures) == 1
+    for row in (batch, *failures):
+        assert sa.inspect(row, raiseerr=False) is None  # not a mapped instance
+        assert dataclasses.is_dataclass(row)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            row.id = 0  # type: ignore[misc]
+    assert (batch.batch_id, failures[0].job_id) == ("b", "j2")
