@@ -6,16 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from preflight import AsyncPreflight, Preflight, PreflightError, StorageError, UsageError
+from preflight import (
+    AsyncPreflight,
+    BillingBlockedError,
+    Preflight,
+    PreflightError,
+    StorageError,
+    UsageError,
+)
 from preflight.errors import NotFoundError
 from preflight.sandbox import SandboxServer
 from preflight.services.results import ImportProgress
-from tests.http_support import LiveServer, free_port
+from tests.http_support import LiveServer, free_port, live_server
 
 _VOLATILE = {"id", "snapshot_id", "snapshot_ids", "audit_run_id", "batch_id", "t0", "ta"}
 #: Enough JSON Lines for several 64 KiB upload chunks.
@@ -210,3 +218,43 @@ def test_remote_results_equal_local_ones_for_the_same_stored_state(
     assert here.summary.start.kind == "preflight"
     assert here.summary.foreign is not None
     assert here.summary.foreign.topups
+
+
+def test_a_blocked_account_answered_with_200_is_the_same_error_every_way(
+    database_url: str,
+) -> None:
+    """DeepSeek says ``is_available: false`` in a 200: reading the balance fails as for its
+    402, locally and through either client, and the reading is kept each time."""
+    from tests.http.conftest import api_settings
+    from tests.support import upgrade_schema
+
+    upgrade_schema(database_url)
+    with SandboxServer(vendor="deepseek", meters={"usd": Decimal(500)}) as deepseek:
+        deepseek.set_shape({"extra": {"is_available": False}})  # whatever the balance
+        settings = api_settings(database_url, deepseek, PREFLIGHT_VENDOR="deepseek")
+        with live_server(settings) as server:
+            token = server.token("blocked")
+
+            def read(pf: Preflight) -> BaseException:
+                with pytest.raises(BillingBlockedError) as caught:
+                    pf.profile()
+                return caught.value
+
+            async def aread() -> BaseException:
+                async with AsyncPreflight.remote(server.url, token) as apf:
+                    with pytest.raises(BillingBlockedError) as caught:
+                        await apf.profile()
+                    return caught.value
+
+            with Preflight(settings) as local:
+                errors = [read(local)]
+                with Preflight.remote(server.url, token) as pf:
+                    errors.append(read(pf))
+                errors.append(asyncio.run(aread()))
+                since = datetime.now(UTC) - timedelta(hours=1)
+                timeline = local.account_report(None, since).timeline
+    kept = [s.id for s in timeline if s.kind == "manual"]
+    assert all(type(error) is BillingBlockedError for error in errors)
+    assert all("is_available: false" in str(error) for error in errors)
+    # Each error names the snapshot its reading was kept as.
+    assert [f"snapshot {i})" in str(e) for i, e in zip(kept, errors, strict=True)] == [True] * 3
