@@ -21,7 +21,7 @@ this table, not the sixteen other read models.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -421,6 +421,51 @@ NEED_BASIS: Final[Shape[NeedBasis]] = Shape(
     model=NeedBasis,
 )
 
+_ATTRIBUTED: Final[Shape[Attributed]] = Shape(
+    "Attributed",
+    Field("batch_id", STR),
+    Field("cost", AMOUNT),
+    model=Attributed,
+)
+
+#: A top-up in evidence: the snapshots before and after the balance rose.
+_PAIR: Final = Codec(
+    list,
+    tuple,
+    {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+)
+
+#: A classification's evidence (docs/classification.md), as it is stored with the tag.
+EVIDENCE: Final[Shape[Evidence]] = Shape(
+    "Evidence",
+    Field("b0", _AMOUNT_OR_NULL),
+    Field("t0", _TIME_OR_NULL),
+    Field("ba", _AMOUNT_OR_NULL),
+    Field("ta", _TIME_OR_NULL),
+    Field("own", _AMOUNT_OR_NULL),
+    Field("expected_cost", _AMOUNT_OR_NULL),
+    Field("expected_cost_source", _STR_OR_NULL),
+    Field("foreign", _AMOUNT_OR_NULL),
+    Field("foreign_is_lower_bound", BOOL),
+    Field("foreign_before_failure", _AMOUNT_OR_NULL),
+    Field("before_failure", BOOL),
+    Field("attributed_exceeds_measured", BOOL),
+    Field("topup", BOOL, get=lambda e: bool(e.topups), read=False),
+    Field("topups", array(_PAIR, tuple)),
+    Field("snapshot_ids", array(INT, tuple)),
+    model=Evidence,
+)
+
+#: One snapshot read on a batch's meter: the ends of a finish's spend summary.
+READING: Final[Shape[Reading]] = Shape(
+    "SnapshotReading",
+    Field("id", INT, attr="snapshot_id"),
+    Field("kind", words(k.value for k in SnapshotKind)),
+    Field("taken_at", TIME),
+    Field("balance", _AMOUNT_OR_NULL),
+    model=Reading,
+)
+
 CHECK: Final[Shape[CheckResult]] = Shape(
     "CheckResult",
     Field("batch_id", STR),
@@ -454,10 +499,24 @@ CHECK_ANSWER: Final[Shape[CheckResult]] = Shape(
 
 
 def _record(model: type[RecordResult], values: dict[str, Any], *, outcome: Any) -> RecordResult:
-    """The wire carries the tag and its reason, not the evidence (``show`` has it)."""
+    """The tag with all the classifier said, on the outcome as the server stored it: a
+    failure the vendor's own rule made a quota failure (ElevenLabs' 401) is one here too."""
     tag, reason = values.pop("tag"), values.pop("reason")
-    classification = Classification(Tag(tag), reason or "", Evidence()) if tag else None
+    evidence, attribution = values.pop("evidence"), values.pop("attribution")
+    unattributed, version = values.pop("unattributed"), values.pop("classifier_version")
+    classification = (
+        Classification(Tag(tag), reason or "", evidence, attribution, unattributed, version)
+        if tag
+        else None
+    )
+    if values.pop("quota_failure") and not outcome.quota_failure:
+        outcome = replace(outcome, marked_quota=True)
     return model(outcome=outcome, tag=classification, **values)
+
+
+def _of_tag(name: str, default: Any = None) -> Callable[[Any], Any]:
+    """A field of a record's classification (``default`` when it was not classified)."""
+    return lambda r: getattr(r.tag, name) if r.tag else default
 
 
 RECORD: Final[Shape[RecordResult]] = Shape(
@@ -472,12 +531,17 @@ RECORD: Final[Shape[RecordResult]] = Shape(
         read=False,
     ),
     Field("created", BOOL),
-    Field("quota_failure", BOOL, get=lambda r: r.outcome.quota_failure, read=False),
+    Field("quota_failure", BOOL, get=lambda r: r.outcome.quota_failure),
     Field("tag", _TAG_OR_NULL, get=lambda r: r.tag.tag.value if r.tag else None),
-    Field("reason", _STR_OR_NULL, get=lambda r: r.tag.reason if r.tag else None),
+    Field("reason", _STR_OR_NULL, get=_of_tag("reason")),
     Field("snapshot_id", _INT_OR_NULL),
     Field("snapshot_error", _STR_OR_NULL),
     Field("warnings", array(STR, tuple)),
+    # The classification whole, as ``failures`` shows it once stored (null: no tag).
+    Field("evidence", nullable(nested(EVIDENCE)), get=_of_tag("evidence")),
+    Field("attribution", array(nested(_ATTRIBUTED), tuple), get=_of_tag("attribution", ())),
+    Field("unattributed", _AMOUNT_OR_NULL, get=_of_tag("unattributed")),
+    Field("classifier_version", _STR_OR_NULL, get=_of_tag("version")),
     build=_record,
 )
 
@@ -492,44 +556,49 @@ IMPORT: Final[Shape[ImportResult]] = Shape(
 )
 
 
-def _summary(
-    model: type[SpendSummary], values: dict[str, Any], *, finished_at: datetime, **_outer: Any
-) -> SpendSummary:
-    """The wire carries the balances, not the snapshots: each reading is its balance at
-    the finish (the snapshot ids of the foreign consumption are kept)."""
-    start, end = (
-        None if balance is None else Reading(0, finished_at, balance)
-        for balance in (values["preflight_balance"], values["finish_balance"])
-    )
+def _summary(model: type[SpendSummary], values: dict[str, Any], **_outer: Any) -> SpendSummary:
+    """The summary of its two readings; the foreign consumption ends at the finish's."""
+    start, end = values["start"], values["end"]
     foreign = None
     if values["foreign_consumption"] is not None and end is not None:
         foreign = ForeignConsumption(
             amount=values["foreign_consumption"],
             end=end,
-            topups=((0, 0),) if values["foreign_is_lower_bound"] else (),
-            snapshot_ids=tuple(values["snapshot_ids"]),
+            topups=values["topups"],
+            snapshot_ids=values["snapshot_ids"],
         )
     return model(values["meter"], values["own_cost"], start, end, foreign)
+
+
+def _of_foreign(name: str, default: Any) -> Callable[[Any], Any]:
+    """A field of a summary's foreign consumption (``default`` when there is none)."""
+    return lambda s: getattr(s.foreign, name) if s.foreign else default
 
 
 SUMMARY: Final[Shape[SpendSummary]] = Shape(
     "SpendSummary",
     Field("meter", nullable(METER_NAME)),
     Field("own_cost", AMOUNT),
-    Field("preflight_balance", _AMOUNT_OR_NULL, get=lambda s: s.start.balance if s.start else None),
-    Field("finish_balance", _AMOUNT_OR_NULL, get=lambda s: s.end.balance if s.end else None),
-    Field("balance_drop", _AMOUNT_OR_NULL, get=lambda s: s.drop, read=False),
     Field(
-        "foreign_consumption",
+        "preflight_balance",
         _AMOUNT_OR_NULL,
-        get=lambda s: s.foreign.amount if s.foreign else None,
+        get=lambda s: s.start.balance if s.start else None,
+        read=False,
     ),
     Field(
-        "foreign_is_lower_bound",
-        BOOL,
-        get=lambda s: s.foreign.is_lower_bound if s.foreign else False,
+        "finish_balance",
+        _AMOUNT_OR_NULL,
+        get=lambda s: s.end.balance if s.end else None,
+        read=False,
     ),
-    Field("snapshot_ids", array(INT), get=lambda s: s.foreign.snapshot_ids if s.foreign else ()),
+    Field("balance_drop", _AMOUNT_OR_NULL, get=lambda s: s.drop, read=False),
+    Field("foreign_consumption", _AMOUNT_OR_NULL, get=_of_foreign("amount", None)),
+    Field("foreign_is_lower_bound", BOOL, get=_of_foreign("is_lower_bound", False), read=False),
+    Field("snapshot_ids", array(INT, tuple), get=_of_foreign("snapshot_ids", ())),
+    # Where the balances come from: the two snapshots, and the top-ups between them.
+    Field("topups", array(_PAIR, tuple), get=_of_foreign("topups", ())),
+    Field("preflight_snapshot", nullable(nested(READING)), attr="start"),
+    Field("finish_snapshot", nullable(nested(READING)), attr="end"),
     build=_summary,
 )
 
@@ -610,13 +679,6 @@ LATE: Final[Shape[LateOutcome]] = Shape(
     Field("attempt", INT),
     Field("status", words(s.value for s in OutcomeStatus)),
     Field("recorded_at", TIME),
-)
-
-_ATTRIBUTED: Final[Shape[Attributed]] = Shape(
-    "Attributed",
-    Field("batch_id", STR),
-    Field("cost", AMOUNT),
-    model=Attributed,
 )
 
 FAILURE: Final[Shape[FailureView]] = Shape(
@@ -777,6 +839,8 @@ PROFILE: Final[Shape[ProfileReading]] = Shape(
 #: Every read model's shape, by the name the OpenAPI document gives it.
 SHAPES: Final[tuple[Shape[Any], ...]] = (
     NEED_BASIS,
+    EVIDENCE,
+    READING,
     CHECK,
     CHECK_ANSWER,
     FORECAST,

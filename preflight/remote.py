@@ -47,7 +47,13 @@ from preflight.contract import ERROR_OF_TYPE, decode
 from preflight.domain.outcome import OutcomeInput, build_outcome
 from preflight.domain.verdict import Verdict
 from preflight.domain.vocabulary import BatchStatus
-from preflight.errors import ConfigError, PreflightError, StorageError, UsageError
+from preflight.errors import (
+    ConfigError,
+    PreflightError,
+    StorageError,
+    UsageError,
+    VendorUnavailableError,
+)
 from preflight.secret import Secret, scrub
 from preflight.services.results import (
     AuditOutcome,
@@ -83,6 +89,8 @@ _CHUNK_BYTES: Final = 64 * 1024
 _AUDIT_TIMEOUT_FACTOR: Final = 5
 #: Answers to a read worth another try: the server (or a proxy before it) is busy.
 _RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+#: Of the errors such an answer may name, those that may pass.
+_PASSING: Final = (VendorUnavailableError, StorageError)
 
 Lines = Iterable[str | bytes]
 
@@ -238,13 +246,19 @@ class Requests:
             ) from None
         return call.read(data)
 
-    def error(self, status: int, body: bytes) -> PreflightError:
+    @staticmethod
+    def _problem(body: bytes) -> dict[str, Any]:
+        """The problem object of an error answer (empty when its body is not one)."""
         try:
             data = json.loads(body)
         except ValueError:
-            data = None
-        detail = data.get("detail") if isinstance(data, dict) else None
-        kind = data.get("type") if isinstance(data, dict) else None
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def error(self, status: int, body: bytes) -> PreflightError:
+        data = self._problem(body)
+        detail = data.get("detail")
+        kind = data.get("type")
         message = scrub(str(detail)) if detail else f"HTTP {status}"
         if status == 401:
             return ConfigError(
@@ -275,6 +289,11 @@ class Requests:
             return None
         if answer is not None:
             if answer.status_code not in _RETRY_STATUSES:
+                return None
+            # The server's own word that the vendor refused (a 401, a blocked account):
+            # another try asks the vendor again for the same answer.
+            refused = ERROR_OF_TYPE.get(str(self._problem(answer.content).get("type")))
+            if refused is not None and not issubclass(refused, _PASSING):
                 return None
             asked = retry_after(answer, self.policy.retry_after_max)
             if asked is not None:

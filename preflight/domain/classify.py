@@ -149,6 +149,8 @@ class Evidence:
     snapshot_ids: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        # As stored with the tag; preflight.contract.EVIDENCE writes the same keys and reads
+        # them back (tests/unit/test_contract.py holds the two equal).
         return {
             "b0": amount_text(self.b0),
             "t0": time_text(self.t0),

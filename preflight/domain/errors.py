@@ -83,7 +83,8 @@ class AuthError(VendorError):
 
 
 class BillingBlockedError(VendorError):
-    """HTTP 402 on the profile: the account is valid but in a billing / top-up state."""
+    """HTTP 402 on the profile: the account is valid but in a billing / top-up state; or
+    a profile answered 200 whose body says the account is blocked (DeepSeek)."""
 
 
 class VendorRejectedError(VendorError):

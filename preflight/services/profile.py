@@ -10,17 +10,31 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from preflight.domain.vocabulary import SnapshotKind
-from preflight.errors import UsageError
+from preflight.errors import BillingBlockedError, UsageError
 from preflight.services.results import ProfileReading
 from preflight.services.runtime import Runtime
 from preflight.services.snapshots import take_snapshot
 
 
 def read_profile(rt: Runtime, account: str | None = None) -> ProfileReading:
-    """Read the profile now and keep it as a ``manual`` snapshot."""
+    """Read the profile now and keep it as a ``manual`` snapshot.
+
+    A vendor that answers 200 with its own word that the account is blocked (DeepSeek's
+    ``is_available: false``) is a :class:`BillingBlockedError`, as its 402 is: ``check``
+    makes both ``billing_blocked``, and whoever waits on a balance (the Airflow trigger,
+    Prefect's wait) stops on this error, locally and through the server alike. The reading
+    is kept first, as ``check`` keeps it.
+    """
     name = rt.account_name(account)
     taken = take_snapshot(rt, name, SnapshotKind.MANUAL)
     profile = taken.profile
+    if profile.blocked is not None:
+        raise BillingBlockedError(
+            f"account {name} is blocked: {profile.blocked} "
+            f"(the reading is kept as snapshot {taken.snapshot_id})",
+            status=profile.http_status,
+            attempts=profile.attempts,
+        )
     return ProfileReading(
         account=name,
         snapshot_id=taken.snapshot_id,

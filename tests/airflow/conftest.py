@@ -109,7 +109,9 @@ class Preflight:
         )
 
 
-def _preflight_env(database_url: str, vendor: SandboxServer, token: str) -> dict[str, str]:
+def _preflight_env(
+    database_url: str, vendor: SandboxServer, token: str, **extra: str
+) -> dict[str, str]:
     return {
         "PREFLIGHT_DATABASE_URL": database_url,
         "PREFLIGHT_VENDOR_URL": vendor.url,
@@ -117,6 +119,7 @@ def _preflight_env(database_url: str, vendor: SandboxServer, token: str) -> dict
         "PREFLIGHT_BACKOFF_BASE": "0.01",
         "PREFLIGHT_BACKOFF_MAX": "0.05",
         "PREFLIGHT_DEADLINE": "5",
+        **extra,
     }
 
 
@@ -166,19 +169,22 @@ def connect(
     tmp_path: Path,
     airflow_db: None,
 ) -> Iterator[Connect]:
-    """``connect(vendor, vendor_token=...)`` points the ``preflight_default`` connection at
-    preflight: ``local`` (no host: the worker's PREFLIGHT_* settings, SQLite) or ``serve``
-    (a ``preflight serve`` process on PostgreSQL, the connection's password its API token;
-    the worker then has no PREFLIGHT_* setting at all)."""
+    """``connect(vendor, vendor_token=..., PREFLIGHT_X=...)`` points the ``preflight_default``
+    connection at preflight: ``local`` (no host: the worker's PREFLIGHT_* settings, SQLite)
+    or ``serve`` (a ``preflight serve`` process on PostgreSQL, the connection's password its
+    API token; the worker then has no PREFLIGHT_* setting at all). Extra keywords are more
+    settings of preflight's (e.g. ``PREFLIGHT_VENDOR``)."""
     servers: list[subprocess.Popen[str]] = []
 
-    def connect(vendor: SandboxServer, vendor_token: str = DEFAULT_TOKEN) -> Preflight:
+    def connect(
+        vendor: SandboxServer, vendor_token: str = DEFAULT_TOKEN, **settings: str
+    ) -> Preflight:
         monkeypatch.setenv("SANDBOX_URL", vendor.url)
         monkeypatch.setenv("SANDBOX_TOKEN", DEFAULT_TOKEN)
         monkeypatch.setenv("VENDOR_API_TOKEN", DEFAULT_TOKEN)  # the example DAG's jobs
         if request.param == "local":
             url = f"sqlite:///{tmp_path / 'preflight.db'}"
-            for name, value in _preflight_env(url, vendor, vendor_token).items():
+            for name, value in _preflight_env(url, vendor, vendor_token, **settings).items():
                 monkeypatch.setenv(name, value)
             monkeypatch.setenv(
                 "AIRFLOW_CONN_PREFLIGHT_DEFAULT", json.dumps({"conn_type": "preflight"})
@@ -186,7 +192,7 @@ def connect(
             return Preflight("local", url, vendor)
         url = request.getfixturevalue("postgres_url")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFLIGHT_", "AIRFLOW"))}
-        env.update(_preflight_env(url, vendor, vendor_token))
+        env.update(_preflight_env(url, vendor, vendor_token, **settings))
         for args in (
             ["db", "upgrade"],
             ["token", "create", "--name", "airflow", "--scope", "check,record,read"],

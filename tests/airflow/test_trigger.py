@@ -118,6 +118,20 @@ def test_a_refused_vendor_token_ends_it_with_an_error(
     assert [(e["status"], e["verdict"]) for e in events] == [("error", "auth_failed")]
 
 
+def test_a_blocked_account_answered_with_200_ends_it_with_an_error(connect: Connect) -> None:
+    # DeepSeek's 200 with is_available: false, whatever the balance: what its 402 would say.
+    with SandboxServer(vendor="deepseek", meters={"usd": Decimal(500)}) as deepseek:
+        deepseek.set_shape({"extra": {"is_available": False}})
+        connect(deepseek, PREFLIGHT_VENDOR="deepseek")
+        trigger = PreflightBalanceTrigger(need="10", poll_interval=300)
+        events, sleeps, _ = run_trigger(trigger)
+        reads = deepseek.request_counts
+    assert sleeps == []
+    assert [(e["status"], e["verdict"]) for e in events] == [("error", "billing_blocked")]
+    assert "is_available: false" in events[0]["message"]
+    assert sum(reads.values()) == 1  # read once: asking again cannot change the answer
+
+
 def test_waiting_out_at_risk_it_fires_at_go_only(connect: Connect, vendor: SandboxServer) -> None:
     pf = connect(vendor)
     vendor.set_balance(credits=Decimal(100))

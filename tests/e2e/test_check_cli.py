@@ -501,6 +501,28 @@ def test_profile_show_prints_the_meters_and_stores_a_manual_snapshot(
     assert rows == [(data["snapshot_id"], "manual", None, "1200", "988000")]
 
 
+@pytest.mark.parametrize(
+    "sandbox_options", [{"vendor": "deepseek", "meters": {"usd": Decimal(500)}}]
+)
+def test_profile_show_of_an_account_blocked_in_a_200_is_exit_12_as_the_check(
+    cli: Cli, cli_env: dict[str, str], sandbox: SandboxServer
+) -> None:
+    sandbox.set_shape({"extra": {"is_available": False}})  # whatever the balance
+    deepseek = {"PREFLIGHT_VENDOR": "deepseek"}
+
+    shown = cli("profile", "show", env=deepseek)
+    checked = cli("check", "B", "--need", "10", "--format", "json", env=deepseek)
+
+    assert (shown.code, checked.code) == (12, 12)
+    assert _data(checked)["verdict"] == "billing_blocked"
+    assert len(shown.err.strip().splitlines()) == 1
+    assert "is_available: false" in shown.err
+    assert "Traceback" not in shown.err
+    # Both readings are kept, as the check keeps its own.
+    kinds = _query(_sqlite_file(cli_env), "SELECT kind, batch_pk FROM snapshots ORDER BY id")
+    assert [kind for kind, _ in kinds] == ["manual", "preflight"]
+
+
 def _command_paths() -> list[list[str]]:
     from preflight.cli import cli as group
 

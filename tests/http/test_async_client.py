@@ -6,14 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from preflight import AsyncPreflight, Preflight, PreflightError, StorageError, UsageError
+from preflight import (
+    AsyncPreflight,
+    BillingBlockedError,
+    Preflight,
+    PreflightError,
+    StorageError,
+    UsageError,
+)
 from preflight.errors import NotFoundError
+from preflight.sandbox import SandboxServer
 from preflight.services.results import ImportProgress
-from tests.http_support import LiveServer, free_port
+from tests.http_support import LiveServer, free_port, live_server
 
 _VOLATILE = {"id", "snapshot_id", "snapshot_ids", "audit_run_id", "batch_id", "t0", "ta"}
 #: Enough JSON Lines for several 64 KiB upload chunks.
@@ -161,3 +171,90 @@ def test_an_unreachable_server_is_the_same_verdict_and_error() -> None:
     assert str(error).split(": ")[0] == str(sync_caught.value).split(": ")[0]
     assert str(error).startswith(f"preflight server {url} unreachable")
     assert "pft_not-a-real-token" not in str(error)
+
+
+def test_remote_results_equal_local_ones_for_the_same_stored_state(
+    server: LiveServer, sandbox: SandboxServer
+) -> None:
+    """A tagged 402 and a finish read through either client are the local results, whole:
+    the classification with its evidence, the summary with its two snapshots."""
+    token = server.token("lossless")
+    quota = {"job_id": "quota-1", "status": "failed", "http_status": 402, "cost": "20"}
+    with Preflight.remote(server.url, token) as pf:
+        pf.check("lossless", need="60")
+        sandbox.consume(Decimal(300))  # spent by others: a concurrent_consumption tag
+        first_record = pf.record("lossless", quota)
+        repeated_sync = [pf.record("lossless", quota)]
+    assert first_record.tag is not None
+    assert first_record.tag.tag.value == "concurrent_consumption"
+    assert first_record.tag.evidence.snapshot_ids  # the evidence came along
+
+    async def async_record() -> Any:
+        async with AsyncPreflight.remote(server.url, token) as apf:
+            return await apf.record("lossless", quota)
+
+    with Preflight(server.runtime.settings) as local:
+        here = local.record("lossless", quota)
+    # The same outcome again changes nothing: the same answer, by any way in.
+    assert repeated_sync == [asyncio.run(async_record())] == [here]
+    assert first_record.tag == here.tag
+    assert first_record.outcome == here.outcome
+
+    sandbox.topup(Decimal(100))  # the finish sees a top-up: a lower bound
+    with Preflight.remote(server.url, token) as pf:
+        first_finish = pf.finish("lossless")
+        repeated_sync = [pf.finish("lossless")]
+
+    async def async_finish() -> Any:
+        async with AsyncPreflight.remote(server.url, token) as apf:
+            return await apf.finish("lossless")
+
+    with Preflight(server.runtime.settings) as local:
+        here = local.finish("lossless")
+    assert repeated_sync == [asyncio.run(async_finish())] == [here]
+    assert here.already_finished
+    assert (first_finish.finished_at, first_finish.summary) == (here.finished_at, here.summary)
+    assert here.summary.start is not None
+    assert here.summary.start.kind == "preflight"
+    assert here.summary.foreign is not None
+    assert here.summary.foreign.topups
+
+
+def test_a_blocked_account_answered_with_200_is_the_same_error_every_way(
+    database_url: str,
+) -> None:
+    """DeepSeek says ``is_available: false`` in a 200: reading the balance fails as for its
+    402, locally and through either client, and the reading is kept each time."""
+    from tests.http.conftest import api_settings
+    from tests.support import upgrade_schema
+
+    upgrade_schema(database_url)
+    with SandboxServer(vendor="deepseek", meters={"usd": Decimal(500)}) as deepseek:
+        deepseek.set_shape({"extra": {"is_available": False}})  # whatever the balance
+        settings = api_settings(database_url, deepseek, PREFLIGHT_VENDOR="deepseek")
+        with live_server(settings) as server:
+            token = server.token("blocked")
+
+            def read(pf: Preflight) -> BaseException:
+                with pytest.raises(BillingBlockedError) as caught:
+                    pf.profile()
+                return caught.value
+
+            async def aread() -> BaseException:
+                async with AsyncPreflight.remote(server.url, token) as apf:
+                    with pytest.raises(BillingBlockedError) as caught:
+                        await apf.profile()
+                    return caught.value
+
+            with Preflight(settings) as local:
+                errors = [read(local)]
+                with Preflight.remote(server.url, token) as pf:
+                    errors.append(read(pf))
+                errors.append(asyncio.run(aread()))
+                since = datetime.now(UTC) - timedelta(hours=1)
+                timeline = local.account_report(None, since).timeline
+    kept = [s.id for s in timeline if s.kind == "manual"]
+    assert all(type(error) is BillingBlockedError for error in errors)
+    assert all("is_available: false" in str(error) for error in errors)
+    # Each error names the snapshot its reading was kept as.
+    assert [f"snapshot {i})" in str(e) for i, e in zip(kept, errors, strict=True)] == [True] * 3

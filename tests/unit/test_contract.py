@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import inspect
 import json
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal as D
 from typing import Any
 
 import jsonschema_rs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from preflight import contract
 from preflight.cli.exit_codes import GUARD_STOP
@@ -25,7 +28,7 @@ from preflight.domain.classify import (
 from preflight.domain.forecast import Decision, Forecast, NeedBasis
 from preflight.domain.outcome import build_outcome
 from preflight.domain.verdict import Verdict
-from preflight.domain.vocabulary import Tag
+from preflight.domain.vocabulary import SnapshotKind, Tag
 from preflight.errors import NoGoError, UsageError
 from preflight.services import results
 from preflight.services.results import (
@@ -310,3 +313,199 @@ def test_the_domain_of_the_guard_holds_no_exit_codes() -> None:
 
     assert not {"exit_code", "DECISION_EXIT", "STRICT_AT_RISK_EXIT"} & set(vars(domain_forecast))
     assert not hasattr(Decision, "exit_code")
+
+
+# ---------------------------------------------------------------- lossless: read back whole
+
+#: Every field of the evidence set, a negative balance and a top-up among them.
+FULL_EVIDENCE = Evidence(
+    D("100"),
+    T0,
+    D("-2.50"),
+    T1,
+    D("60"),
+    D("12.5"),
+    "mean_succeeded",
+    D("40"),
+    True,
+    D("10"),
+    True,
+    True,
+    ((3, 4),),
+    (1, 3, 4, 7),
+)
+TAGGED = RecordResult(
+    "b1",
+    build_outcome({"job_id": "j-1", "status": "failed", "http_status": 402, "cost": "3"}),
+    True,
+    Classification(
+        Tag.CONCURRENT_CONSUMPTION,
+        "others spent 40",
+        FULL_EVIDENCE,
+        (Attributed("other", D("12.5")), Attributed("third", D("0.5"))),
+        D("27"),
+        "3",
+    ),
+    7,
+    None,
+)
+#: A 401 the vendor's own rule made a quota failure (ElevenLabs), as the server stored it.
+SAID_BY_THE_VENDOR = {"job_id": "tts-1", "status": "failed", "http_status": 401, "cost": "9"}
+MARKED = RecordResult(
+    "b1",
+    replace(build_outcome(SAID_BY_THE_VENDOR), marked_quota=True),
+    True,
+    Classification(Tag.INCONCLUSIVE, "no preflight snapshot", Evidence(snapshot_ids=(5,))),
+    5,
+    None,
+)
+UNTAGGED = RecordResult(
+    "b1", build_outcome({"job_id": "ok", "status": "succeeded"}), False, None, None, None
+)
+LOSSLESS: list[tuple[contract.Shape[Any], Any]] = [
+    *EXAMPLES,
+    (contract.RECORD, TAGGED),
+    (contract.RECORD, MARKED),
+    (contract.RECORD, UNTAGGED),
+    (
+        contract.FINISH,
+        FinishResult(
+            "b3",
+            T1,
+            SpendSummary(
+                "usd",
+                D("1.5"),
+                Reading(4, T0, D("10"), "preflight"),
+                Reading(9, T1, None, "finish"),
+                None,
+            ),
+            None,
+        ),
+    ),
+]
+
+
+def _client_outcome(model: Any) -> Any:
+    """The outcome a remote client sent: as it built it, before the server's vendor rule."""
+    if model is MARKED:
+        return build_outcome(SAID_BY_THE_VENDOR)
+    return model.outcome
+
+
+@pytest.mark.parametrize(("shape", "model"), LOSSLESS, ids=lambda x: getattr(x, "name", ""))
+def test_a_result_read_back_is_the_same_result(shape: contract.Shape[Any], model: Any) -> None:
+    context = {"outcome": _client_outcome(model)} if shape is contract.RECORD else {}
+    sent = _through_the_wire(model.to_dict())
+    _validator(shape).validate(sent)
+    assert contract.decode(shape, sent, **context) == model
+
+
+def test_a_record_carries_its_whole_classification() -> None:
+    sent = TAGGED.to_dict()
+    assert sent["evidence"] == FULL_EVIDENCE.to_dict()
+    assert sent["attribution"] == [
+        {"batch_id": "other", "cost": "12.5"},
+        {"batch_id": "third", "cost": "0.5"},
+    ]
+    assert (sent["unattributed"], sent["classifier_version"]) == ("27", "3")
+    untagged = UNTAGGED.to_dict()
+    assert [untagged[k] for k in ("evidence", "attribution", "unattributed")] == [None, [], None]
+    assert untagged["classifier_version"] is None
+
+
+def test_a_finish_carries_its_two_snapshots_and_its_top_ups() -> None:
+    _shape, finished = EXAMPLES[3]
+    sent = finished.to_dict()
+    assert sent["preflight_snapshot"] == {
+        "id": 1,
+        "kind": "audit",
+        "taken_at": T0.isoformat(),
+        "balance": "100",
+    }
+    assert sent["finish_snapshot"]["id"] == 2
+    assert sent["topups"] == [[1, 2]]
+    # The keys from before stay as they were, in their order, before the new ones.
+    assert list(sent)[:11] == [
+        "batch_id",
+        "status",
+        "finished_at",
+        "meter",
+        "own_cost",
+        "preflight_balance",
+        "finish_balance",
+        "balance_drop",
+        "foreign_consumption",
+        "foreign_is_lower_bound",
+        "snapshot_ids",
+    ]
+
+
+_DECIMALS = st.decimals(
+    min_value=D("-1E+12"), max_value=D("1E+12"), allow_nan=False, allow_infinity=False
+)
+_TIMES = st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))]))
+_IDS = st.integers(min_value=1, max_value=2**53)
+
+
+@st.composite
+def _evidence(draw: st.DrawFn) -> Evidence:
+    maybe = st.none() | _DECIMALS
+    return Evidence(
+        b0=draw(maybe),
+        t0=draw(st.none() | _TIMES),
+        ba=draw(maybe),
+        ta=draw(st.none() | _TIMES),
+        own=draw(maybe),
+        expected_cost=draw(maybe),
+        expected_cost_source=draw(st.sampled_from([None, "declared", "mean_succeeded", "unknown"])),
+        foreign=draw(maybe),
+        foreign_is_lower_bound=draw(st.booleans()),
+        foreign_before_failure=draw(maybe),
+        before_failure=draw(st.booleans()),
+        attributed_exceeds_measured=draw(st.booleans()),
+        topups=tuple(draw(st.lists(st.tuples(_IDS, _IDS), max_size=3))),
+        snapshot_ids=tuple(draw(st.lists(_IDS, max_size=5))),
+    )
+
+
+@given(_evidence())
+def test_evidence_is_written_as_stored_and_read_back_whole(evidence: Evidence) -> None:
+    sent = contract.encode(contract.EVIDENCE, evidence)
+    assert sent == evidence.to_dict()  # the JSON the tag is stored with
+    _validator(contract.EVIDENCE).validate(_through_the_wire(sent))
+    assert contract.decode(contract.EVIDENCE, _through_the_wire(sent)) == evidence
+
+
+_READINGS = st.builds(
+    Reading,
+    _IDS,
+    _TIMES,
+    st.none() | _DECIMALS,
+    st.sampled_from([kind.value for kind in SnapshotKind]),
+)
+
+
+@st.composite
+def _finish(draw: st.DrawFn) -> FinishResult:
+    start, end = draw(st.none() | _READINGS), draw(st.none() | _READINGS)
+    foreign = None
+    if end is not None and draw(st.booleans()):
+        foreign = ForeignConsumption(
+            draw(_DECIMALS),
+            end,
+            tuple(draw(st.lists(st.tuples(_IDS, _IDS), max_size=3))),
+            tuple(draw(st.lists(_IDS, max_size=5))),
+        )
+    summary = SpendSummary(
+        draw(st.none() | st.sampled_from(["credits", "usd"])), draw(_DECIMALS), start, end, foreign
+    )
+    return FinishResult(
+        "b", draw(_TIMES), summary, draw(st.none() | st.text()), draw(st.booleans())
+    )
+
+
+@given(_finish())
+def test_a_finish_read_back_is_the_same_finish(finished: FinishResult) -> None:
+    sent = _through_the_wire(finished.to_dict())
+    _validator(contract.FINISH).validate(sent)
+    assert contract.decode(contract.FINISH, sent) == finished

@@ -13,7 +13,7 @@ import pytest
 
 from preflight import transport
 from preflight.alerts import send_alerts
-from preflight.errors import StorageError
+from preflight.errors import AuthError, BillingBlockedError, ConfigError, StorageError
 from preflight.remote import AsyncRemoteClient, RemoteClient
 from preflight.secret import Secret
 from preflight.settings import load_settings
@@ -145,3 +145,67 @@ def test_the_async_client_retries_alike() -> None:
 
     assert asyncio.run(run()) == []
     assert (calls, sleeps) == (["GET", "GET"], [1.0])
+
+
+def _problem(status: int, slug: str) -> tuple[int, bytes]:
+    body = {"type": f"/problems/{slug}", "title": slug, "status": status, "detail": slug}
+    return status, json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("first", "error", "calls"),
+    [
+        # The vendor refused: asking it again gives the same answer (and one more snapshot).
+        (_problem(502, "vendor-billing-blocked"), BillingBlockedError, 1),
+        (_problem(502, "vendor-auth"), AuthError, 1),
+        (_problem(503, "server-config"), ConfigError, 1),
+        # What may pass is read again.
+        (_problem(503, "vendor-unavailable"), None, 2),
+        (_problem(503, "storage-unavailable"), None, 2),
+        ((502, b"<html>bad gateway</html>"), None, 2),
+    ],
+)
+def test_a_read_is_retried_only_when_its_answer_may_pass(
+    first: tuple[int, bytes], error: type[Exception] | None, calls: int
+) -> None:
+    settings = load_settings({"PREFLIGHT_ATTEMPTS": "3"})
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if len(seen) == 1:
+            return httpx.Response(first[0], content=first[1])
+        return httpx.Response(200, content=b"[]")
+
+    def sleep(seconds: float) -> None:
+        pass
+
+    async def asleep(seconds: float) -> None:
+        pass
+
+    async def run() -> object:
+        async with AsyncRemoteClient(
+            "http://server",
+            Secret("pft_x"),
+            settings,
+            transport=httpx.MockTransport(answer),
+            sleep=asleep,
+        ) as client:
+            return await client.batches()
+
+    client = RemoteClient(
+        "http://server",
+        Secret("pft_x"),
+        settings,
+        transport=httpx.MockTransport(answer),
+        sleep=sleep,
+    )
+    for read in (client.batches, lambda: asyncio.run(run())):
+        seen.clear()
+        if error is None:
+            assert read() == []
+        else:
+            with pytest.raises(error):
+                read()
+        assert len(seen) == calls
+    client.close()
