@@ -323,8 +323,9 @@ def preflight_finish(
     """Finish ``batch_id``: its ``finish`` snapshot, own cost against the balance drop.
 
     A chord callback (``preflight_finish.s(batch_id="B")``, the header's results ignored),
-    or an errback / a plain task (``.si(batch_id="B")``). Finishing twice returns the first
-    finish's numbers.
+    or a plain task (``.si(batch_id="B")``). A failed header task makes Celery skip the
+    callback: :data:`preflight_finish_on_error` is its error callback. Finishing twice
+    returns the first finish's numbers.
     """
     return self.get_preflight_client().finish(batch_id, snapshot=snapshot).to_dict()
 

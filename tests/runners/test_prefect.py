@@ -13,9 +13,10 @@ from uuid import UUID
 
 import httpx
 import pytest
-from prefect import flow, task
+from prefect import flow, get_client, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import State
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, Cancelling, State
 from prefect.testing.utilities import prefect_test_harness
 from pydantic import SecretStr
 
@@ -351,3 +352,47 @@ def test_an_attempt_the_condition_does_not_retry_is_recorded_once_by_on_failure(
     assert (report.outcomes.total, report.outcomes.quota_failures) == (1, 1)
     [failure] = report.quota_failures
     assert (failure.job_id, failure.attempt, failure.http_status) == ("j1", 1, 402)
+
+
+@pytest.mark.parametrize(
+    ("proposed", "then_raise", "ends", "next_task_runs"),
+    [
+        ("cancelled", False, "COMPLETED", True),
+        ("cancelling", False, "CANCELLING", True),
+        ("cancelled", True, "FAILED", False),
+    ],
+)
+def test_a_task_cannot_end_its_flow_run_cancelled(
+    proposed: str, then_raise: bool, ends: str, next_task_runs: bool
+) -> None:
+    """Why ``on_insufficient="cancel"`` needs the flow to return the check's state (see
+    docs/orchestrators.md): what a task can do to its flow run in the installed Prefect.
+    Should this fail after an upgrade, the task may be able to cancel the flow itself."""
+    ran: list[str] = []
+
+    @task(cache_policy=NO_CACHE)
+    def gate() -> None:
+        state: State[Any] = Cancelled() if proposed == "cancelled" else Cancelling()
+        with get_client(sync_client=True) as client:
+            answer = client.set_flow_run_state(flow_run.id, state, force=True)
+        assert answer.state is not None
+        assert answer.state.type.value == proposed.upper()  # accepted
+        if then_raise:
+            raise InsufficientBalance("insufficient")
+
+    @task(cache_policy=NO_CACHE)
+    def paid() -> None:
+        ran.append("paid")
+
+    @flow
+    def nightly() -> None:
+        gate()
+        paid()
+
+    state = nightly(return_state=True)
+
+    with get_client(sync_client=True) as client:
+        stored = client.read_flow_run(UUID(_batch(state))).state
+    assert stored is not None
+    assert (stored.type.value, state.type.value) == (ends, ends)
+    assert (ran == ["paid"]) == next_task_runs
