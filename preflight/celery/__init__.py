@@ -6,7 +6,9 @@ call happens, the batch finished by the chord's callback. See docs/orchestrators
 - :data:`preflight_gate`: a task that checks the batch and raises
   :class:`InsufficientBalance`, :class:`AuthFailed` … on a no-go (never retried), or
   :class:`PreflightUnavailable` (retried with backoff);
-- :data:`preflight_finish`: a chord callback (or errback) that finishes the batch.
+- :data:`preflight_finish`: a chord callback that finishes the batch, and
+  :data:`preflight_finish_on_error`: its error callback, which finishes the batch when a
+  header task failed (Celery then skips the callback).
 
 Local mode, or remote mode with ``PREFLIGHT_SERVER_URL`` / ``PREFLIGHT_SERVER_TOKEN``, as the
 CLI; or any :class:`~preflight.api.Preflight` given by the app's ``preflight_client`` setting.
@@ -19,6 +21,7 @@ from preflight.celery.tasks import (
     PreflightClientTask,
     PreflightTask,
     preflight_finish,
+    preflight_finish_on_error,
     preflight_gate,
 )
 from preflight.integrations.gate import (
@@ -41,5 +44,6 @@ __all__ = [
     "PreflightTask",
     "PreflightUnavailable",
     "preflight_finish",
+    "preflight_finish_on_error",
     "preflight_gate",
 ]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar, Final
 
-from celery import Task, shared_task
+from celery import Task, current_task, shared_task
 from celery._state import _task_stack  # type: ignore[attr-defined]  # Task.__call__'s
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.log import get_task_logger
@@ -24,6 +24,7 @@ __all__ = [
     "PreflightClientTask",
     "PreflightTask",
     "preflight_finish",
+    "preflight_finish_on_error",
     "preflight_gate",
 ]
 
@@ -322,7 +323,29 @@ def preflight_finish(
     """Finish ``batch_id``: its ``finish`` snapshot, own cost against the balance drop.
 
     A chord callback (``preflight_finish.s(batch_id="B")``, the header's results ignored),
-    or an errback / a plain task (``.si(batch_id="B")``). Finishing twice returns the first
-    finish's numbers.
+    or a plain task (``.si(batch_id="B")``). A failed header task makes Celery skip the
+    callback: :data:`preflight_finish_on_error` is its error callback. Finishing twice
+    returns the first finish's numbers.
     """
     return self.get_preflight_client().finish(batch_id, snapshot=snapshot).to_dict()
+
+
+@shared_task(base=PreflightClientTask, name="preflight.finish_on_error")
+def preflight_finish_on_error(
+    request: Any, exc: BaseException | None, traceback: Any, *, batch_id: str, snapshot: bool = True
+) -> dict[str, Any]:
+    """Finish ``batch_id`` when the task it is linked to fails: the chord callback's error
+    callback, ``preflight_finish.s(batch_id=B).on_error(preflight_finish_on_error.s(batch_id=B))``.
+
+    A failed header task fails the chord: Celery skips its callback and calls the
+    callback's error callbacks instead, with the chord's error. This one finishes the batch
+    there (the failed jobs' outcomes are already recorded), in the worker that saw the
+    last header task end and before it stores the chord's failure: whoever waits on the
+    chord's result finds the batch finished. Its ``(request, exc, traceback)`` arguments
+    make it an error callback that Celery calls in place, never one it sends as a message.
+    """
+    _log.warning("batch %s: finished after %s failed: %r", batch_id, request.id, exc)
+    task = current_task  # the task being called (Task.__call__ pushed it), whatever its app
+    if not isinstance(task, PreflightClientTask):
+        raise UsageError("preflight_finish_on_error: call the task, not its run function")
+    return task.get_preflight_client().finish(batch_id, snapshot=snapshot).to_dict()

@@ -11,15 +11,18 @@ attribute; 402 is a quota failure, classified with a live snapshot). The rules a
   flow run's id (what :data:`~preflight.prefect.preflight_check` defaults to);
 - job id: the task's ``job_id`` parameter, else the task run's id; attempt: the run count.
 
-Prefect calls ``on_failure`` once retries are exhausted, so a failed attempt that Prefect
-retried is not recorded; the attempt that ends the task run is. Give a connection or a batch
-with ``functools.partial(record_on_completion, connection=block)``. A preflight that cannot
-be reached is logged, never raised: recording does not change the task's state.
+Prefect calls ``on_failure`` once retries are exhausted (and ``on_running`` without the
+previous attempt's error; a retried attempt never enters a Failed state), so the only place
+that sees each failed attempt that Prefect retries is the retry condition:
+:func:`record_and_retry` wraps one and records the attempt it lets Prefect retry. Give a
+connection or a batch with ``functools.partial(record_on_completion, connection=block)``. A
+preflight that cannot be reached is logged, never raised: recording does not change the
+task's state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prefect.context import TaskRunContext
@@ -30,7 +33,16 @@ from preflight.integrations.recorder import record_failure, record_success
 from preflight.logs import get_logger
 from preflight.prefect.blocks import PreflightConnection
 
-__all__ = ["record_on_completion", "record_on_failure", "retry_if_unavailable"]
+__all__ = [
+    "RetryCondition",
+    "record_and_retry",
+    "record_on_completion",
+    "record_on_failure",
+    "retry_if_unavailable",
+]
+
+#: A ``retry_condition_fn``: ``(task, task_run, state) -> bool``.
+RetryCondition = Callable[[Any, Any, Any], bool]
 
 PREFLIGHT_BATCH = "preflight_batch"
 _log = get_logger("preflight.prefect")
@@ -98,3 +110,29 @@ def retry_if_unavailable(task: Any, task_run: Any, state: Any) -> bool:
     be reached. A refusal (insufficient, auth failed, billing blocked) is never retried."""
     error = state.result(raise_on_failure=False)
     return isinstance(error, PreflightUnavailable | VendorUnavailableError | StorageError)
+
+
+def record_and_retry(
+    condition: RetryCondition | None = None,
+    *,
+    connection: PreflightConnection | None = None,
+    batch_id: str | None = None,
+) -> RetryCondition:
+    """A ``retry_condition_fn`` that records each failed attempt Prefect retries.
+
+    ``@task(retries=2, retry_condition_fn=record_and_retry(), on_completion=[...],
+    on_failure=[...])``: Prefect asks the retry condition about every failed attempt but
+    the last, with that attempt's exception; when ``condition`` (default: retry, as
+    Prefect does without one) says retry, the attempt is recorded ``failed`` as
+    :func:`record_on_failure` would (attempt: the run count) and Prefect retries it. An
+    attempt it does not retry, and the last one, end the task run: ``on_failure`` records
+    them, so no attempt is recorded twice. ``condition`` must be synchronous.
+    """
+
+    def should_retry(task: Any, task_run: Any, state: Any) -> bool:
+        retry = True if condition is None else bool(condition(task, task_run, state))
+        if retry:
+            record_on_failure(task, task_run, state, connection=connection, batch_id=batch_id)
+        return retry
+
+    return should_retry

@@ -17,6 +17,7 @@ import pytest
 import redis
 from celery import Celery, chain, chord
 from celery.contrib.testing.worker import start_worker
+from celery.exceptions import ChordError
 
 from preflight.api import Preflight
 from preflight.celery import (
@@ -24,6 +25,7 @@ from preflight.celery import (
     PreflightTask,
     PreflightUnavailable,
     preflight_finish,
+    preflight_finish_on_error,
     preflight_gate,
 )
 from preflight.sandbox import DEFAULT_TOKEN, SandboxServer
@@ -242,3 +244,46 @@ def test_an_unreachable_vendor_is_retried_by_the_gate_then_fails_it(
         gate.apply_async(("down",), {"need": "1"}).get(timeout=60)
 
     assert sandbox.request_counts["GET /api/open/v1/profile"] == 2 * reads_per_check
+
+
+def test_a_chord_with_a_failed_job_is_finished_by_the_error_callback(
+    worker: Worker, client: Preflight, sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    batch = f"celery-{uuid.uuid4().hex[:8]}"
+    sandbox.set_balance(credits=Decimal(100))
+    costs = _costs(9)
+    total = sum(costs, Decimal(0))
+    jobs = [
+        worker.paid.si(str(cost), job_id=f"job-{i}", preflight_batch=batch)
+        for i, cost in enumerate(costs)
+    ]
+    # More than the balance: the vendor answers 402 and charges nothing.
+    jobs.insert(4, worker.paid.si("500", job_id="too-big", preflight_batch=batch))
+    finish = preflight_finish.s(batch_id=batch)
+    finish.on_error(preflight_finish_on_error.s(batch_id=batch))
+    flow = chain(preflight_gate.si(batch, need=str(total)), chord(jobs, finish))
+
+    # Celery skips the callback of a chord whose header failed, and calls its error
+    # callback in place before it stores the chord's failure: once that failure can be
+    # read, the batch is finished. (Without follow_parents=False, get() raises the failed
+    # job's own error as soon as it is stored, while the other jobs may still run.)
+    error = flow.apply_async().get(timeout=120, follow_parents=False, propagate=False)
+
+    assert isinstance(error, ChordError)
+    assert "402 Payment Required" in str(error)
+
+    report = client.show(batch)
+    # (the 402's classification took a live "failure" snapshot)
+    assert [snapshot.kind for snapshot in report.snapshots] == ["preflight", "failure", "finish"]
+    assert (report.outcomes.total, report.outcomes.succeeded) == (10, 9)
+    assert report.outcomes.cost == total
+    [failure] = report.quota_failures
+    assert (failure.job_id, failure.attempt, failure.http_status) == ("too-big", 1, 402)
+    finished = client.finish(batch).to_dict()  # finishing again: the first finish's numbers
+    assert finished["own_cost"] == str(total)
+    assert finished["balance_drop"] == str(total)
+    assert Decimal(finished["foreign_consumption"]) == 0
+    assert sandbox.balance["credits"] == Decimal(100) - total
+    # The worker logged the chord's error with its traceback, whose frames hold the
+    # header's results: let them go with the worker, not at the end of the session.
+    caplog.clear()

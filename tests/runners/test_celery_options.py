@@ -149,3 +149,30 @@ def test_without_a_client_the_worker_configures_itself_like_the_cli(
     finally:
         app.close()
     assert ledger.show(f"env-{mode}").outcomes.cost == Decimal(4)
+
+
+def test_the_handlers_called_directly_still_record(app: Celery, ledger: Preflight) -> None:
+    """A worker records as the attempt ends; an attempt whose ``on_success`` / ``on_failure``
+    Celery calls by other means (a custom request, a test) is recorded by the handler."""
+
+    class Refused(Exception):
+        http_status = 402
+
+    @app.task(base=PreflightTask, shared=False)
+    def job(job_id: str) -> dict[str, str]:
+        return {"cost": "2"}
+
+    job.on_success({"cost": "2"}, "t-1", (), {"job_id": "ok", "preflight_batch": "direct"})
+    job.on_failure(
+        Refused("402 Payment Required"),
+        "t-2",
+        (),
+        {"job_id": "refused", "preflight_batch": "direct"},
+        None,
+    )
+
+    report = ledger.show("direct")
+    assert (report.outcomes.total, report.outcomes.succeeded) == (2, 1)
+    assert report.outcomes.cost == Decimal(2)
+    [failure] = report.quota_failures
+    assert (failure.job_id, failure.attempt, failure.http_status) == ("refused", 1, 402)

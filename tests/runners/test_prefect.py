@@ -13,9 +13,10 @@ from uuid import UUID
 
 import httpx
 import pytest
-from prefect import flow, task
+from prefect import flow, get_client, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import State
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, Cancelling, State
 from prefect.testing.utilities import prefect_test_harness
 from pydantic import SecretStr
 
@@ -26,6 +27,7 @@ from preflight.prefect import (
     PreflightConnection,
     preflight_check,
     preflight_finish,
+    record_and_retry,
     record_on_completion,
     record_on_failure,
     wait_for_balance,
@@ -293,3 +295,104 @@ def test_a_task_run_outside_a_flow_without_a_batch_records_nothing_and_says_so(
 
     assert "outcome not recorded: the task run has no batch" in caplog.text
     assert ledger.batches() == []
+
+
+def test_each_failed_attempt_prefect_retries_is_recorded_by_the_retry_condition(
+    connection: PreflightConnection | None, ledger: Preflight, sandbox: SandboxServer
+) -> None:
+    retried = _paid(sandbox.url, connection).with_options(
+        retries=2,
+        retry_delay_seconds=0,
+        retry_condition_fn=record_and_retry(connection=connection),
+    )
+
+    @flow
+    def nightly() -> None:
+        preflight_check(need="20", connection=connection)
+        sandbox.inject({"status": 402, "count": 1})  # the first paid call only
+        retried("4", job_id="j1")
+
+    state = nightly(return_state=True)
+
+    assert state.is_completed()
+    report = ledger.show(_batch(state))
+    assert (report.outcomes.total, report.outcomes.succeeded) == (2, 1)
+    assert report.outcomes.cost == Decimal(4)
+    [failure] = report.quota_failures
+    assert (failure.job_id, failure.attempt, failure.http_status) == ("j1", 1, 402)
+    assert sandbox.spent["credits"] == Decimal(4)
+
+
+def test_an_attempt_the_condition_does_not_retry_is_recorded_once_by_on_failure(
+    connection: PreflightConnection | None, ledger: Preflight, sandbox: SandboxServer
+) -> None:
+    judged: list[int] = []
+
+    def never(task: Any, task_run: Any, state: Any) -> bool:
+        judged.append(task_run.run_count)
+        return False
+
+    refused = _paid(sandbox.url, connection).with_options(
+        retries=2,
+        retry_delay_seconds=0,
+        retry_condition_fn=record_and_retry(never, connection=connection),
+    )
+
+    @flow
+    def nightly() -> None:
+        preflight_check(need="20", connection=connection)
+        sandbox.inject({"status": 402, "count": 1})
+        refused("4", job_id="j1")
+
+    state = nightly(return_state=True)
+
+    assert state.is_failed()
+    assert judged == [1]
+    report = ledger.show(_batch(state))
+    assert (report.outcomes.total, report.outcomes.quota_failures) == (1, 1)
+    [failure] = report.quota_failures
+    assert (failure.job_id, failure.attempt, failure.http_status) == ("j1", 1, 402)
+
+
+@pytest.mark.parametrize(
+    ("proposed", "then_raise", "ends", "next_task_runs"),
+    [
+        ("cancelled", False, "COMPLETED", True),
+        ("cancelling", False, "CANCELLING", True),
+        ("cancelled", True, "FAILED", False),
+    ],
+)
+def test_a_task_cannot_end_its_flow_run_cancelled(
+    proposed: str, then_raise: bool, ends: str, next_task_runs: bool
+) -> None:
+    """Why ``on_insufficient="cancel"`` needs the flow to return the check's state (see
+    docs/orchestrators.md): what a task can do to its flow run in the installed Prefect.
+    Should this fail after an upgrade, the task may be able to cancel the flow itself."""
+    ran: list[str] = []
+
+    @task(cache_policy=NO_CACHE)
+    def gate() -> None:
+        state: State[Any] = Cancelled() if proposed == "cancelled" else Cancelling()
+        with get_client(sync_client=True) as client:
+            answer = client.set_flow_run_state(flow_run.id, state, force=True)
+        assert answer.state is not None
+        assert answer.state.type.value == proposed.upper()  # accepted
+        if then_raise:
+            raise InsufficientBalance("insufficient")
+
+    @task(cache_policy=NO_CACHE)
+    def paid() -> None:
+        ran.append("paid")
+
+    @flow
+    def nightly() -> None:
+        gate()
+        paid()
+
+    state = nightly(return_state=True)
+
+    with get_client(sync_client=True) as client:
+        stored = client.read_flow_run(UUID(_batch(state))).state
+    assert stored is not None
+    assert (stored.type.value, state.type.value) == (ends, ends)
+    assert (ran == ["paid"]) == next_task_runs
