@@ -244,7 +244,19 @@ class Requests:
                 f"preflight server {self.base_url} answered HTTP {status} "
                 "with a body that is not JSON"
             ) from None
-        return call.read(data)
+        try:
+            return call.read(data)
+        except KeyError as exc:
+            # A server older than this client: its answer lacks a key added since.
+            raise StorageError(
+                f"preflight server {self.base_url} answered without {exc.args[0]!r}, which"
+                " this client reads: is the server older than the client? (upgrade it)"
+            ) from None
+        except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+            raise StorageError(
+                f"preflight server {self.base_url} answered HTTP {status} with a body this"
+                f" client cannot read: {exc}"
+            ) from None
 
     @staticmethod
     def _problem(body: bytes) -> dict[str, Any]:
