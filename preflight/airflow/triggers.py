@@ -181,8 +181,9 @@ class PreflightBalanceTrigger(BaseTrigger):
         return None
 
     async def _from_profile(self, hook: PreflightHook) -> dict[str, Any] | None:
-        # A blocked account or a refused token raises here (the vendor's 402 / 401), and
-        # the caller ends the trigger with that error.
+        # A blocked account or a refused token raises here (the vendor's 402 / 401, or a
+        # 200 whose body says the account is blocked), and the caller ends the trigger
+        # with that error.
         reading = await hook.aprofile(self.account)
         meters = dict(reading.meters)
         meter = choose_meter(self.meter or "auto", meters)
