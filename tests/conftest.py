@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -86,6 +87,13 @@ def _postgres_unreachable(reason: str) -> None:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A URL whose search_path is a fresh, empty schema, dropped afterwards."""
+    with fresh_postgres_schema() as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgres_schema() -> Iterator[str]:
+    """:func:`postgres_url`'s schema, for a test that needs more than one."""
     import sqlalchemy as sa
 
     admin = sa.create_engine(POSTGRES_URL, poolclass=sa.pool.NullPool)

@@ -13,6 +13,18 @@ what is wrong exactly as before.
 
 The connection's preparation, the path check with its messages and the busy timeout,
 which the engine's connections share, are :mod:`preflight.db.driver`'s.
+
+PostgreSQL the same way (:class:`EmbeddedPostgreSQL`): importing SQLAlchemy and its
+PostgreSQL dialect costs a cold ``preflight check`` more than psycopg, the vendor's GET
+and the check's two round trips together. A check there runs on one psycopg connection
+with the store a connection's transaction gets on PostgreSQL
+(:class:`~preflight.db.store_postgresql.PostgreSQLStore`). What that connection cannot do
+well goes to the engine's path (the ``fallback``): a server that does not answer at once
+or is not at head, a connection lost midway (the engine rides the outage out and runs the
+work again from the start, as it would have), and a second thread while one is using it
+(a thread never waits behind another account's lock for this connection's sake).
+
+:func:`open_embedded` picks the class by the URL's backend, in one table.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from preflight.db.driver import (
     SCHEMA_HEAD,
@@ -35,9 +47,19 @@ from preflight.db.driver import (
     storage_errors,
 )
 from preflight.db.store import BatchState, WriteStore
+from preflight.db.store_postgresql import PostgreSQLStore
 from preflight.db.store_sqlite import SQLiteStore
 
 T = TypeVar("T")
+
+
+class Plain(Protocol):
+    """Where a check's work runs: an embedded connection, or the engine's
+    :class:`preflight.db.session.Database`."""
+
+    def run_write(self, work: Callable[[WriteStore], T]) -> T: ...
+
+    def peek_batch(self, batch_id: str) -> BatchState | None: ...
 
 
 class EmbeddedSQLite:
@@ -51,10 +73,18 @@ class EmbeddedSQLite:
         self._turn = threading.Lock()
 
     @classmethod
-    def open(cls, url: str) -> EmbeddedSQLite | None:
+    def open(
+        cls,
+        url: str,
+        *,
+        connect_timeout: float = 0,
+        fallback: Callable[[], Plain] | None = None,
+    ) -> EmbeddedSQLite | None:
         """The database at ``url`` when it is a plain SQLite file at the schema's head;
         None otherwise (the engine's path then handles it). A path that cannot work fails
-        here, as it does there, with the same ``StorageError``."""
+        here, as it does there, with the same ``StorageError``. (A file neither keeps
+        anyone waiting to connect nor loses its connection: ``connect_timeout`` and
+        ``fallback`` are PostgreSQL's.)"""
         path = sqlite_file(url)
         if path is None:
             return None
@@ -116,3 +146,120 @@ class EmbeddedSQLite:
     def close(self) -> None:
         with self._turn:
             self._connection.close()
+
+
+class EmbeddedPostgreSQL:
+    """One psycopg connection on a PostgreSQL database at the schema's head, for the
+    statements of :class:`~preflight.db.store_postgresql.PostgreSQLStore`; what it cannot
+    do well goes to ``fallback`` (see the module's docstring). Close it when done."""
+
+    def __init__(self, connection: Any, dbapi: Any, fallback: Callable[[], Plain]) -> None:
+        self._connection = connection
+        self._dbapi = dbapi  # the psycopg module: its errors
+        self._fallback = fallback
+        self._turn = threading.Lock()
+        self._lost = False
+
+    @classmethod
+    def open(
+        cls, url: str, *, connect_timeout: float, fallback: Callable[[], Plain]
+    ) -> EmbeddedPostgreSQL | None:
+        """The database at ``url`` (``postgresql+psycopg://``) when it answers now and is
+        at the schema's head; None otherwise (the engine's path then handles it, with its
+        outage window and its messages)."""
+        if not url.startswith(_PSYCOPG):
+            return None
+        import psycopg  # cold path: `preflight check` on SQLite never loads psycopg
+
+        try:
+            connection = psycopg.connect(
+                "postgresql://" + url.removeprefix(_PSYCOPG),
+                connect_timeout=max(1, round(connect_timeout)),
+            )
+        except (psycopg.Error, ValueError):
+            return None
+        try:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+            connection.rollback()
+        except psycopg.Error:
+            row = None
+        if row is None or row[0] != SCHEMA_HEAD:
+            connection.close()
+            return None
+        return cls(connection, psycopg, fallback)
+
+    def run_write(self, work: Callable[[WriteStore], T]) -> T:
+        """:meth:`preflight.db.session.Database.run_write` on this connection: ``work``
+        with the write port of one transaction, committed when it returns."""
+        if self._lost or not self._turn.acquire(blocking=False):
+            return self._fallback().run_write(work)
+        try:
+            connection = self._connection
+            try:
+                result = work(PostgreSQLStore(connection, self._dbapi))
+                with storage_errors(self._dbapi.Error):
+                    connection.commit()
+                return result
+            except BaseException:
+                with suppress(self._dbapi.Error):  # the error that got us here says more
+                    connection.rollback()
+                if not connection.broken:
+                    raise
+                self._lose()
+        finally:
+            self._turn.release()
+        # Lost midway: nothing was committed; the engine runs the work again from the start.
+        return self._fallback().run_write(work)
+
+    def peek_batch(self, batch_id: str) -> BatchState | None:
+        """:meth:`preflight.db.session.Database.peek_batch` on this connection: one
+        statement in autocommit."""
+        if self._lost or not self._turn.acquire(blocking=False):
+            return self._fallback().peek_batch(batch_id)
+        try:
+            connection = self._connection
+            try:
+                connection.autocommit = True
+                try:
+                    found = connection.execute(
+                        PostgreSQLStore.BATCH_BY_NAME, (batch_id,)
+                    ).fetchone()
+                finally:
+                    connection.autocommit = False
+                return None if found is None else PostgreSQLStore.read_batch(tuple(found))
+            except self._dbapi.Error:
+                if not connection.broken:
+                    raise
+                self._lose()
+        finally:
+            self._turn.release()
+        return self._fallback().peek_batch(batch_id)
+
+    def _lose(self) -> None:
+        self._lost = True
+        with suppress(self._dbapi.Error):
+            self._connection.close()
+
+    def close(self) -> None:
+        with self._turn, suppress(self._dbapi.Error):
+            self._connection.close()
+
+
+_PSYCOPG: Final = "postgresql+psycopg://"
+
+#: The embedded path of each backend a database URL names (its scheme before any ``+``).
+EMBEDDED: Final[dict[str, type[EmbeddedSQLite] | type[EmbeddedPostgreSQL]]] = {
+    "sqlite": EmbeddedSQLite,
+    "postgresql": EmbeddedPostgreSQL,
+}
+
+
+def open_embedded(
+    url: str, *, connect_timeout: float, fallback: Callable[[], Plain]
+) -> EmbeddedSQLite | EmbeddedPostgreSQL | None:
+    """The embedded path of the database at ``url``, or None where the engine's path
+    must take it (:meth:`EmbeddedSQLite.open`, :meth:`EmbeddedPostgreSQL.open`)."""
+    embedded = EMBEDDED.get(url.split(":", 1)[0].split("+", 1)[0])
+    if embedded is None:
+        return None
+    return embedded.open(url, connect_timeout=connect_timeout, fallback=fallback)

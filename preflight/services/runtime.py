@@ -6,6 +6,7 @@ releases the engine and the HTTP connection pools.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     import httpx
 
     from preflight.adapters import Adapter
-    from preflight.db.embedded import EmbeddedSQLite
+    from preflight.db.embedded import EmbeddedPostgreSQL, EmbeddedSQLite
     from preflight.db.session import Database
     from preflight.settings import Settings
 
@@ -45,8 +46,9 @@ class Runtime:
         # A library writes at the configured level and configures no output of its own.
         apply_level(settings.log_level)
         self._database = database
-        self._embedded: EmbeddedSQLite | None = None
+        self._embedded: EmbeddedSQLite | EmbeddedPostgreSQL | None = None
         self._embedded_tried = database is not None
+        self._first_use = threading.Lock()
         self._http_factory = http_factory
         self._vendors: dict[str, VendorClient] = {}
         self._http_clients: list[httpx.Client] = []
@@ -55,33 +57,45 @@ class Runtime:
     def database(self) -> Database:
         """The database, its schema checked (the embedded SQLite upgrades itself)."""
         if self._database is None:
-            # cold path: `Preflight.remote(...)` loads nothing of db/, nor SQLAlchemy
-            from preflight.db.migrate import ensure_schema
-            from preflight.db.session import Database  # cold path: `preflight check` on SQLite
-
-            database = Database.from_url(
-                self.settings.database_url,
-                outage_window=self.settings.database_outage_window.total_seconds(),
-            )
-            database.wait_until_reachable()
-            ensure_schema(database.engine)
-            self._database = database
+            with self._first_use:  # threads sharing this runtime build one, not one each
+                if self._database is None:
+                    self._database = self._build_database()
         return self._database
 
+    def _build_database(self) -> Database:
+        # cold path: `Preflight.remote(...)` loads nothing of db/, nor SQLAlchemy
+        from preflight.db.migrate import ensure_schema
+        from preflight.db.session import Database  # cold path: `preflight check` cold
+
+        database = Database.from_url(
+            self.settings.database_url,
+            outage_window=self.settings.database_outage_window.total_seconds(),
+        )
+        database.wait_until_reachable()
+        ensure_schema(database.engine)
+        return database
+
     @property
-    def plain_database(self) -> Database | EmbeddedSQLite:
+    def plain_database(self) -> Database | EmbeddedSQLite | EmbeddedPostgreSQL:
         """Where work of the write port only (:mod:`preflight.db.store`, a check) runs: on
-        an embedded SQLite file at the schema's head, until :attr:`database` is built, a
-        sqlite3 connection of its own, which needs no SQLAlchemy (a cold check then imports
-        none); else :attr:`database`. Both hand the work the same SQLite store."""
+        a database at the schema's head, until :attr:`database` is built, a driver
+        connection of its own (sqlite3 or psycopg: :mod:`preflight.db.embedded`), which
+        needs no SQLAlchemy (a cold check then imports none); else :attr:`database`. Both
+        hand the work the same store of the dialect."""
         if self._embedded is not None:
             return self._embedded
         if self._database is None and not self._embedded_tried:
-            # cold path: `Preflight.remote(...)` loads nothing of db/
-            from preflight.db.embedded import EmbeddedSQLite
+            with self._first_use:  # threads sharing this runtime open one, not one each
+                if not self._embedded_tried:
+                    # cold path: `Preflight.remote(...)` loads nothing of db/
+                    from preflight.db.embedded import open_embedded
 
-            self._embedded_tried = True
-            self._embedded = EmbeddedSQLite.open(self.settings.database_url)
+                    self._embedded = open_embedded(
+                        self.settings.database_url,
+                        connect_timeout=self.settings.connect_timeout,
+                        fallback=lambda: self.database,
+                    )
+                    self._embedded_tried = True
             if self._embedded is not None:
                 return self._embedded
         return self.database

@@ -61,7 +61,7 @@ def test_a_check_of_a_database_to_upgrade_goes_through_the_engine(cli_env: dict[
     assert run.stderr == "loaded: sqlalchemy sqlalchemy.orm alembic\n"
 
 
-def test_a_cold_check_on_postgresql_loads_no_orm(
+def test_a_cold_check_on_postgresql_loads_no_sqlalchemy(
     cli: Cli, cli_env: dict[str, str], postgres_url: str
 ) -> None:
     cli_env["PREFLIGHT_DATABASE_URL"] = postgres_url
@@ -69,7 +69,19 @@ def test_a_cold_check_on_postgresql_loads_no_orm(
     for batch_id in ("new", "new"):  # a new batch, then a recheck of it
         run = _check(cli_env, batch_id, "--need", "1")
         assert run.returncode == 0, run.stderr
-        assert run.stderr == "loaded: sqlalchemy\n"
+        assert run.stdout.startswith("go: ")
+        assert run.stderr == "loaded:\n"
+
+
+def test_a_cold_check_on_postgresql_not_at_head_goes_through_the_engine(
+    cli_env: dict[str, str], postgres_url: str
+) -> None:
+    # A schema never upgraded: the engine's path says so, in its own words, as before.
+    cli_env["PREFLIGHT_DATABASE_URL"] = postgres_url
+    run = _check(cli_env, "new", "--need", "1")
+    assert run.returncode == 3, run.stderr
+    assert "preflight db upgrade" in run.stderr
+    assert run.stderr.splitlines()[-1] == "loaded: sqlalchemy"
 
 
 # ---------------------------------------------------------------- declared cold paths
