@@ -191,15 +191,42 @@ class EmbeddedPostgreSQL:
     def run_write(self, work: Callable[[WriteStore], T]) -> T:
         """:meth:`preflight.db.session.Database.run_write` on this connection: ``work``
         with the write port of one transaction, committed when it returns."""
+
+        def in_one_transaction(connection: Any) -> T:
+            result = work(PostgreSQLStore(connection, self._dbapi))
+            with storage_errors(self._dbapi.Error):
+                connection.commit()
+            return result
+
+        return self._here_or_there(in_one_transaction, lambda there: there.run_write(work))
+
+    def peek_batch(self, batch_id: str) -> BatchState | None:
+        """:meth:`preflight.db.session.Database.peek_batch` on this connection: one
+        statement in autocommit."""
+
+        def in_autocommit(connection: Any) -> BatchState | None:
+            connection.autocommit = True
+            try:
+                with storage_errors(self._dbapi.Error):
+                    found = connection.execute(
+                        PostgreSQLStore.BATCH_BY_NAME, (batch_id,)
+                    ).fetchone()
+            finally:
+                connection.autocommit = False
+            return None if found is None else PostgreSQLStore.read_batch(tuple(found))
+
+        return self._here_or_there(in_autocommit, lambda there: there.peek_batch(batch_id))
+
+    def _here_or_there(self, here: Callable[[Any], T], there: Callable[[Plain], T]) -> T:
+        """``here`` on this connection; ``there`` on the engine's path when another thread
+        has the connection, or it was lost, before or during ``here`` (then nothing was
+        committed, and the engine runs it again from the start)."""
         if self._lost or not self._turn.acquire(blocking=False):
-            return self._fallback().run_write(work)
+            return there(self._fallback())
         try:
             connection = self._connection
             try:
-                result = work(PostgreSQLStore(connection, self._dbapi))
-                with storage_errors(self._dbapi.Error):
-                    connection.commit()
-                return result
+                return here(connection)
             except BaseException:
                 with suppress(self._dbapi.Error):  # the error that got us here says more
                     connection.rollback()
@@ -208,32 +235,7 @@ class EmbeddedPostgreSQL:
                 self._lose()
         finally:
             self._turn.release()
-        # Lost midway: nothing was committed; the engine runs the work again from the start.
-        return self._fallback().run_write(work)
-
-    def peek_batch(self, batch_id: str) -> BatchState | None:
-        """:meth:`preflight.db.session.Database.peek_batch` on this connection: one
-        statement in autocommit."""
-        if self._lost or not self._turn.acquire(blocking=False):
-            return self._fallback().peek_batch(batch_id)
-        try:
-            connection = self._connection
-            try:
-                connection.autocommit = True
-                try:
-                    found = connection.execute(
-                        PostgreSQLStore.BATCH_BY_NAME, (batch_id,)
-                    ).fetchone()
-                finally:
-                    connection.autocommit = False
-                return None if found is None else PostgreSQLStore.read_batch(tuple(found))
-            except self._dbapi.Error:
-                if not connection.broken:
-                    raise
-                self._lose()
-        finally:
-            self._turn.release()
-        return self._fallback().peek_batch(batch_id)
+        return there(self._fallback())
 
     def _lose(self) -> None:
         self._lost = True
